@@ -1,0 +1,364 @@
+/* iamsignd.yaml loading. See config.h and docs/config.md. */
+#include "signer/config.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "policy/yamlfile.h"
+
+#define CFG_MAX_PATH 4096
+#define CFG_MAX_URI 1024
+#define CFG_MAX_THREADS 64
+#define CFG_DEFAULT_THREADS 4
+#define CFG_DEFAULT_MODE 0660
+#define CFG_MAX_LIST 64 /* module_dirs, sad_issuers */
+
+struct loader {
+	struct yfile yf;
+	struct config *c;
+	char dir[CFG_MAX_PATH]; /* directory of the configuration file, absolute */
+};
+
+static yaml_node_t *pair_key(struct yfile *yf, yaml_node_t *map, int i)
+{
+	return yaml_document_get_node(&yf->doc, map->data.mapping.pairs.start[i].key);
+}
+
+static int set_dir(struct loader *L, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char cwd[CFG_MAX_PATH];
+	size_t dlen;
+	int n;
+
+	if (slash != NULL && path[0] == '/') {
+		dlen = slash == path ? 1 : (size_t)(slash - path);
+		n = snprintf(L->dir, sizeof(L->dir), "%.*s", (int)dlen, path);
+	} else {
+		/* The daemon changes directory later: make the base absolute now. */
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			return -1;
+		if (slash == NULL)
+			n = snprintf(L->dir, sizeof(L->dir), "%s", cwd);
+		else
+			n = snprintf(L->dir, sizeof(L->dir), "%s/%.*s", cwd, (int)(slash - path),
+			             path);
+	}
+	return n < 0 || (size_t)n >= sizeof(L->dir) ? -1 : 0;
+}
+
+/* A path from the file; relative paths are taken from the configuration file's directory. */
+static int get_path(struct loader *L, yaml_node_t *n, const char *key, char **out)
+{
+	size_t dlen = strlen(L->dir), slen;
+	const char *s;
+
+	*out = NULL;
+	if (yf_str(&L->yf, n, key, &s) != 0)
+		return -1;
+	slen = strlen(s);
+	if (s[0] == '/')
+		dlen = 0;
+	if (dlen + 1 + slen >= CFG_MAX_PATH)
+		return yf_error(&L->yf, n, key, "path too long");
+	*out = malloc(dlen + 1 + slen + 1);
+	if (*out == NULL)
+		return yf_error(&L->yf, n, key, "out of memory");
+	if (dlen > 0) {
+		memcpy(*out, L->dir, dlen);
+		if (L->dir[dlen - 1] != '/')
+			(*out)[dlen++] = '/';
+	}
+	memcpy(*out + dlen, s, slen + 1);
+	return 0;
+}
+
+/* A list of paths (or one path), each resolved as get_path() does; NULL-terminated. */
+static int get_paths(struct loader *L, yaml_node_t *n, const char *key, char ***out, size_t *count)
+{
+	char **v = NULL;
+	size_t i, cnt;
+	int sz, r = -1;
+
+	*out = NULL;
+	*count = 0;
+	if (n != NULL && n->type == YAML_SCALAR_NODE) {
+		cnt = 1;
+	} else {
+		sz = yf_seq_size(&L->yf, n, key);
+		if (sz < 0)
+			goto out;
+		cnt = (size_t)sz;
+	}
+	if (cnt > CFG_MAX_LIST) {
+		yf_error(&L->yf, n, key, "too many entries (at most %d)", CFG_MAX_LIST);
+		goto out;
+	}
+	v = calloc(cnt + 1, sizeof(*v));
+	if (v == NULL) {
+		yf_error(&L->yf, n, key, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < cnt; i++) {
+		yaml_node_t *item =
+		    n->type == YAML_SCALAR_NODE ? n : yf_seq_item(&L->yf, n, (int)i);
+
+		if (get_path(L, item, key, &v[i]) != 0)
+			goto out;
+	}
+	*out = v;
+	*count = cnt;
+	v = NULL;
+	r = 0;
+out:
+	yf_strv_free(v);
+	return r;
+}
+
+/* An octal file mode: "0660", 0660, "660" or "0o660", at most 0777. */
+static int get_mode(struct loader *L, yaml_node_t *n, const char *key, mode_t *out)
+{
+	const char *s, *d;
+	unsigned v = 0;
+	size_t i;
+
+	if (yf_str(&L->yf, n, key, &s) != 0)
+		return -1;
+	d = strncmp(s, "0o", 2) == 0 ? s + 2 : s;
+	for (i = 0; d[i] >= '0' && d[i] <= '7'; i++) {
+		if (i >= 5)
+			goto bad;
+		v = v * 8 + (unsigned)(d[i] - '0');
+	}
+	if (i == 0 || d[i] != '\0')
+		goto bad;
+	if (v > 0777)
+		return yf_error(&L->yf, n, key, "mode %s is above 0777", s);
+	*out = (mode_t)v;
+	return 0;
+bad:
+	return yf_error(&L->yf, n, key, "expected an octal mode such as \"0660\", found '%s'", s);
+}
+
+static int parse_token(struct loader *L, yaml_node_t *at, yaml_node_t *map)
+{
+	struct yfile *yf = &L->yf;
+	struct config *c = L->c;
+	yaml_node_t *v;
+	const char *k, *s;
+	char key[80];
+	size_t ndirs;
+	int n, i;
+
+	n = yf_map_size(yf, map, "token");
+	if (n < 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		yf_pair(yf, map, i, &k, &v);
+		if (strcmp(k, "module") == 0) {
+			if (get_path(L, v, "token.module", &c->token_module) != 0)
+				return -1;
+		} else if (strcmp(k, "uri") == 0) {
+			if (yf_str(yf, v, "token.uri", &s) != 0)
+				return -1;
+			if (strncmp(s, "pkcs11:", 7) != 0)
+				return yf_error(yf, v, "token.uri",
+				                "expected a PKCS#11 URI (RFC 7512) starting with "
+				                "\"pkcs11:\"");
+			if (strlen(s) > CFG_MAX_URI)
+				return yf_error(yf, v, "token.uri", "URI too long (at most %d)",
+				                CFG_MAX_URI);
+			c->token_uri = strdup(s);
+			if (c->token_uri == NULL)
+				return yf_error(yf, v, "token.uri", "out of memory");
+		} else if (strcmp(k, "pin_file") == 0) {
+			if (get_path(L, v, "token.pin_file", &c->token_pin_file) != 0)
+				return -1;
+		} else if (strcmp(k, "module_dirs") == 0) {
+			if (get_paths(L, v, "token.module_dirs", &c->token_module_dirs, &ndirs) !=
+			    0)
+				return -1;
+			if (ndirs == 0)
+				return yf_error(yf, v, "token.module_dirs",
+				                "empty list would allow no module (leave "
+				                "module_dirs out for the built-in list)");
+		} else {
+			snprintf(key, sizeof(key), "token.%.60s", k);
+			return yf_error(yf, pair_key(yf, map, i), key,
+			                "unknown key in token (expected module, uri, pin_file, "
+			                "module_dirs)");
+		}
+	}
+	if (c->token_module == NULL)
+		return yf_error(yf, at, "token.module", "missing (path of the PKCS#11 module)");
+	if (c->token_uri == NULL)
+		return yf_error(yf, at, "token.uri", "missing (PKCS#11 URI of the token)");
+	if (c->token_pin_file == NULL)
+		return yf_error(yf, at, "token.pin_file", "missing (file holding the user PIN)");
+	return 0;
+}
+
+static int parse_listen(struct loader *L, yaml_node_t *at, yaml_node_t *map)
+{
+	struct yfile *yf = &L->yf;
+	struct config *c = L->c;
+	struct sockaddr_un sun;
+	yaml_node_t *v;
+	const char *k, *s;
+	char key[80];
+	uint64_t u;
+	int n, i;
+
+	n = yf_map_size(yf, map, "listen");
+	if (n < 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		yf_pair(yf, map, i, &k, &v);
+		if (strcmp(k, "socket") == 0) {
+			if (yf_str(yf, v, "listen.socket", &s) != 0)
+				return -1;
+			if (s[0] != '/')
+				return yf_error(yf, v, "listen.socket", "must be an absolute path");
+			if (strlen(s) >= sizeof(sun.sun_path))
+				return yf_error(
+				    yf, v, "listen.socket",
+				    "path too long for a Unix socket (at most %zu bytes)",
+				    sizeof(sun.sun_path) - 1);
+			c->socket_path = strdup(s);
+			if (c->socket_path == NULL)
+				return yf_error(yf, v, "listen.socket", "out of memory");
+		} else if (strcmp(k, "mode") == 0) {
+			if (get_mode(L, v, "listen.mode", &c->socket_mode) != 0)
+				return -1;
+		} else if (strcmp(k, "group") == 0) {
+			if (yf_strdup(yf, v, "listen.group", &c->socket_group) != 0)
+				return -1;
+		} else if (strcmp(k, "threads") == 0) {
+			if (yf_uint(yf, v, "listen.threads", CFG_MAX_THREADS, &u) != 0)
+				return -1;
+			if (u < 1)
+				return yf_error(yf, v, "listen.threads", "must be between 1 and %d",
+				                CFG_MAX_THREADS);
+			c->threads = (unsigned)u;
+		} else {
+			snprintf(key, sizeof(key), "listen.%.60s", k);
+			return yf_error(yf, pair_key(yf, map, i), key,
+			                "unknown key in listen (expected socket, mode, group, "
+			                "threads)");
+		}
+	}
+	if (c->socket_path == NULL)
+		return yf_error(yf, at, "listen.socket", "missing (path of the Unix socket)");
+	return 0;
+}
+
+static int parse_root(struct loader *L)
+{
+	struct yfile *yf = &L->yf;
+	struct config *c = L->c;
+	yaml_node_t *root = yf_root(yf), *v, *token = NULL, *listen = NULL;
+	yaml_node_t *token_key = NULL, *listen_key = NULL;
+	const char *k;
+	int n, i;
+
+	n = yf_map_size(yf, root, "configuration");
+	if (n < 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		yf_pair(yf, root, i, &k, &v);
+		if (strcmp(k, "token") == 0) {
+			token = v;
+			token_key = pair_key(yf, root, i);
+		} else if (strcmp(k, "listen") == 0) {
+			listen = v;
+			listen_key = pair_key(yf, root, i);
+		} else if (strcmp(k, "state_dir") == 0) {
+			if (get_path(L, v, "state_dir", &c->state_dir) != 0)
+				return -1;
+		} else if (strcmp(k, "policy") == 0) {
+			if (get_path(L, v, "policy", &c->policy_path) != 0)
+				return -1;
+		} else if (strcmp(k, "sad_issuers") == 0) {
+			yf_strv_free(c->sad_issuers);
+			c->sad_issuers = NULL;
+			if (get_paths(L, v, "sad_issuers", &c->sad_issuers, &c->nsad_issuers) != 0)
+				return -1;
+		} else if (strcmp(k, "trust_anchors") == 0) {
+			if (get_path(L, v, "trust_anchors", &c->trust_anchors) != 0)
+				return -1;
+		} else {
+			return yf_error(yf, pair_key(yf, root, i), k,
+			                "unknown key (expected token, listen, state_dir, policy, "
+			                "sad_issuers, trust_anchors)");
+		}
+	}
+	if (token == NULL)
+		return yf_error(yf, root, "token", "missing (module, uri and pin_file)");
+	if (parse_token(L, token_key, token) != 0)
+		return -1;
+	if (listen == NULL)
+		return yf_error(yf, root, "listen", "missing (at least listen.socket)");
+	if (parse_listen(L, listen_key, listen) != 0)
+		return -1;
+	if (c->state_dir == NULL)
+		return yf_error(yf, root, "state_dir", "missing (directory of the ledger)");
+	if (c->policy_path == NULL)
+		return yf_error(yf, root, "policy", "missing (path of the policy file)");
+	return 0;
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+	struct loader L;
+	struct config *c = NULL;
+	int r = -1;
+
+	*out = NULL;
+	memset(&L, 0, sizeof(L));
+	if (yf_load(&L.yf, path, err, errlen) != 0)
+		goto out;
+	if (set_dir(&L, path) != 0) {
+		yf_error(&L.yf, NULL, NULL, "cannot find the directory of the file");
+		goto out;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL || (c->path = strdup(path)) == NULL ||
+	    (c->sad_issuers = calloc(1, sizeof(*c->sad_issuers))) == NULL) {
+		yf_error(&L.yf, NULL, NULL, "out of memory");
+		goto out;
+	}
+	c->socket_mode = CFG_DEFAULT_MODE;
+	c->threads = CFG_DEFAULT_THREADS;
+	L.c = c;
+	if (parse_root(&L) != 0)
+		goto out;
+	*out = c;
+	c = NULL;
+	r = 0;
+out:
+	config_free(c);
+	yf_free(&L.yf);
+	return r;
+}
+
+void config_free(struct config *c)
+{
+	if (c == NULL)
+		return;
+	free(c->path);
+	free(c->token_module);
+	free(c->token_uri);
+	free(c->token_pin_file);
+	yf_strv_free(c->token_module_dirs);
+	free(c->socket_path);
+	free(c->socket_group);
+	free(c->state_dir);
+	free(c->policy_path);
+	yf_strv_free(c->sad_issuers);
+	free(c->trust_anchors);
+	free(c);
+}

@@ -1,0 +1,421 @@
+/* Unit tests: iamsignd.yaml loading (signer/config.c) and the YAML layer beneath it. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "signer/config.h"
+#include "policy/policy.h"
+#include "policy/yamlfile.h"
+
+static char tmpdir[PATH_MAX];
+static char tmpfile_path[PATH_MAX + 32];
+static char err[1024];
+
+/* Write text to a fresh file in a private directory; returns its path. */
+static const char *write_tmp(const char *text, mode_t mode)
+{
+	FILE *f;
+
+	snprintf(tmpfile_path, sizeof(tmpfile_path), "%s/iamsignd.yaml", tmpdir);
+	unlink(tmpfile_path);
+	f = fopen(tmpfile_path, "w");
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(chmod(tmpfile_path, mode), 0);
+	return tmpfile_path;
+}
+
+static int setup(void **state)
+{
+	const char *base = getenv("TMPDIR");
+
+	snprintf(tmpdir, sizeof(tmpdir), "%s/test-config-XXXXXX",
+	         base != NULL && base[0] != '\0' ? base : "/tmp");
+	return mkdtemp(tmpdir) == NULL ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+	snprintf(tmpfile_path, sizeof(tmpfile_path), "%s/iamsignd.yaml", tmpdir);
+	unlink(tmpfile_path);
+	return rmdir(tmpdir);
+}
+
+/* Load text expecting failure; the message must contain each of the NULL-terminated needles. */
+static void expect_fail(const char *text, ...)
+{
+	struct config *c = (struct config *)1;
+	const char *needle;
+	va_list ap;
+
+	err[0] = '\0';
+	assert_int_equal(config_load(write_tmp(text, 0600), &c, err, sizeof(err)), -1);
+	assert_null(c);
+	va_start(ap, text);
+	while ((needle = va_arg(ap, const char *)) != NULL) {
+		if (strstr(err, needle) == NULL)
+			fail_msg("error \"%s\" lacks \"%s\"", err, needle);
+	}
+	va_end(ap);
+	/* Every error names the file. */
+	assert_non_null(strstr(err, tmpfile_path));
+}
+
+static void expect_fixture_fail(const char *name, const char *needle1, const char *needle2)
+{
+	struct config *c = NULL;
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", TEST_DATA, name);
+	err[0] = '\0';
+	assert_int_equal(config_load(path, &c, err, sizeof(err)), -1);
+	assert_null(c);
+	if (strstr(err, path) == NULL)
+		fail_msg("error \"%s\" lacks the file name", err);
+	if (strstr(err, needle1) == NULL)
+		fail_msg("error \"%s\" lacks \"%s\"", err, needle1);
+	if (needle2 != NULL && strstr(err, needle2) == NULL)
+		fail_msg("error \"%s\" lacks \"%s\"", err, needle2);
+}
+
+#define TOKEN                                                                                      \
+	"token:\n"                                                                                 \
+	"  module: /usr/lib/softhsm/libsofthsm2.so\n"                                              \
+	"  uri: \"pkcs11:token=t\"\n"                                                              \
+	"  pin_file: /etc/iamsign/user.pin\n"
+#define TAIL                                                                                       \
+	"state_dir: /var/lib/iamsign\n"                                                            \
+	"policy: /etc/iamsign/policy.yaml\n"
+#define LISTEN "listen:\n  socket: /run/iamsign/iamsign.sock\n"
+
+static void test_good_full(void **state)
+{
+	struct config *c = NULL;
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/config-good.yaml", TEST_DATA);
+	if (config_load(path, &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(c->path, path);
+	assert_string_equal(c->token_module, "/usr/lib/softhsm/libsofthsm2.so");
+	assert_string_equal(c->token_uri, "pkcs11:token=iamsign-01");
+	assert_string_equal(c->token_pin_file, TEST_DATA "/user.pin");
+	assert_non_null(c->token_module_dirs);
+	assert_string_equal(c->token_module_dirs[0], "/usr/lib/softhsm");
+	assert_string_equal(c->token_module_dirs[1], "/usr/lib/x86_64-linux-gnu/pkcs11");
+	assert_null(c->token_module_dirs[2]);
+	assert_string_equal(c->socket_path, "/run/iamsign/iamsign.sock");
+	assert_int_equal(c->socket_mode, 0640);
+	assert_string_equal(c->socket_group, "iamsign-callers");
+	assert_int_equal(c->threads, 8);
+	assert_string_equal(c->state_dir, "/var/lib/iamsign");
+	assert_string_equal(c->policy_path, TEST_DATA "/policy-good.yaml");
+	assert_int_equal(c->nsad_issuers, 2);
+	assert_string_equal(c->sad_issuers[0], "/etc/iamsign/sad-issuer.pem");
+	assert_string_equal(c->sad_issuers[1], TEST_DATA "/keys/second-issuer.pem");
+	assert_null(c->sad_issuers[2]);
+	assert_string_equal(c->trust_anchors, TEST_DATA "/ca.pem");
+	config_free(c);
+}
+
+/* What --check does: the configuration, then the policy it names. */
+static void test_good_config_names_good_policy(void **state)
+{
+	struct config *c = NULL;
+	struct policy *p = NULL;
+
+	assert_int_equal(config_load(TEST_DATA "/config-good.yaml", &c, err, sizeof(err)), 0);
+	if (policy_load(c->policy_path, &p, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	policy_free(p);
+	config_free(c);
+}
+
+static void test_minimal_defaults(void **state)
+{
+	struct config *c = NULL;
+
+	if (config_load(TEST_DATA "/config-minimal.yaml", &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(c->socket_mode, 0660);
+	assert_int_equal(c->threads, 4);
+	assert_null(c->socket_group);
+	assert_null(c->token_module_dirs);
+	assert_non_null(c->sad_issuers);
+	assert_null(c->sad_issuers[0]);
+	assert_int_equal(c->nsad_issuers, 0);
+	assert_null(c->trust_anchors);
+	config_free(c);
+}
+
+static void test_unknown_key(void **state)
+{
+	/* file name, line 7, the key with its section */
+	expect_fixture_fail("config-unknown-key.yaml",
+	                    "config-unknown-key.yaml:7: listen.mdoe:", "unknown key");
+	expect_fail(TOKEN LISTEN TAIL "colour: blue\n", ":9: colour: unknown key", NULL);
+	expect_fail(TOKEN "  slot: 3\n" LISTEN TAIL, ":5: token.slot: unknown key", NULL);
+}
+
+static void test_missing_required(void **state)
+{
+	expect_fixture_fail("config-missing-uri.yaml", ":1: token.uri: missing", NULL);
+	expect_fail("token:\n  uri: \"pkcs11:\"\n  pin_file: /p\n" LISTEN TAIL,
+	            "token.module: missing", NULL);
+	expect_fail("token:\n  uri: \"pkcs11:\"\n  module: /m\n" LISTEN TAIL,
+	            "token.pin_file: missing", NULL);
+	expect_fail(TOKEN "listen:\n  mode: \"0600\"\n" TAIL, ":5: listen.socket: missing", NULL);
+	expect_fail(TOKEN TAIL "listen:\n  group: g\n", ":7: listen.socket: missing", NULL);
+	expect_fail(TOKEN TAIL, "listen: missing", NULL);
+	expect_fail(LISTEN TAIL, "token: missing", NULL);
+	expect_fail(TOKEN LISTEN "policy: /p\n", "state_dir: missing", NULL);
+	expect_fail(TOKEN LISTEN "state_dir: /s\n", "policy: missing", NULL);
+	/* an empty value is not a value */
+	expect_fail(TOKEN LISTEN TAIL "trust_anchors:\n", ":9: trust_anchors: missing value", NULL);
+	expect_fail(TOKEN LISTEN TAIL "trust_anchors: \"\"\n", "trust_anchors: missing value",
+	            NULL);
+}
+
+static void test_mode(void **state)
+{
+	static const struct {
+		const char *text;
+		mode_t mode;
+	} good[] = {
+	    {"\"0660\"", 0660}, {"0640", 0640}, {"\"0o600\"", 0600},
+	    {"660", 0660},      {"0", 0},       {"\"0777\"", 0777},
+	};
+	char text[512];
+	struct config *c;
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(text, sizeof(text), TOKEN LISTEN "  mode: %s\n" TAIL, good[i].text);
+		c = NULL;
+		if (config_load(write_tmp(text, 0600), &c, err, sizeof(err)) != 0)
+			fail_msg("mode %s: %s", good[i].text, err);
+		assert_int_equal(c->socket_mode, good[i].mode);
+		config_free(c);
+	}
+	expect_fixture_fail("config-bad-mode.yaml",
+	                    "config-bad-mode.yaml:7: listen.mode:", "octal");
+	expect_fail(TOKEN LISTEN "  mode: \"01777\"\n" TAIL, ":7: listen.mode:", "above 0777",
+	            NULL);
+	expect_fail(TOKEN LISTEN "  mode: rw-rw----\n" TAIL, "listen.mode", "octal", NULL);
+	expect_fail(TOKEN LISTEN "  mode: 0x1b0\n" TAIL, "listen.mode", "octal", NULL);
+	expect_fail(TOKEN LISTEN "  mode: -660\n" TAIL, "listen.mode", NULL);
+	expect_fail(TOKEN LISTEN "  mode: [6, 6, 0]\n" TAIL, "listen.mode", "found a list", NULL);
+}
+
+static void test_threads(void **state)
+{
+	struct config *c = NULL;
+
+	expect_fixture_fail("config-bad-threads.yaml",
+	                    "config-bad-threads.yaml:7: listen.threads:", "too large");
+	expect_fail(TOKEN LISTEN "  threads: 0\n" TAIL, ":7: listen.threads:", NULL);
+	expect_fail(TOKEN LISTEN "  threads: -1\n" TAIL, "listen.threads", NULL);
+	expect_fail(TOKEN LISTEN "  threads: four\n" TAIL, "listen.threads", NULL);
+	expect_fail(TOKEN LISTEN "  threads: 2.5\n" TAIL, "listen.threads", NULL);
+	expect_fail(TOKEN LISTEN "  threads: 99999999999999999999999\n" TAIL, "listen.threads",
+	            NULL);
+	assert_int_equal(
+	    config_load(write_tmp(TOKEN LISTEN "  threads: 64\n" TAIL, 0600), &c, err, sizeof(err)),
+	    0);
+	assert_int_equal(c->threads, 64);
+	config_free(c);
+}
+
+static void test_socket_and_uri(void **state)
+{
+	char text[1024], longpath[200];
+
+	expect_fail(TOKEN "listen:\n  socket: run/iamsign.sock\n" TAIL,
+	            ":6: listen.socket:", "absolute", NULL);
+	memset(longpath, 'a', sizeof(longpath));
+	longpath[0] = '/';
+	longpath[108] = '\0'; /* 108 bytes: one too many for sun_path with its NUL */
+	snprintf(text, sizeof(text), TOKEN "listen:\n  socket: %s\n" TAIL, longpath);
+	expect_fail(text, "listen.socket", "too long", NULL);
+	expect_fail("token:\n  module: /m\n  uri: token=t\n  pin_file: /p\n" LISTEN TAIL,
+	            ":3: token.uri:", "pkcs11:", NULL);
+	expect_fail(TOKEN "  module_dirs: []\n" LISTEN TAIL, ":5: token.module_dirs:", NULL);
+}
+
+/* Relative paths are taken from the file's directory, even when the file itself is named by a
+ * relative path. */
+static void test_relative_paths(void **state)
+{
+	struct config *c = NULL;
+	char cwd[PATH_MAX], real[PATH_MAX], want[PATH_MAX + 64];
+
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_non_null(realpath(TEST_DATA, real));
+	assert_int_equal(chdir(TEST_DATA), 0);
+	if (config_load("config-good.yaml", &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(chdir(cwd), 0);
+	snprintf(want, sizeof(want), "%s/policy-good.yaml", real);
+	assert_string_equal(c->policy_path, want);
+	snprintf(want, sizeof(want), "%s/user.pin", real);
+	assert_string_equal(c->token_pin_file, want);
+	assert_string_equal(c->path, "config-good.yaml");
+	config_free(c);
+
+	/* in a temporary file: every path-valued key */
+	assert_int_equal(config_load(write_tmp("token:\n  module: lib/m.so\n  uri: \"pkcs11:\"\n"
+	                                       "  pin_file: ../pin\n  module_dirs: lib\n" LISTEN
+	                                       "state_dir: state\npolicy: ./policy.yaml\n"
+	                                       "sad_issuers: sad.pem\ntrust_anchors: /ca.pem\n",
+	                                       0600),
+	                             &c, err, sizeof(err)),
+	                 0);
+	snprintf(want, sizeof(want), "%s/lib/m.so", tmpdir);
+	assert_string_equal(c->token_module, want);
+	snprintf(want, sizeof(want), "%s/../pin", tmpdir);
+	assert_string_equal(c->token_pin_file, want);
+	snprintf(want, sizeof(want), "%s/lib", tmpdir);
+	assert_string_equal(c->token_module_dirs[0], want);
+	assert_null(c->token_module_dirs[1]);
+	snprintf(want, sizeof(want), "%s/state", tmpdir);
+	assert_string_equal(c->state_dir, want);
+	snprintf(want, sizeof(want), "%s/./policy.yaml", tmpdir);
+	assert_string_equal(c->policy_path, want);
+	snprintf(want, sizeof(want), "%s/sad.pem", tmpdir);
+	assert_int_equal(c->nsad_issuers, 1);
+	assert_string_equal(c->sad_issuers[0], want);
+	assert_string_equal(c->trust_anchors, "/ca.pem");
+	config_free(c);
+}
+
+static void test_malformed(void **state)
+{
+	/* The unterminated quote on line 3 runs on; libyaml notices at the end of input. */
+	expect_fixture_fail("config-malformed.yaml", "YAML syntax error", "line 3");
+	expect_fail(TOKEN " listen: [a\n", "YAML syntax error", NULL);
+	expect_fail(TOKEN LISTEN TAIL "sad_issuers: [a, b\n", "YAML syntax error", "line 9", NULL);
+	expect_fail("token: {module: /m\n", "YAML syntax error", NULL);
+	expect_fail("", ":1:", "empty file", NULL);
+	expect_fail("# only a comment\n", "empty file", NULL);
+	expect_fail("- token\n- listen\n", ":1:", "top level must be a mapping", NULL);
+	expect_fail("just a string\n", "top level must be a mapping", NULL);
+	expect_fail(TOKEN LISTEN TAIL "---\n" TOKEN, ":10:", "more than one YAML document", NULL);
+	expect_fail(TOKEN LISTEN TAIL "---\n", "more than one YAML document", NULL);
+	expect_fail(TOKEN LISTEN "state_dir: \"/a\\0b\"\npolicy: /p\n", ":7: state_dir:", "NUL",
+	            NULL);
+}
+
+static void test_duplicate_key(void **state)
+{
+	expect_fixture_fail("config-duplicate.yaml",
+	                    "config-duplicate.yaml:9: state_dir:", "first given at line 7");
+	expect_fail("token:\n  module: /a\n  module: /b\n", ":3: module: duplicate key", NULL);
+}
+
+static void test_wrong_types(void **state)
+{
+	expect_fixture_fail(
+	    "config-list-for-scalar.yaml",
+	    "config-list-for-scalar.yaml:5: token.pin_file:", "expected a string, found a list");
+	expect_fail("token: /usr/lib/softhsm/libsofthsm2.so\n" LISTEN TAIL,
+	            ":1: token:", "expected a mapping, found a scalar", NULL);
+	expect_fail(TOKEN LISTEN TAIL "sad_issuers: {a: b}\n", "sad_issuers",
+	            "expected a list, found a mapping", NULL);
+	expect_fail(TOKEN LISTEN TAIL "sad_issuers: [[a]]\n", "sad_issuers",
+	            "expected a string, found a list", NULL);
+	expect_fail(TOKEN LISTEN TAIL "? [a, b]\n: c\n", "keys must be plain strings", NULL);
+	expect_fail(TOKEN "listen:\n  socket: {path: /run/x}\n" TAIL,
+	            ":6: listen.socket:", "expected a string, found a mapping", NULL);
+}
+
+static void test_aliases(void **state)
+{
+	struct config *c = NULL;
+
+	assert_int_equal(config_load(write_tmp(TOKEN LISTEN "state_dir: &dir /var/lib/iamsign\n"
+	                                                    "policy: /p.yaml\n"
+	                                                    "trust_anchors: *dir\n",
+	                                       0600),
+	                             &c, err, sizeof(err)),
+	                 0);
+	assert_string_equal(c->trust_anchors, "/var/lib/iamsign");
+	config_free(c);
+	expect_fail(TOKEN LISTEN TAIL "trust_anchors: *nowhere\n", "YAML syntax error", NULL);
+}
+
+static void test_file_checks(void **state)
+{
+	struct config *c = NULL;
+	char *big;
+	FILE *f;
+
+	expect_fail("", "empty", NULL);
+	/* world-writable: refused before parsing */
+	assert_int_equal(config_load(write_tmp(TOKEN LISTEN TAIL, 0666), &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "world-writable"));
+	/* too large */
+	big = malloc(YF_MAX_FILE + 2);
+	assert_non_null(big);
+	memset(big, '#', YF_MAX_FILE + 1);
+	big[YF_MAX_FILE + 1] = '\0';
+	write_tmp("", 0600);
+	f = fopen(tmpfile_path, "w");
+	assert_non_null(f);
+	assert_int_equal(fputs(big, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+	free(big);
+	assert_int_equal(config_load(tmpfile_path, &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "too large"));
+	/* missing file, a directory */
+	assert_int_equal(config_load(TEST_DATA "/config-none.yaml", &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "config-none.yaml"));
+	assert_int_equal(config_load(TEST_DATA, &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "not a regular file"));
+	assert_null(c);
+}
+
+/* Error text is bounded by the caller's buffer. */
+static void test_small_error_buffer(void **state)
+{
+	struct config *c = NULL;
+	char small[16];
+
+	memset(small, 'x', sizeof(small));
+	assert_int_equal(
+	    config_load(TEST_DATA "/config-unknown-key.yaml", &c, small, sizeof(small)), -1);
+	assert_int_equal(strlen(small), sizeof(small) - 1);
+	assert_int_equal(config_load(TEST_DATA "/config-unknown-key.yaml", &c, NULL, 0), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_good_full),
+	    cmocka_unit_test(test_good_config_names_good_policy),
+	    cmocka_unit_test(test_minimal_defaults),
+	    cmocka_unit_test(test_unknown_key),
+	    cmocka_unit_test(test_missing_required),
+	    cmocka_unit_test(test_mode),
+	    cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_socket_and_uri),
+	    cmocka_unit_test(test_relative_paths),
+	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_duplicate_key),
+	    cmocka_unit_test(test_wrong_types),
+	    cmocka_unit_test(test_aliases),
+	    cmocka_unit_test(test_file_checks),
+	    cmocka_unit_test(test_small_error_buffer),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
