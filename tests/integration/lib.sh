@@ -1,0 +1,330 @@
+# Shared harness for the integration tests: source it, then call setup_env.
+#
+# Environment (set by meson): IAMSIGN_BUILD (build root), IAMSIGN_SRC (source root).
+#
+#   setup_env                   throwaway workdir $WORK with SoftHSM config, PIN files, test CA,
+#                               iamsignd.yaml and policy.yaml; cleaned up on exit
+#   init_token                  iamsign-admin init-token with the configured label
+#   provision_cred ID ALG OWNER [CLASS]
+#                               keygen, csr, certificate from the test CA, import-cert, enrol
+#   start_daemon / stop_daemon  iamsignd in the background (log: $WORK/daemon.log)
+#   csc METHOD JSON             POST /csc/v2/METHOD; prints the HTTP status, body in $WORK/resp.json
+#   expect_status MSG WANT GOT  pass if the HTTP status GOT is WANT (else fail, showing the body)
+#   expect_reason REASON        pass if the last response's "reason" is REASON
+#   jq_get FILTER               jq -r FILTER on the last response (nothing if it is not JSON)
+#   wait_exit PID SECS          wait up to SECS for PID to exit (and reap it); 1 if it did not
+#   admin ARGS...               iamsign-admin -c $WORK/iamsignd.yaml ARGS...
+#   pass MSG / fail MSG         record a result (fail does not exit; the test fails at the end)
+#   check MSG CMD...            pass if CMD succeeds, else fail
+#   check_fails MSG CMD...      pass if CMD fails, else fail
+#   check_exit CODE MSG CMD...  pass if CMD exits with CODE
+#   die MSG                     fail and stop now
+#
+# Meson's skip status (77) is used only when SoftHSM's softhsm2-util is missing.
+#
+# Safe under `set -euo pipefail`: helpers report failures through fail() rather than by
+# returning non-zero, except die, wait_exit and the check commands' own exit statuses.
+
+set -u
+
+: "${IAMSIGN_BUILD:?IAMSIGN_BUILD must name the build directory}"
+: "${IAMSIGN_SRC:?IAMSIGN_SRC must name the source directory}"
+
+ADMIN="$IAMSIGN_BUILD/tools/iamsign-admin"
+IAMSIGND="$IAMSIGN_BUILD/signer/iamsignd"
+# shellcheck disable=SC2034 # used by the tests that source this file
+CLIENT="$IAMSIGN_BUILD/tools/iamsign"
+SOFTHSM_MODULE="${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}"
+TOKEN_LABEL="iamsign-test"
+USER_PIN="314159"
+SO_PIN="27182818"
+
+WORK=""
+DAEMON_PID=""
+PASSED=0
+FAILED=0
+
+pass() {
+	PASSED=$((PASSED + 1))
+	printf 'PASS: %s\n' "$*"
+}
+
+fail() {
+	FAILED=$((FAILED + 1))
+	printf 'FAIL: %s\n' "$*" >&2
+}
+
+die() {
+	fail "$*"
+	exit 1
+}
+
+# check MSG CMD...: pass if CMD succeeds. Its output is kept in $WORK/check.out (until the
+# next check), and shown when it fails.
+check() {
+	local what="$1" rc=0
+	shift
+	"$@" >"$WORK/check.tmp" 2>&1 || rc=$?
+	mv -f "$WORK/check.tmp" "$WORK/check.out"
+	if [ "$rc" -eq 0 ]; then
+		pass "$what"
+	else
+		fail "$what (exit $rc: $*)"
+		sed 's/^/    /' "$WORK/check.out" >&2
+	fi
+}
+
+# check_fails MSG CMD...: pass if CMD exits non-zero; its output is kept in $WORK/check.out.
+check_fails() {
+	local what="$1" rc=0
+	shift
+	"$@" >"$WORK/check.tmp" 2>&1 || rc=$?
+	mv -f "$WORK/check.tmp" "$WORK/check.out"
+	if [ "$rc" -ne 0 ]; then
+		pass "$what"
+	else
+		fail "$what (unexpectedly succeeded: $*)"
+		sed 's/^/    /' "$WORK/check.out" >&2
+	fi
+}
+
+# check_exit CODE MSG CMD...: pass if CMD exits with status CODE.
+check_exit() {
+	local want="$1" what="$2" rc=0
+	shift 2
+	"$@" >"$WORK/check.tmp" 2>&1 || rc=$?
+	mv -f "$WORK/check.tmp" "$WORK/check.out"
+	if [ "$rc" -eq "$want" ]; then
+		pass "$what"
+	else
+		fail "$what (exit $rc, expected $want: $*)"
+		sed 's/^/    /' "$WORK/check.out" >&2
+	fi
+}
+
+admin() {
+	"$ADMIN" -c "$WORK/iamsignd.yaml" "$@"
+}
+
+cleanup() {
+	local rc=$?
+	set +e
+	if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+		kill -TERM "$DAEMON_PID" 2>/dev/null
+		wait_exit "$DAEMON_PID" 10 || kill -KILL "$DAEMON_PID" 2>/dev/null
+		wait "$DAEMON_PID" 2>/dev/null
+	fi
+	DAEMON_PID=""
+	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+		if [ "$FAILED" -gt 0 ] && [ -s "$WORK/daemon.log" ]; then
+			echo "--- daemon.log (last 50 lines) ---" >&2
+			tail -n 50 "$WORK/daemon.log" >&2
+		fi
+		rm -rf "$WORK"
+	fi
+	if [ "$rc" -ne 77 ]; then
+		echo "$PASSED passed, $FAILED failed"
+		if [ "$FAILED" -gt 0 ] && [ "$rc" -eq 0 ]; then
+			rc=1
+		fi
+	fi
+	exit "$rc"
+}
+
+setup_env() {
+	if ! command -v softhsm2-util >/dev/null 2>&1; then
+		echo "softhsm2-util not found: SoftHSM is not installed; skipping" >&2
+		exit 77
+	fi
+	umask 077
+	WORK="$(mktemp -d "${TMPDIR:-/tmp}/iamsign-test.XXXXXX")" || die "mktemp failed"
+	trap cleanup EXIT
+	trap 'exit 130' INT TERM
+
+	[ -f "$SOFTHSM_MODULE" ] || die "SoftHSM module $SOFTHSM_MODULE not found"
+	[ -x "$ADMIN" ] || die "$ADMIN not built"
+	for t in openssl curl jq; do
+		command -v "$t" >/dev/null 2>&1 || die "$t is required"
+	done
+
+	mkdir -p "$WORK/tokens" || die "mkdir tokens"
+	cat >"$WORK/softhsm2.conf" <<-EOF
+		directories.tokendir = $WORK/tokens
+		objectstore.backend = file
+		log.level = ERROR
+		slots.removable = false
+	EOF
+	export SOFTHSM2_CONF="$WORK/softhsm2.conf"
+
+	printf '%s\n' "$USER_PIN" >"$WORK/user.pin"
+	printf '%s\n' "$SO_PIN" >"$WORK/so.pin"
+	chmod 0600 "$WORK/user.pin" "$WORK/so.pin"
+
+	# Test CA: an EC P-256 root.
+	openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-keyout "$WORK/ca.key" -out "$WORK/ca.pem" -days 30 -sha256 \
+		-subj "/CN=iamsign test CA/O=iamsign tests" \
+		-addext "basicConstraints=critical,CA:TRUE" \
+		-addext "keyUsage=critical,keyCertSign,cRLSign" \
+		>"$WORK/ca.log" 2>&1 || {
+		cat "$WORK/ca.log" >&2
+		die "cannot create the test CA"
+	}
+	cat >"$WORK/leaf.ext" <<-EOF
+		basicConstraints = critical,CA:FALSE
+		keyUsage = critical,digitalSignature,nonRepudiation
+		subjectKeyIdentifier = hash
+		authorityKeyIdentifier = keyid
+	EOF
+
+	cat >"$WORK/iamsignd.yaml" <<-EOF
+		token:
+		  module: $SOFTHSM_MODULE
+		  uri: "pkcs11:token=$TOKEN_LABEL"
+		  pin_file: $WORK/user.pin
+		listen:
+		  socket: $WORK/iamsign.sock
+		  mode: "0600"
+		state_dir: $WORK/state
+		policy: $WORK/policy.yaml
+		trust_anchors: $WORK/ca.pem
+	EOF
+
+	cat >"$WORK/policy.yaml" <<-EOF
+		callers:
+		  renewal:
+		    uid: $(id -u)
+		    purposes: [vehicle-licence-renewal]
+		    classes: [citizen, seal]
+		purposes:
+		  vehicle-licence-renewal:
+		    sign_algorithms: [ecdsa-with-SHA256, ecdsa-with-SHA384, sha256WithRSAEncryption, RSASSA-PSS]
+		    hash_algorithms: [sha256, sha384]
+		    max_hashes: 4
+		    require_sad: false
+	EOF
+	chmod 0600 "$WORK/iamsignd.yaml" "$WORK/policy.yaml"
+}
+
+init_token() {
+	admin init-token --label "$TOKEN_LABEL" --so-pin-file "$WORK/so.pin" >"$WORK/init.log" 2>&1 || {
+		cat "$WORK/init.log" >&2
+		die "init-token failed"
+	}
+}
+
+# provision_cred ID ALG OWNER [CLASS]: a credential ready to sign, with a certificate from the
+# test CA in $WORK/ID.pem.
+provision_cred() {
+	local id="$1" alg="$2" owner="$3" class="${4:-citizen}"
+	local log="$WORK/provision-$id.log"
+	{
+		admin keygen --credential "$id" --alg "$alg" &&
+			admin csr --credential "$id" --subject "/CN=$owner/O=iamsign tests" \
+				--out "$WORK/$id.csr" &&
+			openssl x509 -req -in "$WORK/$id.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
+				-CAserial "$WORK/ca.srl" -CAcreateserial -days 30 -sha256 \
+				-extfile "$WORK/leaf.ext" -out "$WORK/$id.pem" &&
+			admin import-cert --credential "$id" --cert "$WORK/$id.pem" &&
+			admin enrol --credential "$id" --user "$owner" --class "$class"
+	} >"$log" 2>&1 || {
+		cat "$log" >&2
+		die "provisioning $id ($alg) failed"
+	}
+}
+
+start_daemon() {
+	local rc=0
+	"$IAMSIGND" -c "$WORK/iamsignd.yaml" >"$WORK/daemon.log" 2>&1 &
+	DAEMON_PID=$!
+	for _ in $(seq 1 100); do
+		if curl -sf --unix-socket "$WORK/iamsign.sock" http://x/healthz >/dev/null 2>&1; then
+			return 0
+		fi
+		if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+			wait "$DAEMON_PID" || rc=$?
+			DAEMON_PID=""
+			echo "iamsignd exited with status $rc:" >&2
+			cat "$WORK/daemon.log" >&2
+			die "iamsignd did not start"
+		fi
+		sleep 0.1
+	done
+	cat "$WORK/daemon.log" >&2
+	die "iamsignd did not answer /healthz within 10 s"
+}
+
+# wait_exit PID SECS: 0 once PID has exited, 1 if it still runs after SECS. A child is reaped
+# and its exit status left in WAIT_STATUS (127 when PID is not our child).
+WAIT_STATUS=0
+wait_exit() {
+	local pid="$1" n=$(($2 * 10)) state
+	while [ "$n" -gt 0 ]; do
+		state=""
+		if [ -r "/proc/$pid/stat" ]; then
+			# The state follows the parenthesised command name.
+			state="$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -c1)"
+		fi
+		if [ -z "$state" ] || [ "$state" = Z ] || [ "$state" = X ]; then
+			WAIT_STATUS=0
+			wait "$pid" 2>/dev/null || WAIT_STATUS=$?
+			if [ "$pid" = "$DAEMON_PID" ]; then
+				DAEMON_PID=""
+			fi
+			return 0
+		fi
+		sleep 0.1
+		n=$((n - 1))
+	done
+	return 1
+}
+
+# stop_daemon: SIGTERM, then wait (up to 15 s) for a clean exit; anything else is a failure.
+stop_daemon() {
+	local pid="$DAEMON_PID"
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	if ! wait_exit "$pid" 15; then
+		fail "iamsignd still running 15 s after SIGTERM; killed"
+		kill -KILL "$pid" 2>/dev/null || true
+		wait_exit "$pid" 5 || true
+	elif [ "$WAIT_STATUS" -ne 0 ]; then
+		fail "iamsignd exited with status $WAIT_STATUS after SIGTERM"
+	fi
+	DAEMON_PID=""
+	return 0
+}
+
+# csc METHOD JSON: POST JSON to /csc/v2/METHOD; prints the HTTP status ("000" if no answer).
+csc() {
+	local method="$1" body="$2"
+	rm -f "$WORK/resp.json"
+	curl -s -o "$WORK/resp.json" -w '%{http_code}' --unix-socket "$WORK/iamsign.sock" \
+		-H 'Content-Type: application/json' --data-binary "$body" \
+		"http://localhost/csc/v2/$method" || true
+}
+
+# jq_get FILTER: jq -r FILTER applied to the last response; prints nothing if it is not JSON.
+jq_get() {
+	jq -r "$1" "$WORK/resp.json" 2>/dev/null || true
+}
+
+# expect_status MSG WANT GOT
+expect_status() {
+	if [ "$3" = "$2" ]; then
+		pass "$1 (HTTP $3)"
+	else
+		fail "$1: HTTP $3, expected $2; body: $(head -c 500 "$WORK/resp.json" 2>/dev/null)"
+	fi
+}
+
+# expect_reason REASON: the "reason" of the last (error) response.
+expect_reason() {
+	local got
+	got="$(jq_get '.reason // empty')"
+	if [ "$got" = "$1" ]; then
+		pass "reason $1"
+	else
+		fail "reason \"$got\", expected $1; body: $(head -c 500 "$WORK/resp.json" 2>/dev/null)"
+	fi
+}

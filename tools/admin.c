@@ -1,0 +1,1721 @@
+/* iamsign-admin: the security officers' tool. Provisions the token (init-token, keygen, csr,
+ * import-cert) and the credential registry (enrol, list), using the daemon's configuration for
+ * the module, token, PIN file and state directory.
+ *
+ * PINs come only from files (tok_pin_read refuses group- or world-readable ones) and are wiped
+ * after use. Exit status: 0 done, 1 failed, 2 usage error. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <p11-kit/pkcs11.h>
+#include <p11-kit/uri.h>
+
+#include "pkcs11/token.h"
+#include "policy/policy.h"
+#include "signer/config.h"
+#include "signer/registry.h"
+
+#define PROG "iamsign-admin"
+#define DEFAULT_CONFIG "/etc/iamsign/iamsignd.yaml"
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, HELP_SHOWN = -1 };
+
+#define MAX_CERT_FILE (64 * 1024)  /* one certificate, PEM or DER */
+#define MAX_CHAIN_FILE (64 * 1024) /* a chain, PEM */
+#define MAX_CHAIN_CERTS 10
+#define MAX_PUBKEY_FILE (16 * 1024) /* a device public key, PEM */
+#define MAX_SUBJECT 1024
+#define MAX_COUNT 100000
+#define MAX_LABEL 256        /* longest CKA_LABEL read back */
+#define MAX_OBJECTS 10000000 /* bound on objects enumerated from the token */
+#define CKA_ID_LEN 16
+#define TOKEN_LABEL_LEN 32
+
+static void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void msg(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs(PROG ": ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* The first OpenSSL error, for messages; "" when there is none. */
+static const char *ossl_err(void)
+{
+	static char buf[256];
+	unsigned long e = ERR_peek_last_error();
+
+	if (e == 0)
+		return "unknown error";
+	ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	return buf;
+}
+
+/* ---- arguments ---- */
+
+enum opt_id {
+	OPT_CONFIG = 'c',
+	OPT_HELP = 'h',
+	OPT_LABEL = 256,
+	OPT_SO_PIN_FILE,
+	OPT_CREDENTIAL,
+	OPT_ALG,
+	OPT_COUNT,
+	OPT_SUBJECT,
+	OPT_OUT,
+	OPT_CERT,
+	OPT_CHAIN,
+	OPT_USER,
+	OPT_CLASS,
+	OPT_DEVICE_KEY,
+	OPT_KEY,
+	OPT_LAST
+};
+
+struct args {
+	const char *v[OPT_LAST]; /* option values by enum opt_id */
+};
+
+struct command {
+	const char *name;
+	const char *usage;
+	const struct option *opts;   /* terminated by a zero entry */
+	const char *const *required; /* long names that must be given, NULL-terminated */
+	int (*run)(const char *config_path, const struct args *a);
+};
+
+#define OPT(name, id)                                                                              \
+	{                                                                                          \
+		name, required_argument, NULL, id                                                  \
+	}
+#define COMMON_OPTS                                                                                \
+	OPT("config", OPT_CONFIG),                                                                 \
+	{                                                                                          \
+		"help", no_argument, NULL, OPT_HELP                                                \
+	}
+
+static void usage_line(FILE *f, const struct command *c)
+{
+	fprintf(f, "  %s %s\n", c->name, c->usage);
+}
+
+/* Parse a command's options into a; usage errors are reported here. */
+static int parse_args(const struct command *c, int argc, char **argv, struct args *a,
+                      const char **config_path)
+{
+	const char *const *req;
+	int ch, i, li = 0;
+
+	memset(a, 0, sizeof(*a));
+	optind = 0; /* glibc: restart scanning; argv[0] is the command name */
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+c:h", c->opts, &li)) != -1) {
+		if (ch == OPT_HELP) {
+			printf("usage: " PROG " [-c CONFIG] %s %s\n", c->name, c->usage);
+			return HELP_SHOWN;
+		}
+		if (ch == OPT_CONFIG) {
+			*config_path = optarg;
+			continue;
+		}
+		if (ch < OPT_LABEL || ch >= OPT_LAST) {
+			msg("%s: unknown option or missing value: %s", c->name,
+			    optind > 0 && optind <= argc ? argv[optind - 1] : "?");
+			return EXIT_USAGE;
+		}
+		if (a->v[ch] != NULL) {
+			msg("%s: --%s given twice", c->name, c->opts[li].name);
+			return EXIT_USAGE;
+		}
+		a->v[ch] = optarg;
+	}
+	if (optind < argc) {
+		msg("%s: unexpected argument '%s'", c->name, argv[optind]);
+		return EXIT_USAGE;
+	}
+	for (req = c->required; req != NULL && *req != NULL; req++) {
+		for (i = 0; c->opts[i].name != NULL; i++)
+			if (strcmp(c->opts[i].name, *req) == 0)
+				break;
+		if (c->opts[i].name == NULL || a->v[c->opts[i].val] == NULL) {
+			msg("%s: --%s is required", c->name, *req);
+			return EXIT_USAGE;
+		}
+	}
+	return EXIT_OK;
+}
+
+static int parse_count(const char *s, unsigned long *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (s == NULL) {
+		*out = 0;
+		return 0;
+	}
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 1 || v > MAX_COUNT)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* ---- files ---- */
+
+/* Read a whole regular file of at most max bytes; *buf is NUL-terminated and freed by the
+ * caller. */
+static int read_file(const char *path, size_t max, unsigned char **buf, size_t *len)
+{
+	struct stat sb;
+	unsigned char *b = NULL;
+	size_t got = 0;
+	ssize_t n;
+	int fd = -1, r = EXIT_FAIL;
+
+	*buf = NULL;
+	*len = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		msg("%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		msg("%s: not a regular file", path);
+		goto out;
+	}
+	if (sb.st_size <= 0 || (unsigned long long)sb.st_size > max) {
+		msg("%s: empty or larger than %zu bytes", path, max);
+		goto out;
+	}
+	if ((b = malloc((size_t)sb.st_size + 1)) == NULL) {
+		msg("out of memory");
+		goto out;
+	}
+	while (got < (size_t)sb.st_size) {
+		n = read(fd, b + got, (size_t)sb.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			msg("%s: %s", path, n < 0 ? strerror(errno) : "file shrank while reading");
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	b[got] = '\0';
+	*buf = b;
+	*len = got;
+	b = NULL;
+	r = EXIT_OK;
+out:
+	free(b);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+/* Write data to path ("-": standard output), replacing the file. */
+static int write_file(const char *path, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	ssize_t n;
+	int fd, r = EXIT_FAIL;
+
+	if (strcmp(path, "-") == 0)
+		fd = STDOUT_FILENO;
+	else if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644)) <
+	         0) {
+		msg("%s: %s", path, strerror(errno));
+		return EXIT_FAIL;
+	}
+	while (len > 0) {
+		n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			msg("%s: %s", path, strerror(errno));
+			goto out;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	r = EXIT_OK;
+out:
+	if (fd != STDOUT_FILENO && close(fd) != 0 && r == EXIT_OK) {
+		msg("%s: %s", path, strerror(errno));
+		r = EXIT_FAIL;
+	}
+	return r;
+}
+
+/* ---- configuration, token, registry ---- */
+
+static int load_config(const char *path, struct config **cfg)
+{
+	char err[512];
+
+	if (config_load(path, cfg, err, sizeof(err)) != 0) {
+		msg("%s", err);
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+static int open_token(const struct config *cfg, int login, int require_initialized,
+                      struct token **tok)
+{
+	struct tok_opts o;
+	char err[512] = "";
+	int r;
+
+	memset(&o, 0, sizeof(o));
+	o.module = cfg->token_module;
+	o.module_dirs = (const char *const *)cfg->token_module_dirs;
+	o.uri = cfg->token_uri;
+	o.pin_file = login ? cfg->token_pin_file : NULL;
+	o.require_initialized = require_initialized;
+	if ((r = tok_open(&o, tok, err, sizeof(err))) != TOK_OK) {
+		msg("token: %s", err[0] != '\0' ? err : tok_strerror(r));
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+/* Open the registry; when create == 0, a missing database leaves *reg NULL and succeeds. */
+static int open_registry(const struct config *cfg, int create, struct registry **reg)
+{
+	char err[512] = "";
+	int r;
+
+	*reg = NULL;
+	r = registry_open(cfg->state_dir, create, reg, err, sizeof(err));
+	if (r == REG_OK || (!create && r == REG_ERR_NOT_FOUND))
+		return EXIT_OK;
+	msg("%s", err[0] != '\0' ? err : "registry: cannot open");
+	return EXIT_FAIL;
+}
+
+static void rv_msg(const char *what, CK_RV rv)
+{
+	msg("%s: %s (CKR 0x%lx)", what, tok_strerror(tok_err_from_rv(rv)), (unsigned long)rv);
+}
+
+static void default_key_uri(const char *id, char *uri, size_t len)
+{
+	/* IDs are [A-Za-z0-9._-], all unreserved in RFC 7512: no escaping needed. */
+	snprintf(uri, len, "pkcs11:object=%s;type=private", id);
+}
+
+/* The key of credential id: the URI the registry records if it is enrolled, else the key
+ * labelled id. */
+static int credential_key_uri(const struct config *cfg, const char *id, char *uri, size_t len)
+{
+	struct registry *reg = NULL;
+	struct reg_cred c;
+	int r = EXIT_FAIL, rr;
+
+	memset(&c, 0, sizeof(c));
+	if (open_registry(cfg, 0, &reg) != EXIT_OK)
+		goto out;
+	default_key_uri(id, uri, len);
+	if (reg == NULL) {
+		r = EXIT_OK;
+		goto out;
+	}
+	rr = registry_get(reg, id, &c);
+	if (rr == REG_OK)
+		snprintf(uri, len, "%s", c.key_uri);
+	else if (rr != REG_ERR_NOT_FOUND) {
+		msg("registry: cannot read credential %s", id);
+		goto out;
+	}
+	r = EXIT_OK;
+out:
+	reg_cred_clear(&c);
+	registry_close(reg);
+	return r;
+}
+
+static int get_key(struct token *tok, const char *uri, const char *id, const struct tok_key **key)
+{
+	int r = tok_key_get(tok, uri, key);
+
+	if (r == TOK_OK)
+		return EXIT_OK;
+	if (r == TOK_ERR_NOT_FOUND)
+		msg("no private key for credential %s on the token (%s)", id, uri);
+	else
+		msg("key %s: %s", uri, tok_strerror(r));
+	return EXIT_FAIL;
+}
+
+/* ---- PKCS#11 helpers ---- */
+
+struct handles {
+	CK_OBJECT_HANDLE *h;
+	size_t n, cap;
+};
+
+static void handles_free(struct handles *hv)
+{
+	free(hv->h);
+	memset(hv, 0, sizeof(*hv));
+}
+
+/* Append every object matching tmpl to hv. */
+static int find_objects(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl,
+                        CK_ULONG ntmpl, struct handles *hv)
+{
+	CK_OBJECT_HANDLE batch[64];
+	CK_ULONG got, i;
+	CK_RV rv;
+	int r = EXIT_FAIL;
+
+	if ((rv = fn->C_FindObjectsInit(s, tmpl, ntmpl)) != CKR_OK) {
+		rv_msg("C_FindObjectsInit", rv);
+		return EXIT_FAIL;
+	}
+	for (;;) {
+		if ((rv = fn->C_FindObjects(s, batch, 64, &got)) != CKR_OK) {
+			rv_msg("C_FindObjects", rv);
+			goto out;
+		}
+		if (got == 0)
+			break;
+		if (hv->n + got > hv->cap) {
+			size_t cap = hv->cap == 0 ? 64 : hv->cap * 2;
+			CK_OBJECT_HANDLE *nh;
+			while (cap < hv->n + got)
+				cap *= 2;
+			if (cap > MAX_OBJECTS || (nh = realloc(hv->h, cap * sizeof(*nh))) == NULL) {
+				msg("too many objects on the token");
+				goto out;
+			}
+			hv->h = nh;
+			hv->cap = cap;
+		}
+		for (i = 0; i < got; i++)
+			hv->h[hv->n++] = batch[i];
+	}
+	r = EXIT_OK;
+out:
+	fn->C_FindObjectsFinal(s);
+	return r;
+}
+
+/* Read a CKA_LABEL (at most MAX_LABEL bytes) into buf, NUL-terminated; "" if it has none. */
+static int get_label(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, char *buf,
+                     size_t len)
+{
+	CK_ATTRIBUTE a = {CKA_LABEL, NULL, 0};
+	CK_RV rv;
+
+	buf[0] = '\0';
+	rv = fn->C_GetAttributeValue(s, h, &a, 1);
+	if (rv == CKR_ATTRIBUTE_TYPE_INVALID || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+		return EXIT_OK;
+	if (rv != CKR_OK) {
+		rv_msg("C_GetAttributeValue(CKA_LABEL)", rv);
+		return EXIT_FAIL;
+	}
+	if (a.ulValueLen >= len) /* longer than any ID: cannot collide with one */
+		return EXIT_OK;
+	a.pValue = buf;
+	if ((rv = fn->C_GetAttributeValue(s, h, &a, 1)) != CKR_OK) {
+		rv_msg("C_GetAttributeValue(CKA_LABEL)", rv);
+		return EXIT_FAIL;
+	}
+	buf[a.ulValueLen] = '\0';
+	return EXIT_OK;
+}
+
+/* Labels already on the token, sorted, for --count (one enumeration, not one search per ID). */
+struct labels {
+	char **v;
+	size_t n;
+};
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void labels_free(struct labels *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
+static int labels_load(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, struct labels *l)
+{
+	struct handles hv = {0};
+	char buf[MAX_LABEL + 1];
+	size_t i;
+	int r = EXIT_FAIL;
+
+	memset(l, 0, sizeof(*l));
+	if (find_objects(fn, s, NULL, 0, &hv) != EXIT_OK)
+		goto out;
+	if (hv.n > 0 && (l->v = calloc(hv.n, sizeof(*l->v))) == NULL) {
+		msg("out of memory");
+		goto out;
+	}
+	for (i = 0; i < hv.n; i++) {
+		if (get_label(fn, s, hv.h[i], buf, sizeof(buf)) != EXIT_OK)
+			goto out;
+		if (buf[0] == '\0')
+			continue;
+		if ((l->v[l->n] = strdup(buf)) == NULL) {
+			msg("out of memory");
+			goto out;
+		}
+		l->n++;
+	}
+	if (l->n > 0)
+		qsort(l->v, l->n, sizeof(*l->v), cmp_str);
+	r = EXIT_OK;
+out:
+	if (r != EXIT_OK)
+		labels_free(l);
+	handles_free(&hv);
+	return r;
+}
+
+/* 1 if an object labelled label exists (looked up in l when given, else searched), 0 if not,
+ * -1 on error. */
+static int label_taken(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const struct labels *l,
+                       const char *label)
+{
+	CK_ATTRIBUTE t = {CKA_LABEL, (void *)label, strlen(label)};
+	struct handles hv = {0};
+	int r;
+
+	if (l != NULL)
+		return l->n > 0 && bsearch(&label, l->v, l->n, sizeof(*l->v), cmp_str) != NULL;
+	if (find_objects(fn, s, &t, 1, &hv) != EXIT_OK)
+		return -1;
+	r = hv.n > 0;
+	handles_free(&hv);
+	return r;
+}
+
+/* ---- init-token ---- */
+
+static int valid_token_label(const char *s)
+{
+	size_t i, n = strlen(s);
+
+	if (n == 0 || n > TOKEN_LABEL_LEN || s[n - 1] == ' ' || s[0] == ' ')
+		return 0;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+/* Does the configured token URI select the token described by info? */
+static int uri_matches(const char *uri_str, CK_TOKEN_INFO *info)
+{
+	P11KitUri *uri = p11_kit_uri_new();
+	int r = 0;
+
+	if (uri != NULL && p11_kit_uri_parse(uri_str, P11_KIT_URI_FOR_TOKEN, uri) == P11_KIT_URI_OK)
+		r = p11_kit_uri_match_token_info(uri, info);
+	p11_kit_uri_free(uri);
+	return r;
+}
+
+static int cmd_init_token(const char *config_path, const struct args *a)
+{
+	const char *label = a->v[OPT_LABEL];
+	struct config *cfg = NULL;
+	struct token *tok = NULL;
+	CK_FUNCTION_LIST *fn = NULL;
+	CK_SESSION_HANDLE s;
+	CK_TOKEN_INFO info;
+	CK_UTF8CHAR padded[TOKEN_LABEL_LEN];
+	char *so = NULL, *user = NULL;
+	size_t solen = 0, userlen = 0;
+	int logged_in = 0, r = EXIT_FAIL, tr;
+	CK_RV rv;
+
+	if (!valid_token_label(label)) {
+		msg("init-token: the label must be 1..32 printable ASCII characters, without "
+		    "leading or trailing spaces");
+		return EXIT_USAGE;
+	}
+	if (load_config(config_path, &cfg) != EXIT_OK)
+		goto out;
+	/* Read both PINs before touching the token, so a bad file changes nothing. */
+	if ((tr = tok_pin_read(a->v[OPT_SO_PIN_FILE], &so, &solen)) != TOK_OK) {
+		msg("SO PIN file %s: %s", a->v[OPT_SO_PIN_FILE], tok_strerror(tr));
+		goto out;
+	}
+	if ((tr = tok_pin_read(cfg->token_pin_file, &user, &userlen)) != TOK_OK) {
+		msg("user PIN file %s: %s", cfg->token_pin_file, tok_strerror(tr));
+		goto out;
+	}
+	if (open_token(cfg, 0, 0, &tok) != EXIT_OK)
+		goto out;
+	fn = tok_functions(tok);
+	if ((rv = fn->C_GetTokenInfo(tok_slot(tok), &info)) != CKR_OK) {
+		rv_msg("C_GetTokenInfo", rv);
+		goto out;
+	}
+	if (info.flags & CKF_TOKEN_INITIALIZED) {
+		msg("init-token: the selected token is already initialised; refusing to erase it");
+		goto out;
+	}
+	memset(padded, ' ', sizeof(padded));
+	memcpy(padded, label, strlen(label));
+	if ((rv = fn->C_InitToken(tok_slot(tok), (CK_UTF8CHAR *)so, solen, padded)) != CKR_OK) {
+		rv_msg("C_InitToken", rv);
+		goto out;
+	}
+	if ((tr = tok_login(tok, a->v[OPT_SO_PIN_FILE], 1)) != TOK_OK) {
+		msg("SO login: %s", tok_strerror(tr));
+		goto out;
+	}
+	logged_in = 1;
+	if ((tr = tok_session(tok, &s)) != TOK_OK) {
+		msg("session: %s", tok_strerror(tr));
+		goto out;
+	}
+	if ((rv = fn->C_InitPIN(s, (CK_UTF8CHAR *)user, userlen)) != CKR_OK) {
+		rv_msg("C_InitPIN", rv);
+		goto out;
+	}
+	printf("token initialised with label \"%s\"; user PIN set from %s\n", label,
+	       cfg->token_pin_file);
+	if (fn->C_GetTokenInfo(tok_slot(tok), &info) == CKR_OK &&
+	    !uri_matches(cfg->token_uri, &info))
+		printf("warning: token.uri in %s (%s) does not select this token: set it to "
+		       "\"pkcs11:token=%s\"\n",
+		       config_path, cfg->token_uri, label);
+	else
+		printf("token.uri in %s must keep naming this label (%s)\n", config_path,
+		       cfg->token_uri);
+	r = EXIT_OK;
+out:
+	if (logged_in && tok_session(tok, &s) == TOK_OK)
+		fn->C_Logout(s);
+	tok_pin_free(so, solen);
+	tok_pin_free(user, userlen);
+	tok_close(tok);
+	config_free(cfg);
+	return r;
+}
+
+/* ---- keygen ---- */
+
+struct key_alg {
+	const char *name;
+	CK_KEY_TYPE type;
+	int curve_nid;
+	CK_ULONG bits;
+};
+
+static const struct key_alg key_algs[] = {
+    {"ec-p256", CKK_EC, NID_X9_62_prime256v1, 256},
+    {"ec-p384", CKK_EC, NID_secp384r1, 384},
+    {"rsa-2048", CKK_RSA, 0, 2048},
+    {"rsa-3072", CKK_RSA, 0, 3072},
+};
+
+static const struct key_alg *key_alg_lookup(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(key_algs) / sizeof(key_algs[0]); i++)
+		if (strcmp(name, key_algs[i].name) == 0)
+			return &key_algs[i];
+	return NULL;
+}
+
+struct bool_attr {
+	CK_ATTRIBUTE_TYPE type;
+	const char *name;
+	CK_BBOOL want;
+};
+
+/* What keygen asks for and then insists on reading back. */
+static const struct bool_attr priv_required[] = {
+    {CKA_TOKEN, "CKA_TOKEN", CK_TRUE},
+    {CKA_PRIVATE, "CKA_PRIVATE", CK_TRUE},
+    {CKA_SENSITIVE, "CKA_SENSITIVE", CK_TRUE},
+    {CKA_EXTRACTABLE, "CKA_EXTRACTABLE", CK_FALSE},
+    {CKA_SIGN, "CKA_SIGN", CK_TRUE},
+    {CKA_DECRYPT, "CKA_DECRYPT", CK_FALSE},
+    {CKA_UNWRAP, "CKA_UNWRAP", CK_FALSE},
+    {CKA_DERIVE, "CKA_DERIVE", CK_FALSE},
+    /* Set by the token, not by us: the key was never outside it. */
+    {CKA_ALWAYS_SENSITIVE, "CKA_ALWAYS_SENSITIVE", CK_TRUE},
+    {CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE", CK_TRUE},
+};
+
+static const struct bool_attr pub_required[] = {
+    {CKA_TOKEN, "CKA_TOKEN", CK_TRUE},
+    {CKA_VERIFY, "CKA_VERIFY", CK_TRUE},
+    {CKA_ENCRYPT, "CKA_ENCRYPT", CK_FALSE},
+    {CKA_WRAP, "CKA_WRAP", CK_FALSE},
+};
+
+static int check_bools(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                       const struct bool_attr *req, size_t n, const char *what)
+{
+	CK_BBOOL v;
+	CK_ATTRIBUTE a;
+	CK_RV rv;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		v = 0xff;
+		a.type = req[i].type;
+		a.pValue = &v;
+		a.ulValueLen = sizeof(v);
+		rv = fn->C_GetAttributeValue(s, h, &a, 1);
+		if (rv != CKR_OK || a.ulValueLen != sizeof(v)) {
+			msg("%s: cannot read %s back (CKR 0x%lx)", what, req[i].name,
+			    (unsigned long)rv);
+			return EXIT_FAIL;
+		}
+		if ((v != CK_FALSE) != (req[i].want != CK_FALSE)) {
+			msg("%s: %s is %s, expected %s", what, req[i].name,
+			    v != CK_FALSE ? "true" : "false",
+			    req[i].want != CK_FALSE ? "true" : "false");
+			return EXIT_FAIL;
+		}
+	}
+	return EXIT_OK;
+}
+
+/* Check that the object carries exactly this CKA_LABEL and CKA_ID. */
+static int check_label_id(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                          const char *label, const unsigned char *id, size_t idlen,
+                          const char *what)
+{
+	char lbuf[MAX_LABEL + 1];
+	unsigned char ibuf[CKA_ID_LEN];
+	CK_ATTRIBUTE a = {CKA_ID, ibuf, sizeof(ibuf)};
+
+	if (get_label(fn, s, h, lbuf, sizeof(lbuf)) != EXIT_OK)
+		return EXIT_FAIL;
+	if (strcmp(lbuf, label) != 0) {
+		msg("%s: CKA_LABEL reads back as \"%s\", expected \"%s\"", what, lbuf, label);
+		return EXIT_FAIL;
+	}
+	if (fn->C_GetAttributeValue(s, h, &a, 1) != CKR_OK || a.ulValueLen != idlen ||
+	    memcmp(ibuf, id, idlen) != 0) {
+		msg("%s: CKA_ID does not read back as generated", what);
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+/* Generate one key pair labelled label; on any difference in the attributes read back, the
+ * pair is destroyed. */
+static int keygen_one(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const struct key_alg *alg,
+                      const char *label)
+{
+	CK_OBJECT_CLASS priv_class = CKO_PRIVATE_KEY, pub_class = CKO_PUBLIC_KEY;
+	CK_KEY_TYPE ktype = alg->type;
+	CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+	CK_ULONG bits = alg->bits;
+	CK_BYTE exponent[] = {0x01, 0x00, 0x01};
+	CK_MECHANISM mech = {alg->type == CKK_EC ? CKM_EC_KEY_PAIR_GEN : CKM_RSA_PKCS_KEY_PAIR_GEN,
+	                     NULL, 0};
+	CK_OBJECT_HANDLE priv = CK_INVALID_HANDLE, pub = CK_INVALID_HANDLE;
+	unsigned char id[CKA_ID_LEN], ecparams[16], *p;
+	CK_ULONG lablen = strlen(label);
+	int n, r = EXIT_FAIL;
+	CK_RV rv;
+
+	if (RAND_bytes(id, sizeof(id)) != 1) {
+		msg("RAND_bytes: %s", ossl_err());
+		return EXIT_FAIL;
+	}
+	CK_ATTRIBUTE priv_t[] = {
+	    {CKA_CLASS, &priv_class, sizeof(priv_class)},
+	    {CKA_KEY_TYPE, &ktype, sizeof(ktype)},
+	    {CKA_TOKEN, &t, sizeof(t)},
+	    {CKA_PRIVATE, &t, sizeof(t)},
+	    {CKA_SENSITIVE, &t, sizeof(t)},
+	    {CKA_EXTRACTABLE, &f, sizeof(f)},
+	    {CKA_SIGN, &t, sizeof(t)},
+	    {CKA_DECRYPT, &f, sizeof(f)},
+	    {CKA_UNWRAP, &f, sizeof(f)},
+	    {CKA_DERIVE, &f, sizeof(f)},
+	    {CKA_LABEL, (void *)label, lablen},
+	    {CKA_ID, id, sizeof(id)},
+	};
+	CK_ATTRIBUTE pub_t[] = {
+	    {CKA_CLASS, &pub_class, sizeof(pub_class)},
+	    {CKA_KEY_TYPE, &ktype, sizeof(ktype)},
+	    {CKA_TOKEN, &t, sizeof(t)},
+	    {CKA_PRIVATE, &f, sizeof(f)},
+	    {CKA_VERIFY, &t, sizeof(t)},
+	    {CKA_ENCRYPT, &f, sizeof(f)},
+	    {CKA_WRAP, &f, sizeof(f)},
+	    {CKA_LABEL, (void *)label, lablen},
+	    {CKA_ID, id, sizeof(id)},
+	    /* filled below: EC parameters, or RSA size and exponent */
+	    {0, NULL, 0},
+	    {0, NULL, 0},
+	};
+	CK_ULONG npub = sizeof(pub_t) / sizeof(pub_t[0]) - 2;
+
+	if (alg->type == CKK_EC) {
+		ASN1_OBJECT *oid = OBJ_nid2obj(alg->curve_nid);
+		n = oid != NULL ? i2d_ASN1_OBJECT(oid, NULL) : -1;
+		if (n <= 0 || (size_t)n > sizeof(ecparams)) {
+			msg("cannot encode the curve OID");
+			goto out;
+		}
+		p = ecparams;
+		i2d_ASN1_OBJECT(oid, &p);
+		pub_t[npub++] = (CK_ATTRIBUTE){CKA_EC_PARAMS, ecparams, (CK_ULONG)n};
+	} else {
+		pub_t[npub++] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof(bits)};
+		pub_t[npub++] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent)};
+	}
+	rv = fn->C_GenerateKeyPair(s, &mech, pub_t, npub, priv_t,
+	                           sizeof(priv_t) / sizeof(priv_t[0]), &pub, &priv);
+	if (rv != CKR_OK) {
+		rv_msg("C_GenerateKeyPair", rv);
+		goto out;
+	}
+	if (check_bools(fn, s, priv, priv_required,
+	                sizeof(priv_required) / sizeof(priv_required[0]),
+	                "private key") != EXIT_OK ||
+	    check_label_id(fn, s, priv, label, id, sizeof(id), "private key") != EXIT_OK ||
+	    check_bools(fn, s, pub, pub_required, sizeof(pub_required) / sizeof(pub_required[0]),
+	                "public key") != EXIT_OK ||
+	    check_label_id(fn, s, pub, label, id, sizeof(id), "public key") != EXIT_OK) {
+		msg("%s: the token did not keep the requested key attributes; key pair destroyed",
+		    label);
+		goto out;
+	}
+	r = EXIT_OK;
+out:
+	if (r != EXIT_OK) {
+		if (priv != CK_INVALID_HANDLE && (rv = fn->C_DestroyObject(s, priv)) != CKR_OK)
+			rv_msg("C_DestroyObject (private key)", rv);
+		if (pub != CK_INVALID_HANDLE && (rv = fn->C_DestroyObject(s, pub)) != CKR_OK)
+			rv_msg("C_DestroyObject (public key)", rv);
+	}
+	return r;
+}
+
+static void progress(unsigned long done, unsigned long total, int *last)
+{
+	enum { WIDTH = 40 };
+	int pct = (int)(done * 100 / total), fill = (int)(done * WIDTH / total);
+
+	if (pct == *last)
+		return;
+	*last = pct;
+	fprintf(stderr, "\r[%.*s%*s] %3d%% %lu/%lu", fill,
+	        "########################################", WIDTH - fill, "", pct, done, total);
+	if (done == total)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static int cmd_keygen(const char *config_path, const struct args *a)
+{
+	const char *base = a->v[OPT_CREDENTIAL];
+	const struct key_alg *alg = key_alg_lookup(a->v[OPT_ALG]);
+	struct config *cfg = NULL;
+	struct token *tok = NULL;
+	struct labels labels = {0};
+	CK_FUNCTION_LIST *fn;
+	CK_SESSION_HANDLE s;
+	char id[REG_MAX_ID + 1];
+	unsigned long count, i, made = 0;
+	int r = EXIT_FAIL, tr, taken, last = -1, bar = isatty(STDERR_FILENO);
+
+	if (!reg_valid_id(base)) {
+		msg("keygen: credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+		return EXIT_USAGE;
+	}
+	if (alg == NULL) {
+		msg("keygen: --alg must be ec-p256, ec-p384, rsa-2048 or rsa-3072");
+		return EXIT_USAGE;
+	}
+	if (parse_count(a->v[OPT_COUNT], &count) != 0) {
+		msg("keygen: --count must be 1..%d", MAX_COUNT);
+		return EXIT_USAGE;
+	}
+	if (count > 0) { /* every ID-N must itself be a valid ID */
+		int n = snprintf(id, sizeof(id), "%s-%lu", base, count);
+		if (n < 0 || (size_t)n >= sizeof(id)) {
+			msg("keygen: %s-%lu would be longer than %d characters", base, count,
+			    REG_MAX_ID);
+			return EXIT_USAGE;
+		}
+	}
+	if (load_config(config_path, &cfg) != EXIT_OK || open_token(cfg, 1, 1, &tok) != EXIT_OK)
+		goto out;
+	fn = tok_functions(tok);
+	if ((tr = tok_session(tok, &s)) != TOK_OK) {
+		msg("session: %s", tok_strerror(tr));
+		goto out;
+	}
+	if (count > 0 && labels_load(fn, s, &labels) != EXIT_OK)
+		goto out;
+	/* Refuse before generating anything, so a clash leaves the token unchanged. */
+	for (i = (count > 0 ? 1 : 0); i <= count; i++) {
+		if (count > 0)
+			snprintf(id, sizeof(id), "%s-%lu", base, i);
+		else
+			snprintf(id, sizeof(id), "%s", base);
+		if ((taken = label_taken(fn, s, count > 0 ? &labels : NULL, id)) < 0)
+			goto out;
+		if (taken) {
+			msg("keygen: an object labelled %s already exists on the token", id);
+			goto out;
+		}
+	}
+	if (count == 0) {
+		if (keygen_one(fn, s, alg, base) != EXIT_OK)
+			goto out;
+		printf("%s: %s key generated in the token\n", base, alg->name);
+	} else {
+		for (i = 1; i <= count; i++) {
+			snprintf(id, sizeof(id), "%s-%lu", base, i);
+			if (keygen_one(fn, s, alg, id) != EXIT_OK) {
+				if (bar)
+					fputc('\n', stderr);
+				msg("keygen: stopped at %s; %lu keys were made (%s-1..%s-%lu)", id,
+				    made, base, base, made);
+				goto out;
+			}
+			made++;
+			if (bar)
+				progress(made, count, &last);
+		}
+		printf("%s-1..%s-%lu: %lu %s keys generated in the token\n", base, base, count,
+		       count, alg->name);
+	}
+	r = EXIT_OK;
+out:
+	if (tok != NULL)
+		tok_key_flush(tok);
+	labels_free(&labels);
+	tok_close(tok);
+	config_free(cfg);
+	return r;
+}
+
+/* ---- csr ---- */
+
+/* "/type=value/type=value" into an X509_NAME. Types and values are checked by OpenSSL; escapes
+ * and multi-valued RDNs are refused rather than half-supported. */
+static int parse_subject(const char *in, X509_NAME **out)
+{
+	char buf[MAX_SUBJECT + 1];
+	char *p, *next, *eq;
+	X509_NAME *name = NULL;
+	size_t len = strlen(in), i;
+	int r = EXIT_FAIL;
+
+	*out = NULL;
+	if (len < 2 || len > MAX_SUBJECT || in[0] != '/') {
+		msg("csr: --subject must look like /CN=name/O=organisation (at most %d bytes)",
+		    MAX_SUBJECT);
+		return EXIT_USAGE;
+	}
+	for (i = 0; i < len; i++) {
+		if (in[i] == '\\' || in[i] == '+' || (unsigned char)in[i] < 0x20 || in[i] == 0x7f) {
+			msg("csr: --subject: escapes, '+' and control characters are not accepted");
+			return EXIT_USAGE;
+		}
+	}
+	memcpy(buf, in, len + 1);
+	if ((name = X509_NAME_new()) == NULL) {
+		msg("out of memory");
+		goto out;
+	}
+	for (p = buf + 1; p != NULL; p = next) {
+		if ((next = strchr(p, '/')) != NULL)
+			*next++ = '\0';
+		eq = strchr(p, '=');
+		if (eq == NULL || eq == p || eq[1] == '\0') {
+			msg("csr: --subject: \"%s\" is not type=value", p);
+			r = EXIT_USAGE;
+			goto out;
+		}
+		*eq = '\0';
+		if (OBJ_txt2nid(p) == NID_undef) {
+			msg("csr: --subject: unknown attribute type \"%s\"", p);
+			r = EXIT_USAGE;
+			goto out;
+		}
+		if (!X509_NAME_add_entry_by_txt(name, p, MBSTRING_UTF8, (unsigned char *)eq + 1, -1,
+		                                -1, 0)) {
+			msg("csr: --subject: bad value for %s: %s", p, ossl_err());
+			r = EXIT_USAGE;
+			goto out;
+		}
+	}
+	*out = name;
+	name = NULL;
+	r = EXIT_OK;
+out:
+	X509_NAME_free(name);
+	return r;
+}
+
+/* Hash, signature parameters and signature algorithm for a token key. */
+static int key_sig_params(const struct tok_key *key, const EVP_MD **md, struct tok_sign_params *sp,
+                          int *sig_nid)
+{
+	memset(sp, 0, sizeof(*sp));
+	if (key->type == TOK_KEY_EC && key->curve_nid == NID_X9_62_prime256v1) {
+		*md = EVP_sha256();
+		sp->scheme = TOK_ECDSA;
+		sp->hash_nid = NID_sha256;
+		*sig_nid = NID_ecdsa_with_SHA256;
+	} else if (key->type == TOK_KEY_EC && key->curve_nid == NID_secp384r1) {
+		*md = EVP_sha384();
+		sp->scheme = TOK_ECDSA;
+		sp->hash_nid = NID_sha384;
+		*sig_nid = NID_ecdsa_with_SHA384;
+	} else if (key->type == TOK_KEY_RSA) {
+		*md = EVP_sha256();
+		sp->scheme = TOK_RSA_PKCS1;
+		sp->hash_nid = NID_sha256;
+		*sig_nid = NID_sha256WithRSAEncryption;
+	} else {
+		msg("unsupported key type on the token");
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+static int cmd_csr(const char *config_path, const struct args *a)
+{
+	const char *id = a->v[OPT_CREDENTIAL];
+	struct config *cfg = NULL;
+	struct token *tok = NULL;
+	const struct tok_key *key;
+	X509_REQ *req = NULL;
+	X509_NAME *name = NULL;
+	X509_ALGOR *algor = NULL;
+	ASN1_BIT_STRING *bits = NULL;
+	BIO *mem = NULL;
+	const EVP_MD *md;
+	struct tok_sign_params sp;
+	unsigned char *tbs = NULL, dig[EVP_MAX_MD_SIZE];
+	uint8_t sig[TOK_MAX_SIG];
+	unsigned int diglen = 0;
+	size_t siglen = sizeof(sig);
+	char uri[REG_MAX_URI + 1];
+	char *pem;
+	long pemlen;
+	int tbslen, sig_nid, r = EXIT_FAIL, tr;
+
+	if (!reg_valid_id(id)) {
+		msg("csr: credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+		return EXIT_USAGE;
+	}
+	if ((r = parse_subject(a->v[OPT_SUBJECT], &name)) != EXIT_OK)
+		return r;
+	r = EXIT_FAIL;
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    credential_key_uri(cfg, id, uri, sizeof(uri)) != EXIT_OK ||
+	    open_token(cfg, 1, 1, &tok) != EXIT_OK || get_key(tok, uri, id, &key) != EXIT_OK)
+		goto out;
+	if (key->pub == NULL) {
+		msg("csr: no public key for %s on the token", id);
+		goto out;
+	}
+	if (key_sig_params(key, &md, &sp, &sig_nid) != EXIT_OK)
+		goto out;
+	if ((req = X509_REQ_new()) == NULL || !X509_REQ_set_version(req, 0) ||
+	    !X509_REQ_set_subject_name(req, name) || !X509_REQ_set_pubkey(req, key->pub)) {
+		msg("csr: cannot build the request: %s", ossl_err());
+		goto out;
+	}
+	/* The token signs the DER of CertificationRequestInfo. */
+	if ((tbslen = i2d_re_X509_REQ_tbs(req, &tbs)) <= 0 ||
+	    !EVP_Digest(tbs, (size_t)tbslen, dig, &diglen, md, NULL)) {
+		msg("csr: cannot encode or hash the request: %s", ossl_err());
+		goto out;
+	}
+	if ((tr = tok_sign_digest(tok, key, &sp, dig, diglen, sig, &siglen)) != TOK_OK) {
+		msg("csr: signing in the token failed: %s", tok_strerror(tr));
+		goto out;
+	}
+	if ((algor = X509_ALGOR_new()) == NULL ||
+	    !X509_ALGOR_set0(algor, OBJ_nid2obj(sig_nid),
+	                     sp.scheme == TOK_RSA_PKCS1 ? V_ASN1_NULL : V_ASN1_UNDEF, NULL) ||
+	    !X509_REQ_set1_signature_algo(req, algor) || (bits = ASN1_BIT_STRING_new()) == NULL ||
+	    !ASN1_BIT_STRING_set(bits, sig, (int)siglen)) {
+		msg("csr: cannot set the signature: %s", ossl_err());
+		goto out;
+	}
+	/* A signature is whole bytes: say "0 unused bits" rather than let the encoder trim
+	 * trailing zero bytes. */
+	bits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+	bits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+	X509_REQ_set0_signature(req, bits);
+	bits = NULL;
+	if (X509_REQ_verify(req, key->pub) != 1) {
+		msg("csr: the token's signature does not verify with its public key: %s",
+		    ossl_err());
+		goto out;
+	}
+	if ((mem = BIO_new(BIO_s_mem())) == NULL || !PEM_write_bio_X509_REQ(mem, req) ||
+	    (pemlen = BIO_get_mem_data(mem, &pem)) <= 0) {
+		msg("csr: cannot encode PEM: %s", ossl_err());
+		goto out;
+	}
+	if (write_file(a->v[OPT_OUT], pem, (size_t)pemlen) != EXIT_OK)
+		goto out;
+	if (strcmp(a->v[OPT_OUT], "-") != 0)
+		printf("%s: certificate request written to %s\n", id, a->v[OPT_OUT]);
+	r = EXIT_OK;
+out:
+	BIO_free(mem);
+	ASN1_BIT_STRING_free(bits);
+	X509_ALGOR_free(algor);
+	OPENSSL_free(tbs);
+	X509_REQ_free(req);
+	X509_NAME_free(name);
+	tok_close(tok);
+	config_free(cfg);
+	return r;
+}
+
+/* ---- import-cert ---- */
+
+static X509 *load_cert(const char *path)
+{
+	unsigned char *buf = NULL;
+	const unsigned char *p;
+	size_t len;
+	BIO *bio = NULL;
+	X509 *x = NULL;
+
+	if (read_file(path, MAX_CERT_FILE, &buf, &len) != EXIT_OK)
+		return NULL;
+	if ((bio = BIO_new_mem_buf(buf, (int)len)) != NULL)
+		x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	if (x == NULL) {
+		p = buf;
+		x = d2i_X509(NULL, &p, (long)len);
+		if (x != NULL && p != buf + len) { /* DER with trailing bytes */
+			X509_free(x);
+			x = NULL;
+		}
+	}
+	if (x == NULL)
+		msg("%s: not a PEM or DER certificate", path);
+	ERR_clear_error();
+	BIO_free(bio);
+	free(buf);
+	return x;
+}
+
+/* Parse a PEM chain file and write it back canonically (certificates only) into *pem. */
+static int load_chain(const char *path, char **pem)
+{
+	unsigned char *buf = NULL;
+	size_t len;
+	BIO *in = NULL, *out = NULL;
+	X509 *x = NULL;
+	char *data;
+	long dlen;
+	int n = 0, r = EXIT_FAIL;
+
+	*pem = NULL;
+	if (read_file(path, MAX_CHAIN_FILE, &buf, &len) != EXIT_OK)
+		goto out;
+	if ((in = BIO_new_mem_buf(buf, (int)len)) == NULL || (out = BIO_new(BIO_s_mem())) == NULL) {
+		msg("out of memory");
+		goto out;
+	}
+	while ((x = PEM_read_bio_X509(in, NULL, NULL, NULL)) != NULL) {
+		if (++n > MAX_CHAIN_CERTS) {
+			msg("%s: more than %d certificates", path, MAX_CHAIN_CERTS);
+			goto out;
+		}
+		if (!PEM_write_bio_X509(out, x)) {
+			msg("%s: %s", path, ossl_err());
+			goto out;
+		}
+		X509_free(x);
+	}
+	/* The loop ends on "no start line" at the end of the file; anything else is damage. */
+	if (ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE || n == 0) {
+		msg("%s: not a PEM certificate chain%s", path, n == 0 ? " (no certificate)" : "");
+		goto out;
+	}
+	ERR_clear_error();
+	if ((dlen = BIO_get_mem_data(out, &data)) <= 0 ||
+	    (*pem = strndup(data, (size_t)dlen)) == NULL) {
+		msg("out of memory");
+		goto out;
+	}
+	r = EXIT_OK;
+out:
+	ERR_clear_error();
+	X509_free(x);
+	BIO_free(in);
+	BIO_free(out);
+	free(buf);
+	return r;
+}
+
+/* Certificates already stored for this credential: labelled id, or sharing the key's CKA_ID. */
+static int find_certs(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const char *id,
+                      const struct tok_key *key, struct handles *hv)
+{
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_ATTRIBUTE by_label[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_LABEL, (void *)id, strlen(id)},
+	};
+	CK_ATTRIBUTE by_id[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_ID, (void *)key->id, key->id_len},
+	};
+	size_t first, i, j, k;
+
+	if (find_objects(fn, s, by_label, 2, hv) != EXIT_OK)
+		return EXIT_FAIL;
+	if (key->id_len == 0)
+		return EXIT_OK;
+	first = hv->n;
+	if (find_objects(fn, s, by_id, 2, hv) != EXIT_OK)
+		return EXIT_FAIL;
+	/* Drop handles found twice. */
+	for (i = k = first; i < hv->n; i++) {
+		for (j = 0; j < first && hv->h[j] != hv->h[i]; j++)
+			;
+		if (j == first)
+			hv->h[k++] = hv->h[i];
+	}
+	hv->n = k;
+	return EXIT_OK;
+}
+
+static int store_cert(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const char *id,
+                      const struct tok_key *key, X509 *cert, CK_OBJECT_HANDLE *out)
+{
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_CERTIFICATE_TYPE ctype = CKC_X_509;
+	CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+	unsigned char *subj = NULL, *issuer = NULL, *serial = NULL, *value = NULL;
+	int subjlen, issuerlen, seriallen, valuelen, r = EXIT_FAIL;
+	CK_RV rv;
+
+	subjlen = i2d_X509_NAME(X509_get_subject_name(cert), &subj);
+	issuerlen = i2d_X509_NAME(X509_get_issuer_name(cert), &issuer);
+	seriallen = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &serial);
+	valuelen = i2d_X509(cert, &value);
+	if (subjlen <= 0 || issuerlen <= 0 || seriallen <= 0 || valuelen <= 0) {
+		msg("cannot encode the certificate: %s", ossl_err());
+		goto out;
+	}
+	CK_ATTRIBUTE tmpl[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_CERTIFICATE_TYPE, &ctype, sizeof(ctype)},
+	    {CKA_TOKEN, &t, sizeof(t)},
+	    {CKA_PRIVATE, &f, sizeof(f)},
+	    {CKA_LABEL, (void *)id, strlen(id)},
+	    {CKA_ID, (void *)key->id, key->id_len},
+	    {CKA_SUBJECT, subj, (CK_ULONG)subjlen},
+	    {CKA_ISSUER, issuer, (CK_ULONG)issuerlen},
+	    {CKA_SERIAL_NUMBER, serial, (CK_ULONG)seriallen},
+	    {CKA_VALUE, value, (CK_ULONG)valuelen},
+	};
+	if ((rv = fn->C_CreateObject(s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), out)) != CKR_OK) {
+		rv_msg("C_CreateObject (certificate)", rv);
+		goto out;
+	}
+	r = EXIT_OK;
+out:
+	OPENSSL_free(subj);
+	OPENSSL_free(issuer);
+	OPENSSL_free(serial);
+	OPENSSL_free(value);
+	return r;
+}
+
+static int cmd_import_cert(const char *config_path, const struct args *a)
+{
+	const char *id = a->v[OPT_CREDENTIAL];
+	struct config *cfg = NULL;
+	struct token *tok = NULL;
+	struct registry *reg = NULL;
+	const struct tok_key *key;
+	struct handles old = {0};
+	CK_FUNCTION_LIST *fn;
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE created = CK_INVALID_HANDLE;
+	X509 *cert = NULL;
+	EVP_PKEY *cpub;
+	char uri[REG_MAX_URI + 1], *chain = NULL;
+	size_t i;
+	int r = EXIT_FAIL, tr, rr;
+	CK_RV rv;
+
+	if (!reg_valid_id(id)) {
+		msg("import-cert: credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+		return EXIT_USAGE;
+	}
+	if ((cert = load_cert(a->v[OPT_CERT])) == NULL)
+		goto out;
+	if (a->v[OPT_CHAIN] != NULL && load_chain(a->v[OPT_CHAIN], &chain) != EXIT_OK)
+		goto out;
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    credential_key_uri(cfg, id, uri, sizeof(uri)) != EXIT_OK ||
+	    open_token(cfg, 1, 1, &tok) != EXIT_OK || get_key(tok, uri, id, &key) != EXIT_OK)
+		goto out;
+	if ((cpub = X509_get0_pubkey(cert)) == NULL || key->pub == NULL ||
+	    EVP_PKEY_eq(cpub, key->pub) != 1) {
+		msg("import-cert: certificate does not match the token key of %s", id);
+		goto out;
+	}
+	ERR_clear_error();
+	if (X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0)
+		msg("warning: the certificate has expired");
+	fn = tok_functions(tok);
+	if ((tr = tok_session(tok, &s)) != TOK_OK) {
+		msg("session: %s", tok_strerror(tr));
+		goto out;
+	}
+	/* Store the new certificate before removing the old, so a failure leaves one behind. */
+	if (find_certs(fn, s, id, key, &old) != EXIT_OK ||
+	    store_cert(fn, s, id, key, cert, &created) != EXIT_OK)
+		goto out;
+	for (i = 0; i < old.n; i++) {
+		if (old.h[i] != created && (rv = fn->C_DestroyObject(s, old.h[i])) != CKR_OK) {
+			rv_msg("C_DestroyObject (previous certificate)", rv);
+			goto out;
+		}
+	}
+	tok_key_flush(tok);
+	if (chain != NULL) {
+		if (open_registry(cfg, 1, &reg) != EXIT_OK)
+			goto out;
+		if ((rr = registry_set_chain(reg, id, chain)) != REG_OK) {
+			msg("registry: cannot store the chain of %s (error %d)", id, rr);
+			goto out;
+		}
+	}
+	printf("%s: certificate stored%s%s\n", id, old.n > 0 ? ", replacing the previous one" : "",
+	       chain != NULL ? "; chain recorded" : "");
+	r = EXIT_OK;
+out:
+	handles_free(&old);
+	registry_close(reg);
+	free(chain);
+	X509_free(cert);
+	tok_close(tok);
+	config_free(cfg);
+	return r;
+}
+
+/* ---- enrol ---- */
+
+/* A device key: PEM EC P-256 public key, checked and re-encoded canonically into *pem. */
+static int load_device_key(const char *path, char **pem)
+{
+	unsigned char *buf = NULL;
+	size_t len;
+	BIO *in = NULL, *out = NULL;
+	EVP_PKEY *pk = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	char group[64], *data;
+	long dlen;
+	int r = EXIT_FAIL;
+
+	*pem = NULL;
+	if (read_file(path, MAX_PUBKEY_FILE, &buf, &len) != EXIT_OK)
+		goto out;
+	if ((in = BIO_new_mem_buf(buf, (int)len)) == NULL ||
+	    (pk = PEM_read_bio_PUBKEY(in, NULL, NULL, NULL)) == NULL) {
+		msg("%s: not a PEM public key", path);
+		goto out;
+	}
+	if (!EVP_PKEY_is_a(pk, "EC") ||
+	    !EVP_PKEY_get_utf8_string_param(pk, "group", group, sizeof(group), NULL) ||
+	    strcmp(group, "prime256v1") != 0) {
+		msg("%s: the device key must be an EC P-256 public key", path);
+		goto out;
+	}
+	if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL)) == NULL ||
+	    EVP_PKEY_public_check(ctx) != 1) {
+		msg("%s: the device key is not a valid P-256 point", path);
+		goto out;
+	}
+	if ((out = BIO_new(BIO_s_mem())) == NULL || !PEM_write_bio_PUBKEY(out, pk) ||
+	    (dlen = BIO_get_mem_data(out, &data)) <= 0 ||
+	    (*pem = strndup(data, (size_t)dlen)) == NULL) {
+		msg("out of memory");
+		goto out;
+	}
+	r = EXIT_OK;
+out:
+	ERR_clear_error();
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(pk);
+	BIO_free(in);
+	BIO_free(out);
+	free(buf);
+	return r;
+}
+
+static int cmd_enrol(const char *config_path, const struct args *a)
+{
+	const char *id = a->v[OPT_CREDENTIAL], *user = a->v[OPT_USER];
+	const char *key_uri = a->v[OPT_KEY];
+	struct config *cfg = NULL;
+	struct token *tok = NULL;
+	struct registry *reg = NULL;
+	const struct tok_key *key;
+	struct reg_cred c, prev;
+	int cls, r = EXIT_FAIL, rr;
+
+	memset(&c, 0, sizeof(c));
+	memset(&prev, 0, sizeof(prev));
+	if (!reg_valid_id(id)) {
+		msg("enrol: credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+		return EXIT_USAGE;
+	}
+	if (!reg_valid_user(user)) {
+		msg("enrol: userID must be 1..%d printable ASCII characters without spaces",
+		    REG_MAX_USER);
+		return EXIT_USAGE;
+	}
+	if ((cls = pol_class_lookup(a->v[OPT_CLASS])) != POL_CLASS_CITIZEN &&
+	    cls != POL_CLASS_SEAL) {
+		msg("enrol: --class must be citizen or seal");
+		return EXIT_USAGE;
+	}
+	if (key_uri != NULL &&
+	    (strncmp(key_uri, "pkcs11:", 7) != 0 || strlen(key_uri) > REG_MAX_URI)) {
+		msg("enrol: --key must be a PKCS#11 URI (pkcs11:...) of at most %d bytes",
+		    REG_MAX_URI);
+		return EXIT_USAGE;
+	}
+	snprintf(c.id, sizeof(c.id), "%s", id);
+	snprintf(c.owner, sizeof(c.owner), "%s", user);
+	c.cls = cls;
+	c.status = REG_ACTIVE;
+	c.created = (int64_t)time(NULL);
+	if (key_uri != NULL)
+		snprintf(c.key_uri, sizeof(c.key_uri), "%s", key_uri);
+	else
+		default_key_uri(id, c.key_uri, sizeof(c.key_uri));
+	if (a->v[OPT_DEVICE_KEY] != NULL &&
+	    load_device_key(a->v[OPT_DEVICE_KEY], &c.device_key_pem) != EXIT_OK)
+		goto out;
+	if (load_config(config_path, &cfg) != EXIT_OK || open_registry(cfg, 1, &reg) != EXIT_OK)
+		goto out;
+	if ((rr = registry_get(reg, id, &prev)) == REG_OK) {
+		msg("enrol: credential %s is already enrolled (owner %s)", id, prev.owner);
+		goto out;
+	} else if (rr != REG_ERR_NOT_FOUND) {
+		msg("registry: cannot read credential %s", id);
+		goto out;
+	}
+	if (open_token(cfg, 1, 1, &tok) != EXIT_OK || get_key(tok, c.key_uri, id, &key) != EXIT_OK)
+		goto out;
+	if (key->cert == NULL)
+		msg("note: no certificate for %s on the token yet; run import-cert before use", id);
+	if ((rr = registry_add(reg, &c)) == REG_ERR_EXISTS) {
+		msg("enrol: credential %s is already enrolled", id);
+		goto out;
+	} else if (rr != REG_OK) {
+		msg("registry: cannot enrol %s (error %d)", id, rr);
+		goto out;
+	}
+	printf("%s: enrolled for %s, class %s, key %s%s\n", id, user,
+	       pol_class_name((enum pol_class)cls), c.key_uri,
+	       c.device_key_pem != NULL ? ", device key registered" : "");
+	r = EXIT_OK;
+out:
+	reg_cred_clear(&c);
+	reg_cred_clear(&prev);
+	registry_close(reg);
+	tok_close(tok);
+	config_free(cfg);
+	return r;
+}
+
+/* ---- list ---- */
+
+enum { COL_ID, COL_OWNER, COL_CLASS, COL_STATUS, COL_ALG, COL_SUBJECT, COL_NOT_AFTER, NCOLS };
+static const char *const col_names[NCOLS] = {"CREDENTIAL", "OWNER",   "CLASS",    "STATUS",
+                                             "ALGORITHM",  "SUBJECT", "NOT-AFTER"};
+
+struct table {
+	char *(*rows)[NCOLS];
+	size_t n, cap;
+	struct token *tok; /* NULL when the token could not be opened */
+	int failed;
+};
+
+static void key_alg_name(const struct tok_key *k, char *buf, size_t len)
+{
+	if (k->type == TOK_KEY_EC && k->curve_nid == NID_X9_62_prime256v1)
+		snprintf(buf, len, "ec-p256");
+	else if (k->type == TOK_KEY_EC && k->curve_nid == NID_secp384r1)
+		snprintf(buf, len, "ec-p384");
+	else if (k->type == TOK_KEY_EC)
+		snprintf(buf, len, "ec-%u", k->bits);
+	else if (k->type == TOK_KEY_RSA)
+		snprintf(buf, len, "rsa-%u", k->bits);
+	else
+		snprintf(buf, len, "?");
+}
+
+static int list_row(const struct reg_cred *c, void *arg)
+{
+	struct table *t = arg;
+	const struct tok_key *key = NULL;
+	const char *cls = pol_class_name((enum pol_class)c->cls);
+	char alg[32] = "?", subject[512] = "-", not_after[32] = "-";
+	const char *vals[NCOLS];
+	struct tm tm;
+	size_t i;
+
+	if (t->tok != NULL) {
+		if (tok_key_get(t->tok, c->key_uri, &key) == TOK_OK) {
+			key_alg_name(key, alg, sizeof(alg));
+			if (key->cert != NULL) {
+				X509_NAME_oneline(X509_get_subject_name(key->cert), subject,
+				                  sizeof(subject));
+				if (ASN1_TIME_to_tm(X509_get0_notAfter(key->cert), &tm) != 1 ||
+				    strftime(not_after, sizeof(not_after), "%Y-%m-%dT%H:%M:%SZ",
+				             &tm) == 0)
+					snprintf(not_after, sizeof(not_after), "?");
+			}
+		} else {
+			snprintf(alg, sizeof(alg), "missing");
+		}
+	}
+	if (t->n == t->cap) {
+		size_t cap = t->cap == 0 ? 64 : t->cap * 2;
+		char *(*nr)[NCOLS] = realloc(t->rows, cap * sizeof(*nr));
+		if (nr == NULL)
+			goto fail;
+		t->rows = nr;
+		t->cap = cap;
+	}
+	vals[COL_ID] = c->id;
+	vals[COL_OWNER] = c->owner;
+	vals[COL_CLASS] = cls;
+	vals[COL_STATUS] = reg_status_name(c->status);
+	vals[COL_ALG] = alg;
+	vals[COL_SUBJECT] = subject;
+	vals[COL_NOT_AFTER] = not_after;
+	for (i = 0; i < NCOLS; i++) {
+		if ((t->rows[t->n][i] = strdup(vals[i] != NULL ? vals[i] : "?")) == NULL) {
+			while (i-- > 0)
+				free(t->rows[t->n][i]);
+			goto fail;
+		}
+	}
+	t->n++;
+	return 0;
+fail:
+	msg("out of memory");
+	t->failed = 1;
+	return 1;
+}
+
+static int cmd_list(const char *config_path, const struct args *a)
+{
+	struct config *cfg = NULL;
+	struct registry *reg = NULL;
+	struct table t = {0};
+	size_t width[NCOLS], i, j;
+	int r = EXIT_FAIL;
+
+	if (load_config(config_path, &cfg) != EXIT_OK || open_registry(cfg, 0, &reg) != EXIT_OK)
+		goto out;
+	/* The table is still useful without the token: say so and show the registry. */
+	if (reg != NULL && open_token(cfg, 1, 1, &t.tok) != EXIT_OK)
+		msg("warning: token unavailable; algorithm and certificate columns are unknown");
+	if (reg != NULL && (registry_foreach(reg, NULL, list_row, &t) != REG_OK || t.failed)) {
+		msg("registry: cannot list credentials");
+		goto out;
+	}
+	for (j = 0; j < NCOLS; j++) {
+		width[j] = strlen(col_names[j]);
+		for (i = 0; i < t.n; i++)
+			if (strlen(t.rows[i][j]) > width[j])
+				width[j] = strlen(t.rows[i][j]);
+	}
+	for (j = 0; j < NCOLS; j++)
+		printf("%-*s%s", j + 1 < NCOLS ? (int)width[j] : 0, col_names[j],
+		       j + 1 < NCOLS ? "  " : "\n");
+	for (i = 0; i < t.n; i++)
+		for (j = 0; j < NCOLS; j++)
+			printf("%-*s%s", j + 1 < NCOLS ? (int)width[j] : 0, t.rows[i][j],
+			       j + 1 < NCOLS ? "  " : "\n");
+	if (fflush(stdout) != 0) {
+		msg("standard output: %s", strerror(errno));
+		goto out;
+	}
+	r = EXIT_OK;
+out:
+	for (i = 0; i < t.n; i++)
+		for (j = 0; j < NCOLS; j++)
+			free(t.rows[i][j]);
+	free(t.rows);
+	tok_close(t.tok);
+	registry_close(reg);
+	config_free(cfg);
+	return r;
+}
+
+/* ---- main ---- */
+
+static const struct option init_token_opts[] = {
+    OPT("label", OPT_LABEL), OPT("so-pin-file", OPT_SO_PIN_FILE), COMMON_OPTS, {0}};
+static const struct option keygen_opts[] = {OPT("credential", OPT_CREDENTIAL),
+                                            OPT("alg", OPT_ALG),
+                                            OPT("count", OPT_COUNT),
+                                            COMMON_OPTS,
+                                            {0}};
+static const struct option csr_opts[] = {OPT("credential", OPT_CREDENTIAL),
+                                         OPT("subject", OPT_SUBJECT),
+                                         OPT("out", OPT_OUT),
+                                         COMMON_OPTS,
+                                         {0}};
+static const struct option import_cert_opts[] = {OPT("credential", OPT_CREDENTIAL),
+                                                 OPT("cert", OPT_CERT),
+                                                 OPT("chain", OPT_CHAIN),
+                                                 COMMON_OPTS,
+                                                 {0}};
+static const struct option enrol_opts[] = {OPT("credential", OPT_CREDENTIAL),
+                                           OPT("user", OPT_USER),
+                                           OPT("class", OPT_CLASS),
+                                           OPT("device-key", OPT_DEVICE_KEY),
+                                           OPT("key", OPT_KEY),
+                                           COMMON_OPTS,
+                                           {0}};
+static const struct option list_opts[] = {COMMON_OPTS, {0}};
+
+static const char *const init_token_req[] = {"label", "so-pin-file", NULL};
+static const char *const keygen_req[] = {"credential", "alg", NULL};
+static const char *const csr_req[] = {"credential", "subject", "out", NULL};
+static const char *const import_cert_req[] = {"credential", "cert", NULL};
+static const char *const enrol_req[] = {"credential", "user", "class", NULL};
+
+static const struct command commands[] = {
+    {"init-token", "--label LABEL --so-pin-file FILE", init_token_opts, init_token_req,
+     cmd_init_token},
+    {"keygen", "--credential ID --alg ec-p256|ec-p384|rsa-2048|rsa-3072 [--count N]", keygen_opts,
+     keygen_req, cmd_keygen},
+    {"csr", "--credential ID --subject /CN=../O=.. --out FILE", csr_opts, csr_req, cmd_csr},
+    {"import-cert", "--credential ID --cert FILE [--chain FILE]", import_cert_opts, import_cert_req,
+     cmd_import_cert},
+    {"enrol", "--credential ID --user USER --class citizen|seal [--device-key FILE] [--key URI]",
+     enrol_opts, enrol_req, cmd_enrol},
+    {"list", "", list_opts, NULL, cmd_list},
+};
+
+static void usage(FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "usage: " PROG " [-c CONFIG] COMMAND [OPTIONS]\n"
+	           "Provision the token and the credential registry of iamsignd.\n\n"
+	           "  -c, --config FILE  daemon configuration (default " DEFAULT_CONFIG ")\n"
+	           "  -h, --help         this text; COMMAND --help for one command\n\n"
+	           "commands:\n");
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		usage_line(f, &commands[i]);
+	fprintf(f, "\nPINs are read from files only: the user PIN from token.pin_file, the SO PIN "
+	           "from --so-pin-file.\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option gopts[] = {COMMON_OPTS, {0}};
+	const char *config_path = DEFAULT_CONFIG;
+	const struct command *cmd = NULL;
+	struct rlimit nocore = {0, 0};
+	struct args a;
+	size_t i;
+	int ch, r;
+
+	/* PINs pass through this process: no core dumps, no ptrace by other users. */
+	setrlimit(RLIMIT_CORE, &nocore);
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+c:h", gopts, NULL)) != -1) {
+		if (ch == OPT_CONFIG) {
+			config_path = optarg;
+		} else if (ch == OPT_HELP) {
+			usage(stdout);
+			return EXIT_OK;
+		} else {
+			msg("unknown option or missing value: %s", argv[optind - 1]);
+			fprintf(stderr, "Try '" PROG " --help'.\n");
+			return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		msg("no command given");
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(argv[optind], commands[i].name) == 0)
+			cmd = &commands[i];
+	if (cmd == NULL) {
+		msg("unknown command '%s'", argv[optind]);
+		fprintf(stderr, "Try '" PROG " --help'.\n");
+		return EXIT_USAGE;
+	}
+	r = parse_args(cmd, argc - optind, argv + optind, &a, &config_path);
+	if (r == HELP_SHOWN)
+		return EXIT_OK;
+	if (r != EXIT_OK) {
+		fprintf(stderr, "usage: " PROG " [-c CONFIG] %s %s\n", cmd->name, cmd->usage);
+		return r;
+	}
+	r = cmd->run(config_path, &a);
+	if (r == EXIT_USAGE)
+		fprintf(stderr, "usage: " PROG " [-c CONFIG] %s %s\n", cmd->name, cmd->usage);
+	return r;
+}
