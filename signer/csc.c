@@ -1,0 +1,569 @@
+/* CSC API v2: JSON in, JSON out. Every field is checked for type, length and range here; the
+ * service sees only decoded, bounded values. */
+#include "signer/csc.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/asn1.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#define CSC_MAX_STR 512        /* longest plain string field */
+#define CSC_MAX_PSS_PARAMS 256 /* base64 of DER RSASSA-PSS-params */
+#define CSC_MAX_RESULTS 1000
+
+/* A 400 invalid_request whose reason is the CSC code itself. */
+__attribute__((format(printf, 2, 3))) static int bad(struct svc_error *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	svc_fail(e, 400, "invalid_request", "invalid_request", "%s", "");
+	va_start(ap, fmt);
+	vsnprintf(e->desc, sizeof(e->desc), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* The object's members must all be among allowed (NULL-terminated). */
+static int only_keys(json_t *o, const char *const *allowed, struct svc_error *e)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(o, k, v)
+	{
+		size_t i;
+
+		for (i = 0; allowed[i] != NULL; i++)
+			if (strcmp(k, allowed[i]) == 0)
+				break;
+		if (allowed[i] == NULL)
+			return svc_fail(e, 400, "invalid_request", "invalid_request",
+			                "Unknown parameter %.64s", k);
+	}
+	return 0;
+}
+
+/* A string member: required or optional (*out NULL when absent), 1..max bytes, no NUL. */
+static int get_str(json_t *o, const char *key, int required, size_t max, const char **out,
+                   struct svc_error *e)
+{
+	json_t *v = json_object_get(o, key);
+	size_t len;
+
+	*out = NULL;
+	if (v == NULL) {
+		if (required)
+			return bad(e, "Missing (or invalid type) string parameter %s", key);
+		return 0;
+	}
+	if (!json_is_string(v))
+		return bad(e, "Missing (or invalid type) string parameter %s", key);
+	len = json_string_length(v);
+	if (len == 0 || len > max || strlen(json_string_value(v)) != len)
+		return bad(e, "Invalid parameter %s", key);
+	*out = json_string_value(v);
+	return 0;
+}
+
+/* Standard base64 (padded) into out, at most cap bytes; -1 if malformed or too long. */
+static int b64_decode(const char *s, uint8_t *out, size_t cap, size_t *outlen)
+{
+	size_t slen = strlen(s), pad = 0;
+	int n;
+
+	if (slen == 0 || slen % 4 != 0 || slen / 4 * 3 > cap)
+		return -1;
+	pad = (s[slen - 1] == '=') + (s[slen - 2] == '=');
+	/* EVP_DecodeBlock takes '=' anywhere and skips whitespace: only the standard alphabet,
+	 * with padding at the very end, is a digest. */
+	if (strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") !=
+	    slen - pad)
+		return -1;
+	n = EVP_DecodeBlock(out, (const unsigned char *)s, (int)slen);
+	if (n < 0 || (size_t)n < pad)
+		return -1;
+	*outlen = (size_t)n - pad;
+	return 0;
+}
+
+/* Standard base64 of exactly want (<= TOK_MAX_DIGEST) bytes into out. */
+static int b64_exact(const char *s, uint8_t *out, size_t want)
+{
+	uint8_t buf[TOK_MAX_DIGEST + 3];
+	size_t n;
+
+	if (b64_decode(s, buf, sizeof(buf), &n) != 0 || n != want)
+		return -1;
+	memcpy(out, buf, want);
+	return 0;
+}
+
+/* signAlgo, hashAlgorithmOID, signAlgoParams -> family, hash, PSS salt. */
+static int decode_algs(json_t *root, struct sign_req *req, struct svc_error *e)
+{
+	const char *salg, *halg, *params;
+	enum alg_hash h1 = HASH_NONE, h2 = HASH_NONE;
+
+	if (get_str(root, "signAlgo", 1, 64, &salg, e) != 0 ||
+	    get_str(root, "hashAlgorithmOID", 0, 64, &halg, e) != 0 ||
+	    get_str(root, "signAlgoParams", 0, CSC_MAX_PSS_PARAMS, &params, e) != 0)
+		return -1;
+	if (alg_sign_lookup(salg, &req->fam, &h1) != 0)
+		return svc_fail(e, 400, "invalid_request", "algorithm_not_supported",
+		                "Invalid parameter signAlgo");
+	if (halg != NULL && (h2 = alg_hash_lookup(halg)) == HASH_NONE)
+		return svc_fail(e, 400, "invalid_request", "algorithm_not_supported",
+		                "Invalid parameter hashAlgorithmOID");
+	if (h1 != HASH_NONE && h2 != HASH_NONE && h1 != h2)
+		return bad(e, "Invalid parameter %s: does not match signAlgo", "hashAlgorithmOID");
+	req->hash = h1 != HASH_NONE ? h1 : h2;
+	if (req->hash == HASH_NONE)
+		return bad(e, "Missing (or invalid type) string parameter %s", "hashAlgorithmOID");
+	req->pss_salt = alg_hash_len(req->hash);
+	if (params != NULL && req->fam != ALG_RSA_PSS)
+		return bad(e, "Invalid parameter %s: only for RSASSA-PSS", "signAlgoParams");
+	if (params != NULL) {
+		/* DER RSASSA-PSS-params: the hash and MGF1 hash must be the request's hash, the
+		 * trailer 1 (OpenSSL's decoder does the ASN.1). */
+		uint8_t der[CSC_MAX_PSS_PARAMS];
+		const unsigned char *pp = der;
+		RSA_PSS_PARAMS *pss = NULL;
+		X509_ALGOR *mgfhash = NULL;
+		size_t n = 0;
+		int ok = 0;
+		long salt = -1;
+
+		if (b64_decode(params, der, sizeof(der), &n) == 0 && n > 0)
+			pss = d2i_RSA_PSS_PARAMS(NULL, &pp, (long)n);
+		if (pss != NULL && pp == der + n && pss->hashAlgorithm != NULL &&
+		    pss->maskGenAlgorithm != NULL &&
+		    OBJ_obj2nid(pss->hashAlgorithm->algorithm) == alg_hash_nid(req->hash) &&
+		    OBJ_obj2nid(pss->maskGenAlgorithm->algorithm) == NID_mgf1 &&
+		    (pss->trailerField == NULL || ASN1_INTEGER_get(pss->trailerField) == 1)) {
+			mgfhash = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(X509_ALGOR),
+			                                    pss->maskGenAlgorithm->parameter);
+			salt = pss->saltLength != NULL ? ASN1_INTEGER_get(pss->saltLength) : 20;
+			ok = mgfhash != NULL &&
+			     OBJ_obj2nid(mgfhash->algorithm) == alg_hash_nid(req->hash) &&
+			     salt >= 0 && salt <= 64;
+		}
+		X509_ALGOR_free(mgfhash);
+		RSA_PSS_PARAMS_free(pss);
+		if (!ok)
+			return bad(e, "Invalid parameter %s", "signAlgoParams");
+		req->pss_salt = (size_t)salt;
+	}
+	return 0;
+}
+
+static int decode_hash_list(json_t *arr, const char *field, struct sign_req *req,
+                            struct svc_error *e)
+{
+	size_t i, dlen = alg_hash_len(req->hash);
+	json_t *v;
+
+	if (!json_is_array(arr) || json_array_size(arr) == 0)
+		return bad(e, "Missing (or invalid type) array parameter %s", field);
+	if (req->nhashes + json_array_size(arr) > SVC_MAX_HASHES)
+		return svc_fail(e, 400, "invalid_request", "too_many_hashes",
+		                "Invalid parameter %s: more than %d hashes", field, SVC_MAX_HASHES);
+	json_array_foreach(arr, i, v)
+	{
+		if (!json_is_string(v) ||
+		    b64_exact(json_string_value(v), req->hashes[req->nhashes], dlen) != 0)
+			return svc_fail(e, 400, "invalid_request", "invalid_digest",
+			                "Invalid parameter %s: item %zu is not a base64 %s digest",
+			                field, i, alg_hash_name(req->hash));
+		req->nhashes++;
+	}
+	return 0;
+}
+
+static int decode_common(json_t *root, struct sign_req *req, struct svc_error *e)
+{
+	const char *cred;
+
+	if (get_str(root, "credentialID", 1, REG_MAX_ID, &cred, e) != 0)
+		return -1;
+	if (!reg_valid_id(cred))
+		return svc_fail(e, 400, "invalid_request", "unknown_credential",
+		                "Invalid parameter credentialID");
+	memcpy(req->cred, cred, strlen(cred) + 1);
+	if (get_str(root, "SAD", 0, SVC_MAX_SAD, &req->sad, e) != 0 ||
+	    get_str(root, "purpose", 0, 64, &req->purpose, e) != 0)
+		return -1;
+	return decode_algs(root, req, e);
+}
+
+int csc_decode_sign_hash(json_t *root, struct sign_req *req, struct svc_error *e)
+{
+	static const char *const keys[] = {
+	    "credentialID",   "SAD",     "hashes",     "hashAlgorithmOID", "signAlgo",
+	    "signAlgoParams", "purpose", "clientData", "operationMode",    NULL};
+	const char *mode;
+
+	memset(req, 0, sizeof(*req));
+	if (!json_is_object(root))
+		return bad(e, "%s", "The request body must be a JSON object");
+	if (only_keys(root, keys, e) != 0 || decode_common(root, req, e) != 0)
+		return -1;
+	if (get_str(root, "operationMode", 0, 8, &mode, e) != 0)
+		return -1;
+	if (mode != NULL && strcmp(mode, "S") != 0)
+		return bad(e, "Invalid parameter %s: only S is supported", "operationMode");
+	if (json_object_get(root, "clientData") != NULL &&
+	    (!json_is_string(json_object_get(root, "clientData")) ||
+	     json_string_length(json_object_get(root, "clientData")) > CSC_MAX_STR))
+		return bad(e, "Invalid parameter %s", "clientData");
+	return decode_hash_list(json_object_get(root, "hashes"), "hashes", req, e);
+}
+
+int csc_decode_sign_doc(json_t *root, struct sign_req *req, struct svc_error *e)
+{
+	static const char *const keys[] = {"credentialID",      "SAD",
+	                                   "documentDigests",   "signAlgo",
+	                                   "signAlgoParams",    "signature_format",
+	                                   "conformance_level", "signed_envelope_property",
+	                                   "purpose",           "clientData",
+	                                   "operationMode",     NULL};
+	static const char *const dkeys[] = {"hashes", "hashAlgorithmOID", NULL};
+	const char *fmt, *level, *env, *mode;
+	json_t *docs, *d;
+	size_t i;
+
+	memset(req, 0, sizeof(*req));
+	req->cms = 1;
+	if (!json_is_object(root))
+		return bad(e, "%s", "The request body must be a JSON object");
+	if (only_keys(root, keys, e) != 0)
+		return -1;
+	docs = json_object_get(root, "documentDigests");
+	if (!json_is_array(docs) || json_array_size(docs) == 0 ||
+	    json_array_size(docs) > SVC_MAX_HASHES)
+		return bad(e, "Missing (or invalid type) array parameter %s", "documentDigests");
+	/* Every entry names its hash algorithm; iamsign signs one algorithm per request, so
+	 * they must agree. The first entry's becomes the request's hashAlgorithmOID. */
+	json_array_foreach(docs, i, d)
+	{
+		json_t *h = json_object_get(d, "hashAlgorithmOID");
+
+		if (!json_is_object(d) || only_keys(d, dkeys, e) != 0 || !json_is_string(h))
+			return bad(e, "Invalid parameter %s", "documentDigests");
+		if (i == 0 && json_object_get(root, "hashAlgorithmOID") == NULL &&
+		    json_object_set(root, "hashAlgorithmOID", h) != 0)
+			return svc_fail(e, 500, "server_error", "internal_error", "out of memory");
+		if (!json_equal(h, json_object_get(root, "hashAlgorithmOID")))
+			return bad(e, "Invalid parameter %s: one hashAlgorithmOID per request",
+			           "documentDigests");
+	}
+	if (decode_common(root, req, e) != 0)
+		return -1;
+	json_array_foreach(docs, i, d) if (decode_hash_list(json_object_get(d, "hashes"),
+	                                                    "documentDigests.hashes", req,
+	                                                    e) != 0) return -1;
+	if (get_str(root, "signature_format", 1, 8, &fmt, e) != 0 ||
+	    get_str(root, "conformance_level", 0, 16, &level, e) != 0 ||
+	    get_str(root, "signed_envelope_property", 0, 16, &env, e) != 0 ||
+	    get_str(root, "operationMode", 0, 8, &mode, e) != 0)
+		return -1;
+	if (strcmp(fmt, "C") != 0)
+		return bad(e, "Invalid parameter %s: only C (CAdES) is supported",
+		           "signature_format");
+	if (level != NULL && strcasecmp(level, "Ades-B-B") != 0 && strcasecmp(level, "Ades-B") != 0)
+		return bad(e, "Invalid parameter %s: only Ades-B-B is supported",
+		           "conformance_level");
+	if (env != NULL && strcmp(env, "Detached") != 0)
+		return bad(e, "Invalid parameter %s: only Detached is supported",
+		           "signed_envelope_property");
+	if (mode != NULL && strcmp(mode, "S") != 0)
+		return bad(e, "Invalid parameter %s: only S is supported", "operationMode");
+	return 0;
+}
+
+char *csc_error_body(const struct svc_error *e)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s}", "error", e->error, "error_description", e->desc,
+	                      "reason", e->reason);
+	char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+
+	json_decref(o);
+	return s;
+}
+
+static json_t *b64_value(const uint8_t *data, size_t len)
+{
+	size_t outlen = 4 * ((len + 2) / 3) + 1;
+	char *buf = malloc(outlen);
+	json_t *v = NULL;
+
+	if (buf == NULL)
+		return NULL;
+	EVP_EncodeBlock((unsigned char *)buf, data, (int)len);
+	v = json_string(buf);
+	free(buf);
+	return v;
+}
+
+static json_t *handle_info(void)
+{
+	json_t *algos = json_array(), *methods;
+
+	for (size_t i = 0; alg_sign_oids[i] != NULL; i++)
+		json_array_append_new(algos, json_string(alg_sign_oids[i]));
+	methods = json_pack("[s,s,s,s,s]", "info", "credentials/list", "credentials/info",
+	                    "signatures/signHash", "signatures/signDoc");
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:{s:o}}", "specs", "2.0.0.0", "name",
+	                 "iamsign", "logo", "", "region", "HK", "lang", "en-US", "description",
+	                 "iamsign: hardware-backed signing for iAM Smart+", "methods", methods,
+	                 "signAlgorithms", "algos", algos);
+}
+
+static int handle_list(struct service *s, const struct peer *p, json_t *root, json_t **out,
+                       struct svc_error *e)
+{
+	static const char *const keys[] = {"userID", "maxResults", "pageToken", "clientData", NULL};
+	char *ids[CSC_MAX_RESULTS];
+	const char *user, *page;
+	json_t *arr, *mr;
+	size_t n = 0, max = 100;
+	int more = 0;
+
+	if (only_keys(root, keys, e) != 0 ||
+	    get_str(root, "userID", 0, REG_MAX_USER, &user, e) != 0 ||
+	    get_str(root, "pageToken", 0, REG_MAX_ID, &page, e) != 0)
+		return -1;
+	if ((mr = json_object_get(root, "maxResults")) != NULL) {
+		if (!json_is_integer(mr) || json_integer_value(mr) < 1 ||
+		    json_integer_value(mr) > CSC_MAX_RESULTS)
+			return bad(e, "Invalid parameter %s", "maxResults");
+		max = (size_t)json_integer_value(mr);
+	}
+	if (svc_cred_list(s, p, user, page, max, ids, &n, &more, e) != 0)
+		return -1;
+	arr = json_array();
+	for (size_t i = 0; i < n; i++) {
+		json_array_append_new(arr, json_string(ids[i]));
+		free(ids[i]);
+	}
+	*out = json_pack("{s:o}", "credentialIDs", arr);
+	if (*out != NULL && more && n > 0)
+		json_object_set(*out, "nextPageToken", json_array_get(arr, n - 1));
+	return 0;
+}
+
+static json_t *asn1_time_json(const ASN1_TIME *t)
+{
+	ASN1_GENERALIZEDTIME *g = ASN1_TIME_to_generalizedtime(t, NULL);
+	json_t *v;
+
+	if (g == NULL)
+		return NULL;
+	v = json_stringn((const char *)ASN1_STRING_get0_data(g), (size_t)ASN1_STRING_length(g));
+	ASN1_GENERALIZEDTIME_free(g);
+	return v;
+}
+
+static json_t *name_json(const X509_NAME *n)
+{
+	char *s = NULL;
+	BIO *b = BIO_new(BIO_s_mem());
+	json_t *v = NULL;
+	long len;
+
+	if (b == NULL)
+		return NULL;
+	if (X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253) >= 0 &&
+	    (len = BIO_get_mem_data(b, &s)) >= 0)
+		v = json_stringn(s, (size_t)len);
+	BIO_free(b);
+	return v;
+}
+
+static json_t *cert_json(const struct cred_info *ci, const char *mode, int info)
+{
+	X509 *x = ci->key->cert;
+	json_t *c = json_object(), *certs;
+	BIGNUM *bn;
+	char *hex;
+	const char *status = "valid";
+
+	if (x == NULL) {
+		json_object_set_new(c, "status", json_string("missing"));
+		return c;
+	}
+	if (X509_cmp_time(X509_get0_notAfter(x), NULL) < 0)
+		status = "expired";
+	else if (X509_cmp_time(X509_get0_notBefore(x), NULL) > 0)
+		status = "not_yet_valid";
+	json_object_set_new(c, "status", json_string(status));
+	if (strcmp(mode, "none") != 0) {
+		unsigned char *der = NULL;
+		int len = i2d_X509(x, &der);
+
+		certs = json_array();
+		if (len > 0)
+			json_array_append_new(certs, b64_value(der, (size_t)len));
+		OPENSSL_free(der);
+		if (strcmp(mode, "chain") == 0 && ci->reg.chain_pem != NULL) {
+			BIO *b = BIO_new_mem_buf(ci->reg.chain_pem, -1);
+			X509 *y;
+
+			while (b != NULL && (y = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+				der = NULL;
+				if ((len = i2d_X509(y, &der)) > 0)
+					json_array_append_new(certs, b64_value(der, (size_t)len));
+				OPENSSL_free(der);
+				X509_free(y);
+			}
+			BIO_free(b);
+		}
+		json_object_set_new(c, "certificates", certs);
+	}
+	if (info) {
+		json_object_set_new(c, "issuerDN", name_json(X509_get_issuer_name(x)));
+		json_object_set_new(c, "subjectDN", name_json(X509_get_subject_name(x)));
+		bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+		hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+		if (hex != NULL)
+			json_object_set_new(c, "serialNumber", json_string(hex));
+		OPENSSL_free(hex);
+		BN_free(bn);
+		json_object_set_new(c, "validFrom", asn1_time_json(X509_get0_notBefore(x)));
+		json_object_set_new(c, "validTo", asn1_time_json(X509_get0_notAfter(x)));
+	}
+	return c;
+}
+
+static int handle_cred_info(struct service *s, const struct peer *p, json_t *root, json_t **out,
+                            struct svc_error *e)
+{
+	static const char *const keys[] = {"credentialID", "certificates", "certInfo", "authInfo",
+	                                   "lang",         "clientData",   NULL};
+	struct cred_info ci;
+	const char *id, *mode, *status;
+	json_t *key, *ci_v;
+	int info = 0;
+
+	if (only_keys(root, keys, e) != 0 || get_str(root, "credentialID", 1, REG_MAX_ID, &id, e) ||
+	    get_str(root, "certificates", 0, 8, &mode, e) != 0)
+		return -1;
+	if (mode == NULL)
+		mode = "single";
+	if (strcmp(mode, "none") != 0 && strcmp(mode, "single") != 0 && strcmp(mode, "chain") != 0)
+		return bad(e, "Invalid parameter %s", "certificates");
+	if ((ci_v = json_object_get(root, "certInfo")) != NULL) {
+		if (!json_is_boolean(ci_v))
+			return bad(e, "Invalid parameter %s", "certInfo");
+		info = json_is_true(ci_v);
+	}
+	if (!reg_valid_id(id))
+		return svc_fail(e, 400, "invalid_request", "unknown_credential",
+		                "Invalid parameter credentialID");
+	if (svc_cred_info(s, p, id, &ci, e) != 0)
+		return -1;
+	status = ci.reg.status == REG_ACTIVE ? "enabled" : "disabled";
+	if (ci.key->type == TOK_KEY_EC)
+		key = json_pack("{s:s, s:[s], s:i, s:s}", "status", status, "algo",
+		                "1.2.840.10045.2.1", "len", (json_int_t)ci.key->bits, "curve",
+		                ci.key->curve_nid == NID_secp384r1 ? "1.3.132.0.34"
+		                                                   : "1.2.840.10045.3.1.7");
+	else
+		key = json_pack("{s:s, s:[s,s], s:i}", "status", status, "algo",
+		                "1.2.840.113549.1.1.1", "1.2.840.113549.1.1.10", "len",
+		                (json_int_t)ci.key->bits);
+	*out = json_pack("{s:o, s:o, s:{s:s}, s:s, s:i, s:s, s:s}", "key", key, "cert",
+	                 cert_json(&ci, mode, info), "auth", "mode", "explicit", "SCAL", "2",
+	                 "multisign", (json_int_t)1, "status", reg_status_name(ci.reg.status),
+	                 "owner", ci.reg.owner);
+	cred_info_clear(&ci);
+	return 0;
+}
+
+static int handle_sign(struct service *s, const struct peer *p, json_t *root, int doc, json_t **out,
+                       struct svc_error *e)
+{
+	struct sign_req *req;
+	struct sign_result res = {0};
+	json_t *arr;
+	int r = -1;
+
+	/* Large (64 hashes of 64 bytes): keep it off the worker's stack. */
+	if ((req = malloc(sizeof(*req))) == NULL)
+		return svc_fail(e, 500, "server_error", "internal_error", "out of memory");
+	if ((doc ? csc_decode_sign_doc(root, req, e) : csc_decode_sign_hash(root, req, e)) != 0)
+		goto out;
+	if (svc_sign(s, p, req, &res, e) != 0)
+		goto out;
+	arr = json_array();
+	for (size_t i = 0; i < res.n; i++)
+		json_array_append_new(arr, b64_value(res.sig[i], res.len[i]));
+	*out = json_pack("{s:o}", doc ? "SignatureObject" : "signatures", arr);
+	r = 0;
+out:
+	sign_result_clear(&res);
+	OPENSSL_cleanse(req, sizeof(*req));
+	free(req);
+	return r;
+}
+
+void csc_handle(struct service *s, const struct peer *p, const char *method, const char *body,
+                size_t len, int *status, char **out)
+{
+	struct svc_error e = {0};
+	json_error_t jerr;
+	json_t *root = NULL, *resp = NULL;
+
+	*out = NULL;
+	if (strcmp(method, "info") == 0) {
+		resp = handle_info();
+		goto done;
+	}
+	if (len > CSC_MAX_BODY) {
+		svc_fail(&e, 413, "invalid_request", "body_too_large", "request body over %d bytes",
+		         CSC_MAX_BODY);
+		goto done;
+	}
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL) {
+		svc_fail(&e, 400, "invalid_request", "malformed_json",
+		         "malformed JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+		         jerr.column);
+		goto done;
+	}
+	if (!json_is_object(root)) {
+		bad(&e, "%s", "The request body must be a JSON object");
+		goto done;
+	}
+	if (strcmp(method, "credentials/list") == 0)
+		handle_list(s, p, root, &resp, &e);
+	else if (strcmp(method, "credentials/info") == 0)
+		handle_cred_info(s, p, root, &resp, &e);
+	else if (strcmp(method, "signatures/signHash") == 0)
+		handle_sign(s, p, root, 0, &resp, &e);
+	else if (strcmp(method, "signatures/signDoc") == 0)
+		handle_sign(s, p, root, 1, &resp, &e);
+	else
+		svc_fail(&e, 404, "invalid_request", "unknown_method", "no such method");
+done:
+	if (resp != NULL) {
+		*status = 200;
+		*out = json_dumps(resp, JSON_COMPACT);
+	}
+	if (*out == NULL) {
+		if (e.http == 0)
+			svc_fail(&e, 500, "server_error", "internal_error", "internal error");
+		*status = e.http;
+		*out = csc_error_body(&e);
+	}
+	json_decref(resp);
+	json_decref(root);
+}

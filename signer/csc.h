@@ -1,0 +1,26 @@
+/* CSC API v2 over JSON: decode and bound every field, call the service, encode the answer. */
+#ifndef IAMSIGN_SIGNER_CSC_H
+#define IAMSIGN_SIGNER_CSC_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "signer/service.h"
+
+#define CSC_MAX_BODY (64 * 1024)
+
+/* Handle one request: method is the path after /csc/v2/ ("signatures/signHash"). Always sets
+ * *status and *body (a JSON text, malloc'ed) — an error answer when anything fails. */
+void csc_handle(struct service *s, const struct peer *p, const char *method, const char *body,
+                size_t len, int *status, char **out);
+
+/* Decoders, exposed for unit tests: 0, or -1 with e set (a 400). The request keeps pointers
+ * into root, which must outlive it. */
+int csc_decode_sign_hash(json_t *root, struct sign_req *req, struct svc_error *e);
+int csc_decode_sign_doc(json_t *root, struct sign_req *req, struct svc_error *e);
+
+/* JSON for an error answer (malloc'ed). */
+char *csc_error_body(const struct svc_error *e);
+
+#endif
