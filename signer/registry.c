@@ -371,19 +371,29 @@ static int prepare_files(const char *state_dir, const char *path, int create, ch
 		set_err(err, errlen, state_dir, "state directory is group- or world-writable");
 		goto out;
 	}
-	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
-	if (fd < 0) {
+	/* Never open() an existing database here: closing any descriptor of the file drops
+	 * every POSIX lock this process holds on it, including those of SQLite connections
+	 * already open (the ledger's), and another process may then delete the WAL under them.
+	 * Only a database that does not exist yet is created (O_EXCL), then checked by path. */
+	if (create) {
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno != EEXIST) {
+			set_err(err, errlen, path, strerror(errno));
+			goto out;
+		}
+	}
+	if (lstat(path, &sb) != 0) {
 		set_err(err, errlen, path, strerror(errno));
 		r = errno == ENOENT ? REG_ERR_NOT_FOUND : REG_ERR_INTERNAL;
 		goto out;
 	}
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+	if (!S_ISREG(sb.st_mode)) {
 		set_err(err, errlen, path, "not a regular file");
 		goto out;
 	}
 	/* The registry names citizens: keep it owner-only (SQLite gives -wal and -shm the same
 	 * mode as the database). */
-	if ((sb.st_mode & 077) != 0 && fchmod(fd, 0600) != 0) {
+	if ((sb.st_mode & 077) != 0 && chmod(path, 0600) != 0) {
 		set_err(err, errlen, path, strerror(errno));
 		goto out;
 	}
