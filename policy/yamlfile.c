@@ -64,8 +64,8 @@ static int yf_error_line(struct yfile *yf, unsigned long line, const char *fmt, 
 	return -1;
 }
 
-/* Read the whole file, refusing what is not a regular file, is writable by anyone, or is larger
- * than YF_MAX_FILE. */
+/* Read the whole file, refusing what is not a regular file, is writable by group or others, is
+ * owned by another user than root or our effective uid, or is larger than YF_MAX_FILE. */
 static int read_file(struct yfile *yf, unsigned char **out, size_t *outlen)
 {
 	unsigned char *buf = NULL;
@@ -88,10 +88,21 @@ static int read_file(struct yfile *yf, unsigned char **out, size_t *outlen)
 		goto out;
 	}
 	/* Config is a security boundary: anyone able to write it could grant themselves
-	 * signatures. */
+	 * signatures. The checks are on the opened file, so a symlink is judged by its target
+	 * and cannot be swapped between check and read. */
 	if (st.st_mode & S_IWOTH) {
 		yf_error_line(yf, 0, "refusing a world-writable file (mode %04o)",
 		              (unsigned)(st.st_mode & 07777));
+		goto out;
+	}
+	if (st.st_mode & S_IWGRP) {
+		yf_error_line(yf, 0, "refusing a group-writable file (mode %04o)",
+		              (unsigned)(st.st_mode & 07777));
+		goto out;
+	}
+	if (st.st_uid != 0 && st.st_uid != geteuid()) {
+		yf_error_line(yf, 0, "refusing a file owned by uid %lu (must be root or uid %lu)",
+		              (unsigned long)st.st_uid, (unsigned long)geteuid());
 		goto out;
 	}
 	if (st.st_size > YF_MAX_FILE) {

@@ -16,6 +16,11 @@
 #define CFG_DEFAULT_THREADS 4
 #define CFG_DEFAULT_MODE 0660
 #define CFG_MAX_LIST 64 /* module_dirs, sad_issuers */
+#define CFG_DEFAULT_AUDIT_KEY "pkcs11:object=iamsign-audit;type=private"
+#define CFG_DEFAULT_CHECKPOINT_EVERY 1000
+#define CFG_MAX_CHECKPOINT_EVERY 1000000
+#define CFG_DEFAULT_CHECKPOINT_SECS 60
+#define CFG_MAX_CHECKPOINT_SECS 86400 /* a day without a signed checkpoint is too long */
 
 struct loader {
 	struct yfile yf;
@@ -256,6 +261,62 @@ static int parse_listen(struct loader *L, yaml_node_t *at, yaml_node_t *map)
 	return 0;
 }
 
+static int parse_ledger(struct loader *L, yaml_node_t *map)
+{
+	struct yfile *yf = &L->yf;
+	struct config *c = L->c;
+	yaml_node_t *v;
+	const char *k, *s;
+	char key[80];
+	uint64_t u;
+	int n, i;
+
+	n = yf_map_size(yf, map, "ledger");
+	if (n < 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		yf_pair(yf, map, i, &k, &v);
+		if (strcmp(k, "audit_key") == 0) {
+			if (yf_str(yf, v, "ledger.audit_key", &s) != 0)
+				return -1;
+			if (strncmp(s, "pkcs11:", 7) != 0)
+				return yf_error(yf, v, "ledger.audit_key",
+				                "expected a PKCS#11 URI (RFC 7512) starting with "
+				                "\"pkcs11:\"");
+			if (strlen(s) > CFG_MAX_URI)
+				return yf_error(yf, v, "ledger.audit_key",
+				                "URI too long (at most %d)", CFG_MAX_URI);
+			free(c->ledger_audit_key);
+			c->ledger_audit_key = strdup(s);
+			if (c->ledger_audit_key == NULL)
+				return yf_error(yf, v, "ledger.audit_key", "out of memory");
+		} else if (strcmp(k, "checkpoint_every") == 0) {
+			if (yf_uint(yf, v, "ledger.checkpoint_every", CFG_MAX_CHECKPOINT_EVERY,
+			            &u) != 0)
+				return -1;
+			if (u < 1)
+				return yf_error(yf, v, "ledger.checkpoint_every",
+				                "must be between 1 and %d",
+				                CFG_MAX_CHECKPOINT_EVERY);
+			c->ledger_checkpoint_every = (unsigned)u;
+		} else if (strcmp(k, "checkpoint_interval") == 0) {
+			if (yf_duration(yf, v, "ledger.checkpoint_interval", &u) != 0)
+				return -1;
+			if (u < 1 || u > CFG_MAX_CHECKPOINT_SECS)
+				return yf_error(yf, v, "ledger.checkpoint_interval",
+				                "must be between 1s and 1d (%d seconds)",
+				                CFG_MAX_CHECKPOINT_SECS);
+			c->ledger_checkpoint_secs = (unsigned)u;
+		} else {
+			snprintf(key, sizeof(key), "ledger.%.60s", k);
+			return yf_error(yf, pair_key(yf, map, i), key,
+			                "unknown key in ledger (expected audit_key, "
+			                "checkpoint_every, checkpoint_interval)");
+		}
+	}
+	return 0;
+}
+
 static int parse_root(struct loader *L)
 {
 	struct yfile *yf = &L->yf;
@@ -290,10 +351,13 @@ static int parse_root(struct loader *L)
 		} else if (strcmp(k, "trust_anchors") == 0) {
 			if (get_path(L, v, "trust_anchors", &c->trust_anchors) != 0)
 				return -1;
+		} else if (strcmp(k, "ledger") == 0) {
+			if (parse_ledger(L, v) != 0)
+				return -1;
 		} else {
 			return yf_error(yf, pair_key(yf, root, i), k,
 			                "unknown key (expected token, listen, state_dir, policy, "
-			                "sad_issuers, trust_anchors)");
+			                "sad_issuers, trust_anchors, ledger)");
 		}
 	}
 	if (token == NULL)
@@ -333,9 +397,16 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	}
 	c->socket_mode = CFG_DEFAULT_MODE;
 	c->threads = CFG_DEFAULT_THREADS;
+	c->ledger_checkpoint_every = CFG_DEFAULT_CHECKPOINT_EVERY;
+	c->ledger_checkpoint_secs = CFG_DEFAULT_CHECKPOINT_SECS;
 	L.c = c;
 	if (parse_root(&L) != 0)
 		goto out;
+	if (c->ledger_audit_key == NULL &&
+	    (c->ledger_audit_key = strdup(CFG_DEFAULT_AUDIT_KEY)) == NULL) {
+		yf_error(&L.yf, NULL, NULL, "out of memory");
+		goto out;
+	}
 	*out = c;
 	c = NULL;
 	r = 0;
@@ -360,5 +431,6 @@ void config_free(struct config *c)
 	free(c->policy_path);
 	yf_strv_free(c->sad_issuers);
 	free(c->trust_anchors);
+	free(c->ledger_audit_key);
 	free(c);
 }

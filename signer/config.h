@@ -23,6 +23,10 @@ struct config {
 	char **sad_issuers; /* NULL-terminated, may be empty */
 	size_t nsad_issuers;
 	char *trust_anchors; /* may be NULL */
+	/* ledger: */
+	char *ledger_audit_key;           /* PKCS#11 URI of the checkpoint signing key */
+	unsigned ledger_checkpoint_every; /* records between checkpoints, 1..1000000 (1000) */
+	unsigned ledger_checkpoint_secs;  /* seconds between checkpoints, 1..86400 (60) */
 };
 
 /* Parse and validate: required keys token.module, token.uri, token.pin_file, listen.socket,

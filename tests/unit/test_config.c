@@ -5,7 +5,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +20,54 @@
 #include "policy/yamlfile.h"
 
 static char tmpdir[PATH_MAX];
+static char fixdir[PATH_MAX + 16]; /* private copies of tests/data, mode 0600 */
 static char tmpfile_path[PATH_MAX + 32];
+static char link_path[PATH_MAX + 32];
 static char err[1024];
+
+/* The fixtures these tests load. A checkout made with umask 002 leaves tests/data
+ * group-writable, which the loader rightly refuses, so each is copied with mode 0600 first. */
+static const char *const fixtures[] = {
+    "config-bad-mode.yaml", "config-bad-threads.yaml",     "config-duplicate.yaml",
+    "config-good.yaml",     "config-list-for-scalar.yaml", "config-malformed.yaml",
+    "config-minimal.yaml",  "config-missing-uri.yaml",     "config-unknown-key.yaml",
+    "policy-good.yaml",
+};
+
+/* Path of a fixture's private copy. */
+static const char *fixture(const char *name)
+{
+	static char path[4][PATH_MAX + 96];
+	static int next;
+	char *p = path[next++ % 4];
+
+	snprintf(p, sizeof(path[0]), "%s/%s", fixdir, name);
+	return p;
+}
+
+static int copy_file(const char *from, const char *to)
+{
+	char buf[4096];
+	ssize_t got;
+	int in, out, r = -1;
+
+	in = open(from, O_RDONLY | O_CLOEXEC);
+	if (in == -1)
+		return -1;
+	out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out == -1)
+		goto out;
+	while ((got = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)got) != got)
+			goto out;
+	if (got == 0 && fchmod(out, 0600) == 0)
+		r = 0;
+out:
+	if (out != -1 && close(out) != 0)
+		r = -1;
+	close(in);
+	return r;
+}
 
 /* Write text to a fresh file in a private directory; returns its path. */
 static const char *write_tmp(const char *text, mode_t mode)
@@ -38,14 +87,37 @@ static const char *write_tmp(const char *text, mode_t mode)
 static int setup(void **state)
 {
 	const char *base = getenv("TMPDIR");
+	char from[PATH_MAX];
+	size_t i;
 
 	snprintf(tmpdir, sizeof(tmpdir), "%s/test-config-XXXXXX",
 	         base != NULL && base[0] != '\0' ? base : "/tmp");
-	return mkdtemp(tmpdir) == NULL ? -1 : 0;
+	if (mkdtemp(tmpdir) == NULL)
+		return -1;
+	snprintf(fixdir, sizeof(fixdir), "%s/data", tmpdir);
+	snprintf(link_path, sizeof(link_path), "%s/link.yaml", tmpdir);
+	if (mkdir(fixdir, 0700) != 0)
+		return -1;
+	for (i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) {
+		snprintf(from, sizeof(from), "%s/%s", TEST_DATA, fixtures[i]);
+		if (copy_file(from, fixture(fixtures[i])) != 0) {
+			fprintf(stderr, "cannot copy %s: %s\n", from, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static int teardown(void **state)
 {
+	size_t i;
+
+	for (i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++)
+		unlink(fixture(fixtures[i]));
+	rmdir(fixdir);
+	unlink(link_path);
+	snprintf(tmpfile_path, sizeof(tmpfile_path), "%s/target.yaml", tmpdir);
+	unlink(tmpfile_path);
 	snprintf(tmpfile_path, sizeof(tmpfile_path), "%s/iamsignd.yaml", tmpdir);
 	unlink(tmpfile_path);
 	return rmdir(tmpdir);
@@ -76,7 +148,7 @@ static void expect_fixture_fail(const char *name, const char *needle1, const cha
 	struct config *c = NULL;
 	char path[PATH_MAX];
 
-	snprintf(path, sizeof(path), "%s/%s", TEST_DATA, name);
+	snprintf(path, sizeof(path), "%s", fixture(name));
 	err[0] = '\0';
 	assert_int_equal(config_load(path, &c, err, sizeof(err)), -1);
 	assert_null(c);
@@ -101,15 +173,15 @@ static void expect_fixture_fail(const char *name, const char *needle1, const cha
 static void test_good_full(void **state)
 {
 	struct config *c = NULL;
-	char path[PATH_MAX];
+	char path[PATH_MAX + 96];
 
-	snprintf(path, sizeof(path), "%s/config-good.yaml", TEST_DATA);
+	snprintf(path, sizeof(path), "%s", fixture("config-good.yaml"));
 	if (config_load(path, &c, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
 	assert_string_equal(c->path, path);
 	assert_string_equal(c->token_module, "/usr/lib/softhsm/libsofthsm2.so");
 	assert_string_equal(c->token_uri, "pkcs11:token=iamsign-01");
-	assert_string_equal(c->token_pin_file, TEST_DATA "/user.pin");
+	assert_string_equal(c->token_pin_file, fixture("user.pin"));
 	assert_non_null(c->token_module_dirs);
 	assert_string_equal(c->token_module_dirs[0], "/usr/lib/softhsm");
 	assert_string_equal(c->token_module_dirs[1], "/usr/lib/x86_64-linux-gnu/pkcs11");
@@ -119,12 +191,16 @@ static void test_good_full(void **state)
 	assert_string_equal(c->socket_group, "iamsign-callers");
 	assert_int_equal(c->threads, 8);
 	assert_string_equal(c->state_dir, "/var/lib/iamsign");
-	assert_string_equal(c->policy_path, TEST_DATA "/policy-good.yaml");
+	assert_string_equal(c->policy_path, fixture("policy-good.yaml"));
 	assert_int_equal(c->nsad_issuers, 2);
 	assert_string_equal(c->sad_issuers[0], "/etc/iamsign/sad-issuer.pem");
-	assert_string_equal(c->sad_issuers[1], TEST_DATA "/keys/second-issuer.pem");
+	assert_string_equal(c->sad_issuers[1], fixture("keys/second-issuer.pem"));
 	assert_null(c->sad_issuers[2]);
-	assert_string_equal(c->trust_anchors, TEST_DATA "/ca.pem");
+	assert_string_equal(c->trust_anchors, fixture("ca.pem"));
+	/* no ledger: in the fixture, so the defaults */
+	assert_string_equal(c->ledger_audit_key, "pkcs11:object=iamsign-audit;type=private");
+	assert_int_equal(c->ledger_checkpoint_every, 1000);
+	assert_int_equal(c->ledger_checkpoint_secs, 60);
 	config_free(c);
 }
 
@@ -134,7 +210,7 @@ static void test_good_config_names_good_policy(void **state)
 	struct config *c = NULL;
 	struct policy *p = NULL;
 
-	assert_int_equal(config_load(TEST_DATA "/config-good.yaml", &c, err, sizeof(err)), 0);
+	assert_int_equal(config_load(fixture("config-good.yaml"), &c, err, sizeof(err)), 0);
 	if (policy_load(c->policy_path, &p, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
 	policy_free(p);
@@ -145,7 +221,7 @@ static void test_minimal_defaults(void **state)
 {
 	struct config *c = NULL;
 
-	if (config_load(TEST_DATA "/config-minimal.yaml", &c, err, sizeof(err)) != 0)
+	if (config_load(fixture("config-minimal.yaml"), &c, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
 	assert_int_equal(c->socket_mode, 0660);
 	assert_int_equal(c->threads, 4);
@@ -155,6 +231,9 @@ static void test_minimal_defaults(void **state)
 	assert_null(c->sad_issuers[0]);
 	assert_int_equal(c->nsad_issuers, 0);
 	assert_null(c->trust_anchors);
+	assert_string_equal(c->ledger_audit_key, "pkcs11:object=iamsign-audit;type=private");
+	assert_int_equal(c->ledger_checkpoint_every, 1000);
+	assert_int_equal(c->ledger_checkpoint_secs, 60);
 	config_free(c);
 }
 
@@ -260,8 +339,8 @@ static void test_relative_paths(void **state)
 	char cwd[PATH_MAX], real[PATH_MAX], want[PATH_MAX + 64];
 
 	assert_non_null(getcwd(cwd, sizeof(cwd)));
-	assert_non_null(realpath(TEST_DATA, real));
-	assert_int_equal(chdir(TEST_DATA), 0);
+	assert_non_null(realpath(fixdir, real));
+	assert_int_equal(chdir(fixdir), 0);
 	if (config_load("config-good.yaml", &c, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
 	assert_int_equal(chdir(cwd), 0);
@@ -384,6 +463,149 @@ static void test_file_checks(void **state)
 	assert_null(c);
 }
 
+/* The optional ledger: mapping. */
+static void test_ledger(void **state)
+{
+	struct config *c = NULL;
+
+	if (config_load(write_tmp(TOKEN LISTEN TAIL
+	                          "ledger:\n"
+	                          "  audit_key: \"pkcs11:object=audit-2;type=private\"\n"
+	                          "  checkpoint_every: 50\n"
+	                          "  checkpoint_interval: 5m\n",
+	                          0600),
+	                &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(c->ledger_audit_key, "pkcs11:object=audit-2;type=private");
+	assert_int_equal(c->ledger_checkpoint_every, 50);
+	assert_int_equal(c->ledger_checkpoint_secs, 300);
+	config_free(c);
+
+	/* each key alone; the others keep their defaults */
+	assert_int_equal(
+	    config_load(write_tmp(TOKEN LISTEN TAIL "ledger:\n  checkpoint_every: 1\n", 0600), &c,
+	                err, sizeof(err)),
+	    0);
+	assert_int_equal(c->ledger_checkpoint_every, 1);
+	assert_int_equal(c->ledger_checkpoint_secs, 60);
+	assert_string_equal(c->ledger_audit_key, "pkcs11:object=iamsign-audit;type=private");
+	config_free(c);
+	assert_int_equal(
+	    config_load(write_tmp(TOKEN LISTEN TAIL "ledger:\n  checkpoint_every: 1000000\n"
+	                                            "  checkpoint_interval: 1d\n",
+	                          0600),
+	                &c, err, sizeof(err)),
+	    0);
+	assert_int_equal(c->ledger_checkpoint_every, 1000000);
+	assert_int_equal(c->ledger_checkpoint_secs, 86400);
+	config_free(c);
+	assert_int_equal(
+	    config_load(write_tmp(TOKEN LISTEN TAIL "ledger:\n  checkpoint_interval: 1\n", 0600),
+	                &c, err, sizeof(err)),
+	    0);
+	assert_int_equal(c->ledger_checkpoint_secs, 1);
+	config_free(c);
+	assert_int_equal(
+	    config_load(write_tmp(TOKEN LISTEN TAIL "ledger: {}\n", 0600), &c, err, sizeof(err)),
+	    0);
+	assert_int_equal(c->ledger_checkpoint_every, 1000);
+	config_free(c);
+
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  checkpoint_every: 0\n",
+	            ":10: ledger.checkpoint_every:", "between 1 and 1000000", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  checkpoint_every: 1000001\n",
+	            ":10: ledger.checkpoint_every:", "too large", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  checkpoint_every: many\n",
+	            "ledger.checkpoint_every:", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  checkpoint_interval: 0s\n",
+	            ":10: ledger.checkpoint_interval:", "between", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  checkpoint_interval: 2d\n",
+	            ":10: ledger.checkpoint_interval:", "between", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  checkpoint_interval: soon\n",
+	            ":10: ledger.checkpoint_interval:", "duration", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  audit_key: iamsign-audit\n",
+	            ":10: ledger.audit_key:", "pkcs11:", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  audit_key:\n",
+	            "ledger.audit_key:", "missing value", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  checkpoints: 5\n",
+	            ":10: ledger.checkpoints:", "unknown key in ledger", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger: pkcs11:object=x\n",
+	            ":9: ledger:", "expected a mapping", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  checkpoint_every: 5\n  checkpoint_every: 6\n",
+	            ":11: checkpoint_every: duplicate key", NULL);
+}
+
+/* Loading must fail, naming the file and saying why. */
+static void expect_refused(const char *path, const char *needle)
+{
+	struct config *c = (struct config *)1;
+
+	err[0] = '\0';
+	assert_int_equal(config_load(path, &c, err, sizeof(err)), -1);
+	assert_null(c);
+	if (strstr(err, path) == NULL)
+		fail_msg("error \"%s\" lacks the file name %s", err, path);
+	if (strstr(err, needle) == NULL)
+		fail_msg("error \"%s\" lacks \"%s\"", err, needle);
+}
+
+static void expect_loads(const char *path)
+{
+	struct config *c = NULL;
+
+	if (config_load(path, &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	config_free(c);
+}
+
+/* The configuration is a security boundary: only root or the daemon's user may be able to
+ * change it. */
+static void test_permissions(void **state)
+{
+	static const mode_t ok[] = {0600, 0640, 0644, 0400, 0444, 0700, 0755};
+	static const mode_t group_w[] = {0620, 0660, 0664, 0670, 0624};
+	static const mode_t world_w[] = {0602, 0606, 0646, 0666, 0777, 0642};
+	char target[PATH_MAX + 32];
+	const struct passwd *pw;
+	const char *path;
+	uid_t nobody;
+	size_t i;
+
+	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		expect_loads(write_tmp(TOKEN LISTEN TAIL, ok[i]));
+	for (i = 0; i < sizeof(group_w) / sizeof(group_w[0]); i++)
+		expect_refused(write_tmp(TOKEN LISTEN TAIL, group_w[i]), "group-writable");
+	for (i = 0; i < sizeof(world_w) / sizeof(world_w[0]); i++)
+		expect_refused(write_tmp(TOKEN LISTEN TAIL, world_w[i]), "world-writable");
+
+	/* A symlink (itself mode 0777) is judged by the file it leads to. */
+	snprintf(target, sizeof(target), "%s/target.yaml", tmpdir);
+	path = write_tmp(TOKEN LISTEN TAIL, 0660);
+	assert_int_equal(rename(path, target), 0);
+	unlink(link_path);
+	assert_int_equal(symlink(target, link_path), 0);
+	expect_refused(link_path, "group-writable");
+	assert_int_equal(chmod(target, 0644), 0);
+	expect_loads(link_path);
+
+	/* Owned by someone else: needs root to arrange. */
+	if (geteuid() != 0) {
+		print_message("skipped: a file owned by another user needs root to chown\n");
+		return;
+	}
+	pw = getpwnam("nobody");
+	nobody = pw != NULL ? pw->pw_uid : 65534;
+	path = write_tmp(TOKEN LISTEN TAIL, 0644);
+	assert_int_equal(chown(path, nobody, (gid_t)-1), 0);
+	expect_refused(path, "owned by uid");
+	/* also behind a symlink */
+	assert_int_equal(chown(target, nobody, (gid_t)-1), 0);
+	expect_refused(link_path, "owned by uid");
+	/* root's own files are fine, whatever their group */
+	assert_int_equal(chown(path, 0, 12345), 0);
+	expect_loads(path);
+}
+
 /* Error text is bounded by the caller's buffer. */
 static void test_small_error_buffer(void **state)
 {
@@ -391,10 +613,10 @@ static void test_small_error_buffer(void **state)
 	char small[16];
 
 	memset(small, 'x', sizeof(small));
-	assert_int_equal(
-	    config_load(TEST_DATA "/config-unknown-key.yaml", &c, small, sizeof(small)), -1);
+	assert_int_equal(config_load(fixture("config-unknown-key.yaml"), &c, small, sizeof(small)),
+	                 -1);
 	assert_int_equal(strlen(small), sizeof(small) - 1);
-	assert_int_equal(config_load(TEST_DATA "/config-unknown-key.yaml", &c, NULL, 0), -1);
+	assert_int_equal(config_load(fixture("config-unknown-key.yaml"), &c, NULL, 0), -1);
 }
 
 int main(void)
@@ -414,6 +636,8 @@ int main(void)
 	    cmocka_unit_test(test_wrong_types),
 	    cmocka_unit_test(test_aliases),
 	    cmocka_unit_test(test_file_checks),
+	    cmocka_unit_test(test_ledger),
+	    cmocka_unit_test(test_permissions),
 	    cmocka_unit_test(test_small_error_buffer),
 	};
 

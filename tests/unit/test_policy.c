@@ -5,7 +5,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +21,55 @@
 #include "policy/policy.h"
 
 static char tmpdir[PATH_MAX];
+static char fixdir[PATH_MAX + 16]; /* private copies of tests/data, mode 0600 */
 static char tmpfile_path[PATH_MAX + 32];
+static char link_path[PATH_MAX + 32];
+static char target_path[PATH_MAX + 32];
 static char err[1024];
 
-static const char *write_tmp(const char *text)
+/* The fixtures these tests load. A checkout made with umask 002 leaves tests/data
+ * group-writable, which the loader rightly refuses, so each is copied with mode 0600 first. */
+static const char *const fixtures[] = {
+    "policy-good.yaml",        "policy-uid-and-user.yaml", "policy-undefined-purpose.yaml",
+    "policy-unknown-alg.yaml", "policy-unknown-user.yaml",
+};
+
+/* Path of a fixture's private copy. */
+static const char *fixture(const char *name)
+{
+	static char path[4][PATH_MAX + 96];
+	static int next;
+	char *p = path[next++ % 4];
+
+	snprintf(p, sizeof(path[0]), "%s/%s", fixdir, name);
+	return p;
+}
+
+static int copy_file(const char *from, const char *to)
+{
+	char buf[4096];
+	ssize_t got;
+	int in, out, r = -1;
+
+	in = open(from, O_RDONLY | O_CLOEXEC);
+	if (in == -1)
+		return -1;
+	out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out == -1)
+		goto out;
+	while ((got = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)got) != got)
+			goto out;
+	if (got == 0 && fchmod(out, 0600) == 0)
+		r = 0;
+out:
+	if (out != -1 && close(out) != 0)
+		r = -1;
+	close(in);
+	return r;
+}
+
+static const char *write_tmp_mode(const char *text, mode_t mode)
 {
 	FILE *f;
 
@@ -31,21 +79,49 @@ static const char *write_tmp(const char *text)
 	assert_non_null(f);
 	assert_int_equal(fputs(text, f) >= 0, 1);
 	assert_int_equal(fclose(f), 0);
-	assert_int_equal(chmod(tmpfile_path, 0600), 0);
+	assert_int_equal(chmod(tmpfile_path, mode), 0);
 	return tmpfile_path;
+}
+
+static const char *write_tmp(const char *text)
+{
+	return write_tmp_mode(text, 0600);
 }
 
 static int setup(void **state)
 {
 	const char *base = getenv("TMPDIR");
+	char from[PATH_MAX];
+	size_t i;
 
 	snprintf(tmpdir, sizeof(tmpdir), "%s/test-policy-XXXXXX",
 	         base != NULL && base[0] != '\0' ? base : "/tmp");
-	return mkdtemp(tmpdir) == NULL ? -1 : 0;
+	if (mkdtemp(tmpdir) == NULL)
+		return -1;
+	snprintf(fixdir, sizeof(fixdir), "%s/data", tmpdir);
+	snprintf(link_path, sizeof(link_path), "%s/link.yaml", tmpdir);
+	snprintf(target_path, sizeof(target_path), "%s/target.yaml", tmpdir);
+	if (mkdir(fixdir, 0700) != 0)
+		return -1;
+	for (i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) {
+		snprintf(from, sizeof(from), "%s/%s", TEST_DATA, fixtures[i]);
+		if (copy_file(from, fixture(fixtures[i])) != 0) {
+			fprintf(stderr, "cannot copy %s: %s\n", from, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static int teardown(void **state)
 {
+	size_t i;
+
+	for (i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++)
+		unlink(fixture(fixtures[i]));
+	rmdir(fixdir);
+	unlink(link_path);
+	unlink(target_path);
 	snprintf(tmpfile_path, sizeof(tmpfile_path), "%s/policy.yaml", tmpdir);
 	unlink(tmpfile_path);
 	return rmdir(tmpdir);
@@ -84,7 +160,7 @@ static void expect_fixture_fail(const char *name, const char *needle1, const cha
 	struct policy *p = NULL;
 	char path[PATH_MAX];
 
-	snprintf(path, sizeof(path), "%s/%s", TEST_DATA, name);
+	snprintf(path, sizeof(path), "%s", fixture(name));
 	err[0] = '\0';
 	assert_int_equal(policy_load(path, &p, err, sizeof(err)), -1);
 	assert_null(p);
@@ -100,7 +176,7 @@ static struct policy *load_good(void)
 {
 	struct policy *p = NULL;
 
-	if (policy_load(TEST_DATA "/policy-good.yaml", &p, err, sizeof(err)) != 0)
+	if (policy_load(fixture("policy-good.yaml"), &p, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
 	return p;
 }
@@ -223,7 +299,7 @@ static void test_good_full(void **state)
 	const struct pol_caller *c;
 	const struct pol_purpose *pp;
 
-	assert_string_equal(p->path, TEST_DATA "/policy-good.yaml");
+	assert_string_equal(p->path, fixture("policy-good.yaml"));
 	assert_int_equal(p->ncallers, 3);
 	assert_int_equal(p->npurposes, 2);
 
@@ -285,7 +361,7 @@ static void test_good_full(void **state)
 	assert_true(p->creds.require_non_repudiation);
 	assert_int_equal(p->creds.ncrl, 2);
 	assert_string_equal(p->creds.crl[0], "/etc/iamsign/hkpost.crl");
-	assert_string_equal(p->creds.crl[1], TEST_DATA "/local.crl");
+	assert_string_equal(p->creds.crl[1], fixture("local.crl"));
 	assert_null(p->creds.crl[2]);
 	policy_free(p);
 }
@@ -529,6 +605,74 @@ static void test_malformed(void **state)
 	expect_fail("callers: {}\npurposes: {}\n---\ncallers: {}\n", "more than one", NULL);
 }
 
+/* Loading must fail, naming the file and saying why. */
+static void expect_refused(const char *path, const char *needle)
+{
+	struct policy *p = (struct policy *)1;
+
+	err[0] = '\0';
+	assert_int_equal(policy_load(path, &p, err, sizeof(err)), -1);
+	assert_null(p);
+	if (strstr(err, path) == NULL)
+		fail_msg("error \"%s\" lacks the file name %s", err, path);
+	if (strstr(err, needle) == NULL)
+		fail_msg("error \"%s\" lacks \"%s\"", err, needle);
+}
+
+static void expect_loads(const char *path)
+{
+	struct policy *p = NULL;
+
+	if (policy_load(path, &p, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	policy_free(p);
+}
+
+#define SMALL_POLICY "callers: {}\n" PURPOSE
+
+/* Whoever can write the policy can grant themselves signatures: only root or the daemon's user
+ * may be able to. */
+static void test_permissions(void **state)
+{
+	static const mode_t ok[] = {0600, 0640, 0644, 0400, 0444};
+	static const mode_t group_w[] = {0620, 0660, 0664, 0624};
+	static const mode_t world_w[] = {0602, 0606, 0666, 0777, 0642};
+	const struct passwd *pw;
+	const char *path;
+	uid_t nobody;
+	size_t i;
+
+	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		expect_loads(write_tmp_mode(SMALL_POLICY, ok[i]));
+	for (i = 0; i < sizeof(group_w) / sizeof(group_w[0]); i++)
+		expect_refused(write_tmp_mode(SMALL_POLICY, group_w[i]), "group-writable");
+	for (i = 0; i < sizeof(world_w) / sizeof(world_w[0]); i++)
+		expect_refused(write_tmp_mode(SMALL_POLICY, world_w[i]), "world-writable");
+
+	/* A symlink (itself mode 0777) is judged by the file it leads to. */
+	path = write_tmp_mode(SMALL_POLICY, 0664);
+	assert_int_equal(rename(path, target_path), 0);
+	unlink(link_path);
+	assert_int_equal(symlink(target_path, link_path), 0);
+	expect_refused(link_path, "group-writable");
+	assert_int_equal(chmod(target_path, 0600), 0);
+	expect_loads(link_path);
+
+	if (geteuid() != 0) {
+		print_message("skipped: a file owned by another user needs root to chown\n");
+		return;
+	}
+	pw = getpwnam("nobody");
+	nobody = pw != NULL ? pw->pw_uid : 65534;
+	path = write_tmp_mode(SMALL_POLICY, 0644);
+	assert_int_equal(chown(path, nobody, (gid_t)-1), 0);
+	expect_refused(path, "owned by uid");
+	assert_int_equal(chown(target_path, nobody, (gid_t)-1), 0);
+	expect_refused(link_path, "owned by uid");
+	assert_int_equal(chown(path, 0, 12345), 0);
+	expect_loads(path);
+}
+
 /* ---- decisions ---- */
 
 static void test_policy_caller(void **state)
@@ -671,6 +815,7 @@ int main(void)
 	    cmocka_unit_test(test_rate),
 	    cmocka_unit_test(test_credentials),
 	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_permissions),
 	    cmocka_unit_test(test_policy_caller),
 	    cmocka_unit_test(test_check_sign),
 	};
