@@ -1,6 +1,11 @@
-/* iamsign-admin: the security officers' tool. Provisions the token (init-token, keygen, csr,
- * import-cert) and the credential registry (enrol, list), using the daemon's configuration for
- * the module, token, PIN file and state directory.
+/* iamsign-admin: the security officers' tool. Provisions the token (init-token, audit-key,
+ * keygen, csr, import-cert) and the credential registry (enrol, list, suspend, resume, revoke,
+ * destroy), checks and exports the audit ledger, using the daemon's configuration for the
+ * module, token, PIN file and state directory.
+ *
+ * Every command that changes state appends an audit record (op "admin.<command>") through the
+ * ledger in direct mode; the ledger is opened before anything changes, so an unwritable ledger
+ * refuses the action rather than letting it go unrecorded.
  *
  * PINs come only from files (tok_pin_read refuses group- or world-readable ones) and are wiped
  * after use. Exit status: 0 done, 1 failed, 2 usage error. */
@@ -32,6 +37,7 @@
 #include "pkcs11/token.h"
 #include "policy/policy.h"
 #include "signer/config.h"
+#include "signer/ledger.h"
 #include "signer/registry.h"
 
 #define PROG "iamsign-admin"
@@ -49,6 +55,8 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, HELP_SHOWN = -1 };
 #define MAX_OBJECTS 10000000 /* bound on objects enumerated from the token */
 #define CKA_ID_LEN 16
 #define TOKEN_LABEL_LEN 32
+#define AUDIT_KEY_LABEL "iamsign-audit"
+#define AUDIT_KEY_URI "pkcs11:object=" AUDIT_KEY_LABEL ";type=private"
 
 static void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void msg(const char *fmt, ...)
@@ -93,19 +101,24 @@ enum opt_id {
 	OPT_CLASS,
 	OPT_DEVICE_KEY,
 	OPT_KEY,
+	OPT_FORMAT,
 	OPT_LAST
 };
 
+#define MAX_POS 1
+
 struct args {
-	const char *v[OPT_LAST]; /* option values by enum opt_id */
+	const char *v[OPT_LAST];  /* option values by enum opt_id */
+	const char *pos[MAX_POS]; /* positional arguments */
 };
 
 struct command {
-	const char *name;
+	const char *name; /* one word, or "word word" ("audit verify") */
 	const char *usage;
 	const struct option *opts;   /* terminated by a zero entry */
 	const char *const *required; /* long names that must be given, NULL-terminated */
 	int (*run)(const char *config_path, const struct args *a);
+	int npos; /* positional arguments required (at most MAX_POS) */
 };
 
 #define OPT(name, id)                                                                              \
@@ -152,6 +165,12 @@ static int parse_args(const struct command *c, int argc, char **argv, struct arg
 			return EXIT_USAGE;
 		}
 		a->v[ch] = optarg;
+	}
+	for (i = 0; i < c->npos && optind < argc; i++)
+		a->pos[i] = argv[optind++];
+	if (i < c->npos) {
+		msg("%s: missing argument", c->name);
+		return EXIT_USAGE;
 	}
 	if (optind < argc) {
 		msg("%s: unexpected argument '%s'", c->name, argv[optind]);
@@ -319,6 +338,137 @@ static int open_registry(const struct config *cfg, int create, struct registry *
 		return EXIT_OK;
 	msg("%s", err[0] != '\0' ? err : "registry: cannot open");
 	return EXIT_FAIL;
+}
+
+/* ---- audit ---- */
+
+/* The audit record of one admin command: the ledger is checked before the command changes
+ * anything, and the record written when it ends (decision allow, or deny with a reason).
+ *
+ * The ledger is not held open in between: registry_open() opens and closes the database file
+ * itself, and closing any descriptor of a file drops every POSIX lock the process holds on it,
+ * those of an open ledger connection included (SQLite's WAL relies on them). So registry
+ * handles come and go while no ledger connection is open, and the ledger is reopened (it only
+ * stat()s an existing file) to append. */
+struct audit {
+	struct ledger *l;
+	int ready; /* audit_begin succeeded */
+	const char *state_dir;
+	struct ledger_opts opts;
+	const char *op;
+	char cred[REG_MAX_ID + 1];
+	char owner[REG_MAX_USER + 1];
+	char detail[200];
+	const char *reason; /* a stable reason for a refusal; NULL: "failed" */
+};
+
+static int audit_open(struct audit *au)
+{
+	char err[512] = "";
+
+	if (au->l != NULL)
+		return EXIT_OK;
+	if (ledger_open(au->state_dir, &au->opts, &au->l, err, sizeof(err)) != LEDGER_OK) {
+		msg("audit ledger: %s", err[0] != '\0' ? err : "cannot open");
+		au->l = NULL;
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+/* Check that the ledger can be opened (creating the state directory and tables if need be);
+ * refuse the command otherwise. With a sign callback the ledger stays open (audit
+ * checkpoint, which opens no registry). */
+static int audit_begin(struct audit *au, const struct config *cfg, const char *op,
+                       ledger_sign_fn sign, void *sign_arg)
+{
+	memset(au, 0, sizeof(*au));
+	au->op = op;
+	au->state_dir = cfg->state_dir;
+	au->opts.direct = 1;
+	au->opts.sign = sign;
+	au->opts.sign_arg = sign_arg;
+	if (audit_open(au) != EXIT_OK) {
+		msg("%s: refused: the action could not be recorded", op);
+		return EXIT_FAIL;
+	}
+	if (sign == NULL) { /* see struct audit */
+		ledger_close(au->l);
+		au->l = NULL;
+	}
+	au->ready = 1;
+	return EXIT_OK;
+}
+
+static void audit_cred(struct audit *au, const char *cred, const char *owner)
+{
+	if (cred != NULL)
+		snprintf(au->cred, sizeof(au->cred), "%s", cred);
+	if (owner != NULL)
+		snprintf(au->owner, sizeof(au->owner), "%s", owner);
+}
+
+static void audit_detail(struct audit *au, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void audit_detail(struct audit *au, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(au->detail, sizeof(au->detail), fmt, ap);
+	va_end(ap);
+}
+
+/* Write the record for result r. A record that cannot be written turns a success into a
+ * failure: the action happened, but unrecorded, and the operator must know. */
+static int audit_record(struct audit *au, int r)
+{
+	struct audit_rec *rec = NULL;
+	int lr = LEDGER_ERR_UNAVAILABLE;
+
+	if (!au->ready)
+		return r;
+	if (audit_open(au) != EXIT_OK)
+		goto out;
+	if ((rec = calloc(1, sizeof(*rec))) == NULL) {
+		msg("out of memory");
+		lr = LEDGER_ERR_INTERNAL;
+		goto out;
+	}
+	snprintf(rec->caller, sizeof(rec->caller), "admin");
+	rec->uid = (uint32_t)getuid();
+	rec->gid = (uint32_t)getgid();
+	rec->pid = (int32_t)getpid();
+	snprintf(rec->op, sizeof(rec->op), "%s", au->op);
+	snprintf(rec->cred, sizeof(rec->cred), "%s", au->cred);
+	snprintf(rec->owner, sizeof(rec->owner), "%s", au->owner);
+	snprintf(rec->decision, sizeof(rec->decision), "%s", r == EXIT_OK ? "allow" : "deny");
+	if (r != EXIT_OK)
+		snprintf(rec->reason, sizeof(rec->reason), "%s",
+		         au->reason != NULL ? au->reason : "failed");
+	snprintf(rec->detail, sizeof(rec->detail), "%s", au->detail);
+	lr = ledger_append(au->l, rec);
+out:
+	free(rec);
+	if (lr != LEDGER_OK) {
+		msg("audit ledger: cannot record %s (error %d)%s", au->op, lr,
+		    r == EXIT_OK ? "; the action was done but is not in the ledger" : "");
+		if (r == EXIT_OK)
+			r = EXIT_FAIL;
+	}
+	return r;
+}
+
+/* Write the record and close the ledger. */
+static int audit_end(struct audit *au, int r)
+{
+	if (!au->ready)
+		return r;
+	r = audit_record(au, r);
+	ledger_close(au->l);
+	au->l = NULL;
+	au->ready = 0;
+	return r;
 }
 
 static void rv_msg(const char *what, CK_RV rv)
@@ -555,9 +705,12 @@ static int uri_matches(const char *uri_str, CK_TOKEN_INFO *info)
 	return r;
 }
 
+static int create_audit_key(struct token *tok);
+
 static int cmd_init_token(const char *config_path, const struct args *a)
 {
 	const char *label = a->v[OPT_LABEL];
+	struct audit au = {0};
 	struct config *cfg = NULL;
 	struct token *tok = NULL;
 	CK_FUNCTION_LIST *fn = NULL;
@@ -574,8 +727,11 @@ static int cmd_init_token(const char *config_path, const struct args *a)
 		    "leading or trailing spaces");
 		return EXIT_USAGE;
 	}
-	if (load_config(config_path, &cfg) != EXIT_OK)
+	/* The state directory may not exist yet: opening the ledger creates it. */
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.init-token", NULL, NULL) != EXIT_OK)
 		goto out;
+	audit_detail(&au, "label=%s", label);
 	/* Read both PINs before touching the token, so a bad file changes nothing. */
 	if ((tr = tok_pin_read(a->v[OPT_SO_PIN_FILE], &so, &solen)) != TOK_OK) {
 		msg("SO PIN file %s: %s", a->v[OPT_SO_PIN_FILE], tok_strerror(tr));
@@ -594,6 +750,7 @@ static int cmd_init_token(const char *config_path, const struct args *a)
 	}
 	if (info.flags & CKF_TOKEN_INITIALIZED) {
 		msg("init-token: the selected token is already initialised; refusing to erase it");
+		au.reason = "token_initialised";
 		goto out;
 	}
 	memset(padded, ' ', sizeof(padded));
@@ -617,6 +774,18 @@ static int cmd_init_token(const char *config_path, const struct args *a)
 	}
 	printf("token initialised with label \"%s\"; user PIN set from %s\n", label,
 	       cfg->token_pin_file);
+	/* The audit key, as the user: the SO cannot create private objects. */
+	fn->C_Logout(s);
+	logged_in = 0;
+	if ((tr = tok_login(tok, cfg->token_pin_file, 0)) != TOK_OK) {
+		msg("user login: %s", tok_strerror(tr));
+		goto out;
+	}
+	logged_in = 1;
+	if (create_audit_key(tok) != EXIT_OK) {
+		msg("init-token: the token is initialised but has no audit key; run audit-key");
+		goto out;
+	}
 	if (fn->C_GetTokenInfo(tok_slot(tok), &info) == CKR_OK &&
 	    !uri_matches(cfg->token_uri, &info))
 		printf("warning: token.uri in %s (%s) does not select this token: set it to "
@@ -632,6 +801,7 @@ out:
 	tok_pin_free(so, solen);
 	tok_pin_free(user, userlen);
 	tok_close(tok);
+	r = audit_end(&au, r);
 	config_free(cfg);
 	return r;
 }
@@ -855,6 +1025,7 @@ static int cmd_keygen(const char *config_path, const struct args *a)
 {
 	const char *base = a->v[OPT_CREDENTIAL];
 	const struct key_alg *alg = key_alg_lookup(a->v[OPT_ALG]);
+	struct audit au = {0};
 	struct config *cfg = NULL;
 	struct token *tok = NULL;
 	struct labels labels = {0};
@@ -876,6 +1047,10 @@ static int cmd_keygen(const char *config_path, const struct args *a)
 		msg("keygen: --count must be 1..%d", MAX_COUNT);
 		return EXIT_USAGE;
 	}
+	if (strcmp(base, AUDIT_KEY_LABEL) == 0) {
+		msg("keygen: %s is reserved for the audit key (see audit-key)", AUDIT_KEY_LABEL);
+		return EXIT_USAGE;
+	}
 	if (count > 0) { /* every ID-N must itself be a valid ID */
 		int n = snprintf(id, sizeof(id), "%s-%lu", base, count);
 		if (n < 0 || (size_t)n >= sizeof(id)) {
@@ -884,7 +1059,16 @@ static int cmd_keygen(const char *config_path, const struct args *a)
 			return EXIT_USAGE;
 		}
 	}
-	if (load_config(config_path, &cfg) != EXIT_OK || open_token(cfg, 1, 1, &tok) != EXIT_OK)
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.keygen", NULL, NULL) != EXIT_OK)
+		goto out;
+	audit_cred(&au, base, NULL);
+	if (count > 0)
+		audit_detail(&au, "alg=%s count=%lu (%s-1..%s-%lu)", alg->name, count, base, base,
+		             count);
+	else
+		audit_detail(&au, "alg=%s", alg->name);
+	if (open_token(cfg, 1, 1, &tok) != EXIT_OK)
 		goto out;
 	fn = tok_functions(tok);
 	if ((tr = tok_session(tok, &s)) != TOK_OK) {
@@ -903,6 +1087,7 @@ static int cmd_keygen(const char *config_path, const struct args *a)
 			goto out;
 		if (taken) {
 			msg("keygen: an object labelled %s already exists on the token", id);
+			au.reason = "exists";
 			goto out;
 		}
 	}
@@ -918,6 +1103,8 @@ static int cmd_keygen(const char *config_path, const struct args *a)
 					fputc('\n', stderr);
 				msg("keygen: stopped at %s; %lu keys were made (%s-1..%s-%lu)", id,
 				    made, base, base, made);
+				audit_detail(&au, "alg=%s count=%lu: stopped at %s, %lu made",
+				             alg->name, count, id, made);
 				goto out;
 			}
 			made++;
@@ -933,6 +1120,55 @@ out:
 		tok_key_flush(tok);
 	labels_free(&labels);
 	tok_close(tok);
+	r = audit_end(&au, r);
+	config_free(cfg);
+	return r;
+}
+
+/* ---- audit-key ---- */
+
+/* The audit key: EC P-256, labelled AUDIT_KEY_LABEL, with the attributes of every key (sign
+ * only, sensitive, never extractable), read back by keygen_one. Refused if one exists. */
+static int create_audit_key(struct token *tok)
+{
+	CK_FUNCTION_LIST *fn = tok_functions(tok);
+	CK_SESSION_HANDLE s;
+	int tr, taken;
+
+	if ((tr = tok_session(tok, &s)) != TOK_OK) {
+		msg("session: %s", tok_strerror(tr));
+		return EXIT_FAIL;
+	}
+	if ((taken = label_taken(fn, s, NULL, AUDIT_KEY_LABEL)) < 0)
+		return EXIT_FAIL;
+	if (taken) {
+		msg("an object labelled %s already exists on the token", AUDIT_KEY_LABEL);
+		return EXIT_FAIL;
+	}
+	if (keygen_one(fn, s, key_alg_lookup("ec-p256"), AUDIT_KEY_LABEL) != EXIT_OK)
+		return EXIT_FAIL;
+	tok_key_flush(tok);
+	printf("audit key %s (ec-p256) generated in the token\n", AUDIT_KEY_LABEL);
+	return EXIT_OK;
+}
+
+static int cmd_audit_key(const char *config_path, const struct args *a)
+{
+	struct audit au = {0};
+	struct config *cfg = NULL;
+	struct token *tok = NULL;
+	int r = EXIT_FAIL;
+
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.audit-key", NULL, NULL) != EXIT_OK)
+		goto out;
+	audit_detail(&au, "label=%s alg=ec-p256", AUDIT_KEY_LABEL);
+	if (open_token(cfg, 1, 1, &tok) != EXIT_OK)
+		goto out;
+	r = create_audit_key(tok);
+out:
+	tok_close(tok);
+	r = audit_end(&au, r);
 	config_free(cfg);
 	return r;
 }
@@ -1026,6 +1262,7 @@ static int key_sig_params(const struct tok_key *key, const EVP_MD **md, struct t
 static int cmd_csr(const char *config_path, const struct args *a)
 {
 	const char *id = a->v[OPT_CREDENTIAL];
+	struct audit au = {0};
 	struct config *cfg = NULL;
 	struct token *tok = NULL;
 	const struct tok_key *key;
@@ -1053,7 +1290,11 @@ static int cmd_csr(const char *config_path, const struct args *a)
 		return r;
 	r = EXIT_FAIL;
 	if (load_config(config_path, &cfg) != EXIT_OK ||
-	    credential_key_uri(cfg, id, uri, sizeof(uri)) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.csr", NULL, NULL) != EXIT_OK)
+		goto out;
+	audit_cred(&au, id, NULL);
+	audit_detail(&au, "subject=%s out=%s", a->v[OPT_SUBJECT], a->v[OPT_OUT]);
+	if (credential_key_uri(cfg, id, uri, sizeof(uri)) != EXIT_OK ||
 	    open_token(cfg, 1, 1, &tok) != EXIT_OK || get_key(tok, uri, id, &key) != EXIT_OK)
 		goto out;
 	if (key->pub == NULL) {
@@ -1114,6 +1355,7 @@ out:
 	X509_REQ_free(req);
 	X509_NAME_free(name);
 	tok_close(tok);
+	r = audit_end(&au, r);
 	config_free(cfg);
 	return r;
 }
@@ -1277,11 +1519,15 @@ out:
 static int cmd_import_cert(const char *config_path, const struct args *a)
 {
 	const char *id = a->v[OPT_CREDENTIAL];
+	struct audit au = {0};
 	struct config *cfg = NULL;
 	struct token *tok = NULL;
 	struct registry *reg = NULL;
 	const struct tok_key *key;
 	struct handles old = {0};
+	unsigned char fp[EVP_MAX_MD_SIZE];
+	unsigned int fplen = 0;
+	char fphex[2 * EVP_MAX_MD_SIZE + 1] = "";
 	CK_FUNCTION_LIST *fn;
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE created = CK_INVALID_HANDLE;
@@ -1301,12 +1547,21 @@ static int cmd_import_cert(const char *config_path, const struct args *a)
 	if (a->v[OPT_CHAIN] != NULL && load_chain(a->v[OPT_CHAIN], &chain) != EXIT_OK)
 		goto out;
 	if (load_config(config_path, &cfg) != EXIT_OK ||
-	    credential_key_uri(cfg, id, uri, sizeof(uri)) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.import-cert", NULL, NULL) != EXIT_OK)
+		goto out;
+	audit_cred(&au, id, NULL);
+	if (X509_digest(cert, EVP_sha256(), fp, &fplen) == 1)
+		for (i = 0; i < fplen; i++)
+			snprintf(fphex + 2 * i, 3, "%02x", fp[i]);
+	audit_detail(&au, "cert=%s sha256=%s%s%s", a->v[OPT_CERT], fphex,
+	             chain != NULL ? " chain=" : "", chain != NULL ? a->v[OPT_CHAIN] : "");
+	if (credential_key_uri(cfg, id, uri, sizeof(uri)) != EXIT_OK ||
 	    open_token(cfg, 1, 1, &tok) != EXIT_OK || get_key(tok, uri, id, &key) != EXIT_OK)
 		goto out;
 	if ((cpub = X509_get0_pubkey(cert)) == NULL || key->pub == NULL ||
 	    EVP_PKEY_eq(cpub, key->pub) != 1) {
 		msg("import-cert: certificate does not match the token key of %s", id);
+		au.reason = "key_mismatch";
 		goto out;
 	}
 	ERR_clear_error();
@@ -1345,6 +1600,7 @@ out:
 	free(chain);
 	X509_free(cert);
 	tok_close(tok);
+	r = audit_end(&au, r);
 	config_free(cfg);
 	return r;
 }
@@ -1403,6 +1659,7 @@ static int cmd_enrol(const char *config_path, const struct args *a)
 {
 	const char *id = a->v[OPT_CREDENTIAL], *user = a->v[OPT_USER];
 	const char *key_uri = a->v[OPT_KEY];
+	struct audit au = {0};
 	struct config *cfg = NULL;
 	struct token *tok = NULL;
 	struct registry *reg = NULL;
@@ -1419,6 +1676,10 @@ static int cmd_enrol(const char *config_path, const struct args *a)
 	if (!reg_valid_user(user)) {
 		msg("enrol: userID must be 1..%d printable ASCII characters without spaces",
 		    REG_MAX_USER);
+		return EXIT_USAGE;
+	}
+	if (strcmp(id, AUDIT_KEY_LABEL) == 0) {
+		msg("enrol: %s is reserved for the audit key", AUDIT_KEY_LABEL);
 		return EXIT_USAGE;
 	}
 	if ((cls = pol_class_lookup(a->v[OPT_CLASS])) != POL_CLASS_CITIZEN &&
@@ -1444,10 +1705,17 @@ static int cmd_enrol(const char *config_path, const struct args *a)
 	if (a->v[OPT_DEVICE_KEY] != NULL &&
 	    load_device_key(a->v[OPT_DEVICE_KEY], &c.device_key_pem) != EXIT_OK)
 		goto out;
-	if (load_config(config_path, &cfg) != EXIT_OK || open_registry(cfg, 1, &reg) != EXIT_OK)
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.enrol", NULL, NULL) != EXIT_OK)
+		goto out;
+	audit_cred(&au, id, user);
+	audit_detail(&au, "user=%s class=%s key=%s%s", user, pol_class_name((enum pol_class)cls),
+	             c.key_uri, c.device_key_pem != NULL ? " device_key=yes" : "");
+	if (open_registry(cfg, 1, &reg) != EXIT_OK)
 		goto out;
 	if ((rr = registry_get(reg, id, &prev)) == REG_OK) {
 		msg("enrol: credential %s is already enrolled (owner %s)", id, prev.owner);
+		au.reason = "exists";
 		goto out;
 	} else if (rr != REG_ERR_NOT_FOUND) {
 		msg("registry: cannot read credential %s", id);
@@ -1459,6 +1727,7 @@ static int cmd_enrol(const char *config_path, const struct args *a)
 		msg("note: no certificate for %s on the token yet; run import-cert before use", id);
 	if ((rr = registry_add(reg, &c)) == REG_ERR_EXISTS) {
 		msg("enrol: credential %s is already enrolled", id);
+		au.reason = "exists";
 		goto out;
 	} else if (rr != REG_OK) {
 		msg("registry: cannot enrol %s (error %d)", id, rr);
@@ -1473,6 +1742,7 @@ out:
 	reg_cred_clear(&prev);
 	registry_close(reg);
 	tok_close(tok);
+	r = audit_end(&au, r);
 	config_free(cfg);
 	return r;
 }
@@ -1605,6 +1875,385 @@ out:
 	return r;
 }
 
+/* ---- suspend, resume, revoke ---- */
+
+static int set_status(const char *config_path, const struct args *a, const char *op,
+                      enum reg_status to)
+{
+	const char *id = a->v[OPT_CREDENTIAL];
+	struct audit au = {0};
+	struct config *cfg = NULL;
+	struct registry *reg = NULL;
+	struct reg_cred c;
+	int r = EXIT_FAIL, rr;
+
+	memset(&c, 0, sizeof(c));
+	if (!reg_valid_id(id)) {
+		msg("credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+		return EXIT_USAGE;
+	}
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    audit_begin(&au, cfg, op, NULL, NULL) != EXIT_OK)
+		goto out;
+	audit_cred(&au, id, NULL);
+	audit_detail(&au, "status=%s", reg_status_name(to));
+	if (open_registry(cfg, 0, &reg) != EXIT_OK)
+		goto out;
+	rr = reg != NULL ? registry_get(reg, id, &c) : REG_ERR_NOT_FOUND;
+	if (rr == REG_ERR_NOT_FOUND) {
+		msg("credential %s is not enrolled", id);
+		au.reason = "unknown_credential";
+		goto out;
+	} else if (rr != REG_OK) {
+		msg("registry: cannot read credential %s", id);
+		goto out;
+	}
+	audit_cred(&au, id, c.owner);
+	audit_detail(&au, "status %s -> %s", reg_status_name(c.status), reg_status_name(to));
+	if (c.status == REG_REVOKED && to != REG_REVOKED) {
+		msg("credential %s is revoked; revocation is final", id);
+		au.reason = "credential_revoked";
+		goto out;
+	}
+	if (c.status == to) {
+		printf("%s: already %s\n", id, reg_status_name(to));
+		r = EXIT_OK;
+		goto out;
+	}
+	if ((rr = registry_set_status(reg, id, to)) != REG_OK) {
+		msg("registry: cannot set the status of %s (error %d)", id, rr);
+		goto out;
+	}
+	printf("%s: %s (was %s); the daemon applies it from its next request\n", id,
+	       reg_status_name(to), reg_status_name(c.status));
+	r = EXIT_OK;
+out:
+	reg_cred_clear(&c);
+	registry_close(reg);
+	r = audit_end(&au, r);
+	config_free(cfg);
+	return r;
+}
+
+static int cmd_suspend(const char *config_path, const struct args *a)
+{
+	return set_status(config_path, a, "admin.suspend", REG_SUSPENDED);
+}
+
+static int cmd_resume(const char *config_path, const struct args *a)
+{
+	return set_status(config_path, a, "admin.resume", REG_ACTIVE);
+}
+
+static int cmd_revoke(const char *config_path, const struct args *a)
+{
+	return set_status(config_path, a, "admin.revoke", REG_REVOKED);
+}
+
+/* ---- destroy ---- */
+
+/* Destroy the key's private key, public key and certificates: every object of those classes
+ * sharing its CKA_ID (or, for a key without one, its label). *n gets the count destroyed. */
+static int destroy_objects(struct token *tok, const struct tok_key *key, size_t *n)
+{
+	static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_CERTIFICATE};
+	CK_FUNCTION_LIST *fn = tok_functions(tok);
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_CLASS cls;
+	struct handles hv = {0};
+	char label[MAX_LABEL + 1];
+	size_t i, j;
+	int r = EXIT_FAIL, tr, have_priv = 0;
+	CK_RV rv;
+
+	*n = 0;
+	if ((tr = tok_session(tok, &s)) != TOK_OK) {
+		msg("session: %s", tok_strerror(tr));
+		return EXIT_FAIL;
+	}
+	for (i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
+		CK_ATTRIBUTE t[] = {
+		    {CKA_CLASS, &cls, sizeof(cls)},
+		    {CKA_ID, (void *)key->id, key->id_len},
+		};
+		cls = classes[i];
+		if (key->id_len == 0)
+			t[1] = (CK_ATTRIBUTE){CKA_LABEL, (void *)key->label, strlen(key->label)};
+		if (find_objects(fn, s, t, 2, &hv) != EXIT_OK)
+			goto out;
+	}
+	for (i = 0; i < hv.n; i++)
+		have_priv |= hv.h[i] == key->priv;
+	if (!have_priv) {
+		msg("the key's own object was not found by its CKA_ID; nothing destroyed");
+		goto out;
+	}
+	/* Never the audit key, whatever it shares with this one. */
+	for (i = j = 0; i < hv.n; i++) {
+		if (get_label(fn, s, hv.h[i], label, sizeof(label)) != EXIT_OK)
+			goto out;
+		if (strcmp(label, AUDIT_KEY_LABEL) != 0)
+			hv.h[j++] = hv.h[i];
+	}
+	hv.n = j;
+	for (i = 0; i < hv.n; i++) {
+		if ((rv = fn->C_DestroyObject(s, hv.h[i])) != CKR_OK) {
+			rv_msg("C_DestroyObject", rv);
+			goto out;
+		}
+		(*n)++;
+	}
+	r = EXIT_OK;
+out:
+	handles_free(&hv);
+	return r;
+}
+
+static int cmd_destroy(const char *config_path, const struct args *a)
+{
+	const char *id = a->v[OPT_CREDENTIAL];
+	struct audit au = {0};
+	struct config *cfg = NULL;
+	struct registry *reg = NULL;
+	struct token *tok = NULL;
+	const struct tok_key *key = NULL;
+	struct reg_cred c;
+	char uri[REG_MAX_URI + 1];
+	size_t n = 0;
+	int r = EXIT_FAIL, rr, tr, enrolled = 0;
+
+	memset(&c, 0, sizeof(c));
+	if (!reg_valid_id(id)) {
+		msg("destroy: credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+		return EXIT_USAGE;
+	}
+	if (strcmp(id, AUDIT_KEY_LABEL) == 0) {
+		msg("destroy: %s is the audit key, not a credential", AUDIT_KEY_LABEL);
+		return EXIT_USAGE;
+	}
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.destroy", NULL, NULL) != EXIT_OK)
+		goto out;
+	audit_cred(&au, id, NULL);
+	if (open_registry(cfg, 0, &reg) != EXIT_OK)
+		goto out;
+	rr = reg != NULL ? registry_get(reg, id, &c) : REG_ERR_NOT_FOUND;
+	if (rr == REG_OK) {
+		enrolled = 1;
+		audit_cred(&au, id, c.owner);
+		snprintf(uri, sizeof(uri), "%s", c.key_uri);
+	} else if (rr == REG_ERR_NOT_FOUND) {
+		default_key_uri(id, uri, sizeof(uri));
+	} else {
+		msg("registry: cannot read credential %s", id);
+		goto out;
+	}
+	audit_detail(&au, "key=%s", uri);
+	if (open_token(cfg, 1, 1, &tok) != EXIT_OK)
+		goto out;
+	tr = tok_key_get(tok, uri, &key);
+	if (tr == TOK_ERR_NOT_FOUND && !enrolled) {
+		msg("destroy: %s is neither enrolled nor on the token", id);
+		au.reason = "unknown_credential";
+		goto out;
+	} else if (tr != TOK_OK && tr != TOK_ERR_NOT_FOUND) {
+		msg("key %s: %s", uri, tok_strerror(tr));
+		goto out;
+	}
+	/* Revoked first: the daemon refuses the credential from its next request on, even if
+	 * destroying the objects fails halfway. */
+	if (enrolled && c.status != REG_REVOKED &&
+	    (rr = registry_set_status(reg, id, REG_REVOKED)) != REG_OK) {
+		msg("registry: cannot revoke %s (error %d)", id, rr);
+		goto out;
+	}
+	if (key != NULL) {
+		if (destroy_objects(tok, key, &n) != EXIT_OK) {
+			audit_detail(&au, "key=%s: destroyed %zu objects, then failed", uri, n);
+			goto out;
+		}
+		tok_key_flush(tok);
+	} else {
+		msg("warning: no key for %s on the token (%s); removing the registry entry", id,
+		    uri);
+	}
+	if (enrolled && (rr = registry_remove(reg, id)) != REG_OK) {
+		msg("registry: cannot remove %s (error %d)", id, rr);
+		goto out;
+	}
+	audit_detail(&au, "key=%s objects=%zu%s", uri, n,
+	             enrolled ? " registry entry removed" : "");
+	printf("%s: %zu token objects destroyed%s\n", id, n,
+	       enrolled ? ", registry entry removed" : "");
+	r = EXIT_OK;
+out:
+	reg_cred_clear(&c);
+	registry_close(reg);
+	tok_close(tok);
+	r = audit_end(&au, r);
+	config_free(cfg);
+	return r;
+}
+
+/* ---- audit verify, export, checkpoint ---- */
+
+/* The audit key on the token, or NULL (with a message). */
+/* The audit key the daemon signs checkpoints with (ledger.audit_key, by default the key
+ * labelled AUDIT_KEY_LABEL), or NULL with a message. */
+static const struct tok_key *audit_key(const struct config *cfg, struct token *tok)
+{
+	const char *uri = cfg->ledger_audit_key != NULL ? cfg->ledger_audit_key : AUDIT_KEY_URI;
+	const struct tok_key *key = NULL;
+	int r = tok_key_get(tok, uri, &key);
+
+	if (r == TOK_ERR_NOT_FOUND) {
+		msg("no audit key (%s) on the token; create it with audit-key", uri);
+		return NULL;
+	}
+	if (r != TOK_OK) {
+		msg("audit key: %s", tok_strerror(r));
+		return NULL;
+	}
+	if (key->type != TOK_KEY_EC || key->curve_nid != NID_X9_62_prime256v1 || key->pub == NULL) {
+		msg("the audit key %s is not an EC P-256 key pair", uri);
+		return NULL;
+	}
+	return key;
+}
+
+static int cmd_audit_verify(const char *config_path, const struct args *a)
+{
+	struct config *cfg = NULL;
+	struct token *tok = NULL;
+	const struct tok_key *key = NULL;
+	uint64_t records = 0, ckpts = 0, bad = 0;
+	char why[512] = "";
+	int r = EXIT_FAIL;
+
+	if (load_config(config_path, &cfg) != EXIT_OK)
+		goto out;
+	if (open_token(cfg, 1, 1, &tok) == EXIT_OK)
+		key = audit_key(cfg, tok);
+	if (ledger_verify(cfg->state_dir, key != NULL ? key->pub : NULL, &records, &ckpts, &bad,
+	                  why, sizeof(why)) != 0) {
+		if (bad > 0)
+			printf("audit ledger NOT intact: first bad sequence number %llu: %s\n",
+			       (unsigned long long)bad, why);
+		else
+			msg("audit verify: %s", why);
+		goto out;
+	}
+	if (key == NULL && ckpts > 0) {
+		printf("audit ledger: %llu records, %llu checkpoints: chain intact, but the "
+		       "checkpoint signatures could not be checked without the audit key\n",
+		       (unsigned long long)records, (unsigned long long)ckpts);
+		goto out;
+	}
+	printf("audit ledger: %llu records, %llu checkpoints: intact\n",
+	       (unsigned long long)records, (unsigned long long)ckpts);
+	if (why[0] != '\0')
+		printf("note: %s\n", why);
+	r = EXIT_OK;
+out:
+	tok_close(tok);
+	config_free(cfg);
+	return r;
+}
+
+static int cmd_audit_export(const char *config_path, const struct args *a)
+{
+	struct config *cfg = NULL;
+	char err[512] = "";
+	int r = EXIT_FAIL;
+
+	if (a->v[OPT_FORMAT] != NULL && strcmp(a->v[OPT_FORMAT], "jsonl") != 0) {
+		msg("audit export: --format must be jsonl");
+		return EXIT_USAGE;
+	}
+	if (load_config(config_path, &cfg) != EXIT_OK)
+		goto out;
+	fflush(stdout);
+	if (ledger_export_jsonl(cfg->state_dir, STDOUT_FILENO, err, sizeof(err)) != LEDGER_OK) {
+		msg("audit export: %s", err);
+		goto out;
+	}
+	r = EXIT_OK;
+out:
+	config_free(cfg);
+	return r;
+}
+
+struct audit_signer {
+	struct token *tok;
+	const struct tok_key *key;
+};
+
+/* ledger_sign_fn: ECDSA in the token over the 32-byte chain head as a SHA-256 digest. */
+static int audit_sign(void *arg, const uint8_t head[32], uint8_t *sig, size_t *siglen)
+{
+	struct audit_signer *as = arg;
+	struct tok_sign_params sp = {.scheme = TOK_ECDSA, .hash_nid = NID_sha256};
+	uint8_t buf[TOK_MAX_SIG];
+	size_t len = sizeof(buf);
+
+	if (tok_sign_digest(as->tok, as->key, &sp, head, 32, buf, &len) != TOK_OK || len > *siglen)
+		return -1;
+	memcpy(sig, buf, len);
+	*siglen = len;
+	return 0;
+}
+
+static int cmd_audit_checkpoint(const char *config_path, const struct args *a)
+{
+	struct audit au = {0};
+	struct audit_signer as = {0};
+	struct config *cfg = NULL;
+	uint64_t seq = 0;
+	int r = EXIT_FAIL, lr;
+
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    open_token(cfg, 1, 1, &as.tok) != EXIT_OK ||
+	    (as.key = audit_key(cfg, as.tok)) == NULL ||
+	    audit_begin(&au, cfg, "admin.audit.checkpoint", audit_sign, &as) != EXIT_OK)
+		goto out;
+	/* The record first, so the checkpoint covers it. */
+	audit_detail(&au, "key=%s", as.key->label);
+	if (audit_record(&au, EXIT_OK) != EXIT_OK)
+		goto out;
+	if ((lr = ledger_checkpoint(au.l, &seq)) != LEDGER_OK) {
+		msg("audit checkpoint: %s", lr == LEDGER_ERR_INTERNAL
+		                                ? "the audit key could not sign"
+		                                : "the checkpoint cannot be stored");
+		au.reason = "checkpoint_failed";
+		audit_record(&au, EXIT_FAIL);
+		goto out;
+	}
+	printf("checkpoint signed at sequence number %llu\n", (unsigned long long)seq);
+	r = EXIT_OK;
+out:
+	ledger_close(au.l); /* before the token: the ledger may still sign */
+	au.l = NULL;
+	tok_close(as.tok);
+	config_free(cfg);
+	return r;
+}
+
+/* ---- policy check ---- */
+
+static int cmd_policy_check(const char *config_path, const struct args *a)
+{
+	struct policy *pol = NULL;
+	char err[512] = "";
+
+	if (policy_load(a->pos[0], &pol, err, sizeof(err)) != 0) {
+		msg("%s", err);
+		return EXIT_FAIL;
+	}
+	policy_free(pol);
+	printf("%s: OK\n", a->pos[0]);
+	return EXIT_OK;
+}
+
 /* ---- main ---- */
 
 static const struct option init_token_opts[] = {
@@ -1632,25 +2281,51 @@ static const struct option enrol_opts[] = {OPT("credential", OPT_CREDENTIAL),
                                            COMMON_OPTS,
                                            {0}};
 static const struct option list_opts[] = {COMMON_OPTS, {0}};
+static const struct option cred_opts[] = {OPT("credential", OPT_CREDENTIAL), COMMON_OPTS, {0}};
+static const struct option export_opts[] = {OPT("format", OPT_FORMAT), COMMON_OPTS, {0}};
 
 static const char *const init_token_req[] = {"label", "so-pin-file", NULL};
 static const char *const keygen_req[] = {"credential", "alg", NULL};
 static const char *const csr_req[] = {"credential", "subject", "out", NULL};
 static const char *const import_cert_req[] = {"credential", "cert", NULL};
 static const char *const enrol_req[] = {"credential", "user", "class", NULL};
+static const char *const cred_req[] = {"credential", NULL};
 
 static const struct command commands[] = {
     {"init-token", "--label LABEL --so-pin-file FILE", init_token_opts, init_token_req,
-     cmd_init_token},
+     cmd_init_token, 0},
     {"keygen", "--credential ID --alg ec-p256|ec-p384|rsa-2048|rsa-3072 [--count N]", keygen_opts,
-     keygen_req, cmd_keygen},
-    {"csr", "--credential ID --subject /CN=../O=.. --out FILE", csr_opts, csr_req, cmd_csr},
+     keygen_req, cmd_keygen, 0},
+    {"csr", "--credential ID --subject /CN=../O=.. --out FILE", csr_opts, csr_req, cmd_csr, 0},
     {"import-cert", "--credential ID --cert FILE [--chain FILE]", import_cert_opts, import_cert_req,
-     cmd_import_cert},
+     cmd_import_cert, 0},
     {"enrol", "--credential ID --user USER --class citizen|seal [--device-key FILE] [--key URI]",
-     enrol_opts, enrol_req, cmd_enrol},
-    {"list", "", list_opts, NULL, cmd_list},
+     enrol_opts, enrol_req, cmd_enrol, 0},
+    {"list", "", list_opts, NULL, cmd_list, 0},
+    {"suspend", "--credential ID", cred_opts, cred_req, cmd_suspend, 0},
+    {"resume", "--credential ID", cred_opts, cred_req, cmd_resume, 0},
+    {"revoke", "--credential ID", cred_opts, cred_req, cmd_revoke, 0},
+    {"destroy", "--credential ID", cred_opts, cred_req, cmd_destroy, 0},
+    {"audit-key", "", list_opts, NULL, cmd_audit_key, 0},
+    {"audit verify", "", list_opts, NULL, cmd_audit_verify, 0},
+    {"audit export", "[--format jsonl]", export_opts, NULL, cmd_audit_export, 0},
+    {"audit checkpoint", "", list_opts, NULL, cmd_audit_checkpoint, 0},
+    {"policy check", "FILE", list_opts, NULL, cmd_policy_check, 1},
 };
+
+/* Does command c match the words at argv[0] (and argv[1] for a two-word name)? Returns the
+ * number of words it takes, 0 if no match. */
+static int command_match(const struct command *c, int argc, char **argv)
+{
+	const char *sp = strchr(c->name, ' ');
+	size_t n = sp != NULL ? (size_t)(sp - c->name) : strlen(c->name);
+
+	if (strlen(argv[0]) != n || strncmp(argv[0], c->name, n) != 0)
+		return 0;
+	if (sp == NULL)
+		return 1;
+	return argc > 1 && strcmp(argv[1], sp + 1) == 0 ? 2 : 0;
+}
 
 static void usage(FILE *f)
 {
@@ -1664,7 +2339,8 @@ static void usage(FILE *f)
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		usage_line(f, &commands[i]);
 	fprintf(f, "\nPINs are read from files only: the user PIN from token.pin_file, the SO PIN "
-	           "from --so-pin-file.\n");
+	           "from --so-pin-file.\nEvery command that changes state is recorded in the "
+	           "audit ledger (audit export).\n");
 }
 
 int main(int argc, char **argv)
@@ -1675,7 +2351,7 @@ int main(int argc, char **argv)
 	struct rlimit nocore = {0, 0};
 	struct args a;
 	size_t i;
-	int ch, r;
+	int ch, r, words = 0;
 
 	/* PINs pass through this process: no core dumps, no ptrace by other users. */
 	setrlimit(RLIMIT_CORE, &nocore);
@@ -1699,14 +2375,17 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (strcmp(argv[optind], commands[i].name) == 0)
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]) && cmd == NULL; i++)
+		if ((words = command_match(&commands[i], argc - optind, argv + optind)) > 0)
 			cmd = &commands[i];
 	if (cmd == NULL) {
-		msg("unknown command '%s'", argv[optind]);
+		msg("unknown command '%s%s%s'", argv[optind], optind + 1 < argc ? " " : "",
+		    optind + 1 < argc ? argv[optind + 1] : "");
 		fprintf(stderr, "Try '" PROG " --help'.\n");
 		return EXIT_USAGE;
 	}
+	/* getopt sees the last word of the command name as argv[0]. */
+	optind += words - 1;
 	r = parse_args(cmd, argc - optind, argv + optind, &a, &config_path);
 	if (r == HELP_SHOWN)
 		return EXIT_OK;

@@ -1,0 +1,1573 @@
+/* The ledger: hash-chained audit records, quota counters and consumed SAD identifiers in
+ * STATE_DIR/iamsign.db, next to the registry's tables.
+ *
+ * Tables (created here with CREATE TABLE IF NOT EXISTS; the registry's user_version migrations
+ * are left alone):
+ *   audit(seq, time_ms, caller, uid, gid, pid, op, cred, owner, purpose, halg, hash_len,
+ *         hashes, jti, decision, reason, detail, sig_sha256, prev_hash, hash)
+ *     hashes: the nhashes submitted hashes concatenated (BLOB, nhashes * hash_len bytes);
+ *     sig_sha256: the SHA-256 of each signature concatenated (BLOB, nsigs * 32 bytes);
+ *     prev_hash, hash: 32-byte BLOBs.
+ *   checkpoints(seq, head, time_ms, sig): head is the hash of record seq, sig the audit key's
+ *     signature over it (DER ECDSA for an EC key).
+ *   quota(cred, day, count), sad_jti(jti, used, num, exp).
+ *
+ * A record's hash is SHA-256 over its canonical encoding (enc_record below): every field in a
+ * fixed order, integers as fixed-width big-endian, strings and byte strings as a 4-byte
+ * big-endian length and the bytes, lists as a 4-byte count and their items, then the previous
+ * record's hash (32 zero bytes before the first record). Nothing in the database is trusted
+ * when verifying: every row is re-encoded from its columns.
+ *
+ * Locks: `mu` guards the queue and the checkpoint counters; `wmu` guards the write connection
+ * (held by the writer thread for a batch, or by a direct-mode append, or by a checkpoint);
+ * `rmu` guards the read connection used by ledger_quota_used/ledger_jti_used. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <sqlite3.h>
+
+#include "signer/ledger.h"
+
+#define LEDGER_DB_NAME "iamsign.db"
+#define LEDGER_BUSY_MS 5000
+#define LEDGER_MAX_QUEUE 4096 /* records waiting for the writer; more is overload */
+#define LEDGER_MAX_SIG 1024   /* checkpoint signature buffer */
+#define LEDGER_DEFAULT_EVERY 1000
+#define LEDGER_DEFAULT_SECS 60
+#define LEDGER_ENC_TAG "iamsign.audit.v1"
+
+static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS audit ("
+                                 " seq INTEGER PRIMARY KEY NOT NULL,"
+                                 " time_ms INTEGER NOT NULL,"
+                                 " caller TEXT NOT NULL,"
+                                 " uid INTEGER NOT NULL,"
+                                 " gid INTEGER NOT NULL,"
+                                 " pid INTEGER NOT NULL,"
+                                 " op TEXT NOT NULL,"
+                                 " cred TEXT NOT NULL,"
+                                 " owner TEXT NOT NULL,"
+                                 " purpose TEXT NOT NULL,"
+                                 " halg TEXT NOT NULL,"
+                                 " hash_len INTEGER NOT NULL,"
+                                 " hashes BLOB NOT NULL,"
+                                 " jti TEXT NOT NULL,"
+                                 " decision TEXT NOT NULL,"
+                                 " reason TEXT NOT NULL,"
+                                 " detail TEXT NOT NULL,"
+                                 " sig_sha256 BLOB NOT NULL,"
+                                 " prev_hash BLOB NOT NULL,"
+                                 " hash BLOB NOT NULL"
+                                 ");"
+                                 "CREATE TABLE IF NOT EXISTS checkpoints ("
+                                 " seq INTEGER PRIMARY KEY NOT NULL,"
+                                 " head BLOB NOT NULL,"
+                                 " time_ms INTEGER NOT NULL,"
+                                 " sig BLOB NOT NULL"
+                                 ");"
+                                 "CREATE TABLE IF NOT EXISTS quota ("
+                                 " cred TEXT NOT NULL,"
+                                 " day INTEGER NOT NULL,"
+                                 " count INTEGER NOT NULL,"
+                                 " PRIMARY KEY (cred, day)"
+                                 ");"
+                                 "CREATE TABLE IF NOT EXISTS sad_jti ("
+                                 " jti TEXT PRIMARY KEY NOT NULL,"
+                                 " used INTEGER NOT NULL,"
+                                 " num INTEGER NOT NULL,"
+                                 " exp INTEGER NOT NULL"
+                                 ");";
+
+#define AUDIT_COLUMNS                                                                              \
+	"seq, time_ms, caller, uid, gid, pid, op, cred, owner, purpose, halg, hash_len, hashes, "  \
+	"jti, decision, reason, detail, sig_sha256, prev_hash, hash"
+enum {
+	C_SEQ,
+	C_TIME,
+	C_CALLER,
+	C_UID,
+	C_GID,
+	C_PID,
+	C_OP,
+	C_CRED,
+	C_OWNER,
+	C_PURPOSE,
+	C_HALG,
+	C_HASH_LEN,
+	C_HASHES,
+	C_JTI,
+	C_DECISION,
+	C_REASON,
+	C_DETAIL,
+	C_SIGS,
+	C_PREV,
+	C_HASH,
+};
+
+/* Write-connection statements. */
+enum {
+	W_BEGIN,
+	W_COMMIT,
+	W_ROLLBACK,
+	W_HEAD,
+	W_INSERT,
+	W_QUOTA_GET,
+	W_QUOTA_ADD,
+	W_JTI_GET,
+	W_JTI_ADD,
+	W_CKPT_HAS,
+	W_CKPT_PUT,
+	W_CKPT_LAST,
+	W_COUNT
+};
+
+static const char *const wsql[W_COUNT] = {
+    [W_BEGIN] = "BEGIN IMMEDIATE",
+    [W_COMMIT] = "COMMIT",
+    [W_ROLLBACK] = "ROLLBACK",
+    [W_HEAD] = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+    [W_INSERT] = "INSERT INTO audit (" AUDIT_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+                 "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+    [W_QUOTA_GET] = "SELECT count FROM quota WHERE cred = ?1 AND day = ?2",
+    [W_QUOTA_ADD] = "INSERT INTO quota (cred, day, count) VALUES (?1, ?2, ?3) "
+                    "ON CONFLICT (cred, day) DO UPDATE SET count = count + excluded.count",
+    [W_JTI_GET] = "SELECT used, num FROM sad_jti WHERE jti = ?1",
+    [W_JTI_ADD] = "INSERT INTO sad_jti (jti, used, num, exp) VALUES (?1, ?2, ?3, ?4) "
+                  "ON CONFLICT (jti) DO UPDATE SET used = used + excluded.used",
+    [W_CKPT_HAS] = "SELECT 1 FROM checkpoints WHERE seq = ?1",
+    [W_CKPT_PUT] = "INSERT INTO checkpoints (seq, head, time_ms, sig) VALUES (?1, ?2, ?3, ?4)",
+    [W_CKPT_LAST] = "SELECT seq FROM checkpoints ORDER BY seq DESC LIMIT 1",
+};
+
+/* Read-connection statements. */
+enum { R_QUOTA, R_JTI, R_COUNT };
+static const char *const rsql[R_COUNT] = {
+    [R_QUOTA] = "SELECT count FROM quota WHERE cred = ?1 AND day = ?2",
+    [R_JTI] = "SELECT used FROM sad_jti WHERE jti = ?1",
+};
+
+/* One record waiting for the writer; lives on the waiting caller's stack. */
+struct pending {
+	struct audit_rec *rec;
+	struct pending *next;
+	int result;
+	int done;
+};
+
+struct ledger {
+	struct ledger_opts opts;
+	char path[4096];
+
+	sqlite3 *db; /* write connection, under wmu */
+	sqlite3_stmt *w[W_COUNT];
+	pthread_mutex_t wmu;
+
+	sqlite3 *rdb; /* read connection, under rmu */
+	sqlite3_stmt *r[R_COUNT];
+	pthread_mutex_t rmu;
+
+	/* Queue and checkpoint bookkeeping, under mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv_work; /* writer: work queued, or stop */
+	pthread_cond_t cv_done; /* waiters: a batch finished */
+	struct pending *qhead, *qtail;
+	size_t qlen;
+	int stop;
+	uint64_t uncovered;        /* records committed since the last checkpoint */
+	uint64_t since_try;        /* records committed since the last checkpoint attempt */
+	struct timespec last_ckpt; /* last checkpoint attempt, CLOCK_MONOTONIC */
+	pthread_t writer;
+	int have_writer;
+	int have_locks;
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double mono_since(const struct timespec *t0)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)(ts.tv_sec - t0->tv_sec) + (double)(ts.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* ---- canonical encoding ---- */
+
+static int enc_u32(EVP_MD_CTX *md, uint32_t v)
+{
+	uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+
+	return EVP_DigestUpdate(md, b, sizeof(b));
+}
+
+static int enc_u64(EVP_MD_CTX *md, uint64_t v)
+{
+	uint8_t b[8];
+	int i;
+
+	for (i = 7; i >= 0; i--, v >>= 8)
+		b[i] = (uint8_t)v;
+	return EVP_DigestUpdate(md, b, sizeof(b));
+}
+
+static int enc_bytes(EVP_MD_CTX *md, const void *p, size_t n)
+{
+	if (n > UINT32_MAX || !enc_u32(md, (uint32_t)n))
+		return 0;
+	return n == 0 || EVP_DigestUpdate(md, p, n);
+}
+
+static int enc_str(EVP_MD_CTX *md, const char *s)
+{
+	return enc_bytes(md, s, strlen(s));
+}
+
+/* hash = SHA-256(encoding of rec with seq and prev). The order here is the format: append
+ * new fields only under a new tag. */
+static int rec_hash(const struct audit_rec *r, uint64_t seq, const uint8_t prev[32],
+                    uint8_t out[32])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned int len = 0;
+	size_t i;
+	int ok;
+
+	ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+	     enc_str(md, LEDGER_ENC_TAG) && enc_u64(md, seq) && enc_u64(md, (uint64_t)r->time_ms) &&
+	     enc_str(md, r->caller) && enc_u32(md, r->uid) && enc_u32(md, r->gid) &&
+	     enc_u32(md, (uint32_t)r->pid) && enc_str(md, r->op) && enc_str(md, r->cred) &&
+	     enc_str(md, r->owner) && enc_str(md, r->purpose) && enc_str(md, r->halg) &&
+	     enc_u32(md, (uint32_t)r->nhashes);
+	for (i = 0; ok && i < r->nhashes; i++)
+		ok = enc_bytes(md, r->hashes[i], r->hash_len);
+	ok = ok && enc_str(md, r->jti) && enc_str(md, r->decision) && enc_str(md, r->reason) &&
+	     enc_str(md, r->detail) && enc_u32(md, (uint32_t)r->nsigs);
+	for (i = 0; ok && i < r->nsigs; i++)
+		ok = enc_bytes(md, r->sig_sha256[i], 32);
+	ok = ok && enc_bytes(md, prev, 32) && EVP_DigestFinal_ex(md, out, &len) && len == 32;
+	EVP_MD_CTX_free(md);
+	return ok ? 0 : -1;
+}
+
+/* ---- record validation ---- */
+
+#define STR_OK(field) (memchr((field), '\0', sizeof(field)) != NULL)
+
+static int rec_valid(const struct audit_rec *r)
+{
+	if (!STR_OK(r->caller) || !STR_OK(r->op) || !STR_OK(r->cred) || !STR_OK(r->owner) ||
+	    !STR_OK(r->purpose) || !STR_OK(r->halg) || !STR_OK(r->jti) || !STR_OK(r->decision) ||
+	    !STR_OK(r->reason) || !STR_OK(r->detail))
+		return 0;
+	if (r->op[0] == '\0' ||
+	    (strcmp(r->decision, "allow") != 0 && strcmp(r->decision, "deny") != 0))
+		return 0;
+	if (r->nhashes > LEDGER_MAX_HASHES || r->nsigs > LEDGER_MAX_HASHES)
+		return 0;
+	if (r->nhashes > 0 && (r->hash_len == 0 || r->hash_len > sizeof(r->hashes[0])))
+		return 0;
+	if (r->jti_add > 0 && r->jti[0] == '\0')
+		return 0;
+	if (r->quota_add > 0 && r->cred[0] == '\0')
+		return 0;
+	return 1;
+}
+
+/* ---- files and connections ---- */
+
+/* Create the state directory 0700 and the database file 0600 before SQLite opens it, so neither
+ * ever exists with looser modes.
+ *
+ * An existing database is only stat()ed and chmod()ed, never open()ed: closing a descriptor of
+ * a file drops every POSIX lock this process holds on it, including those of SQLite connections
+ * already open here (the registry's). Without its shared lock, another process closing its last
+ * connection believes it is alone, checkpoints and deletes the WAL under our feet, and
+ * committed records are lost. */
+static int prepare_files(const char *state_dir, const char *path, char *err, size_t errlen)
+{
+	struct stat sb;
+	int fd;
+
+	if (mkdir(state_dir, 0700) != 0 && errno != EEXIST) {
+		set_err(err, errlen, "%s: %s", state_dir, strerror(errno));
+		return -1;
+	}
+	if (stat(state_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+		set_err(err, errlen, "%s: not a directory", state_dir);
+		return -1;
+	}
+	if ((sb.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+		set_err(err, errlen, "%s: state directory is group- or world-writable", state_dir);
+		return -1;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		close(fd); /* new: nobody can hold a lock on it yet */
+		return 0;
+	}
+	if (errno != EEXIST) {
+		set_err(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		set_err(err, errlen, "%s: not a regular file", path);
+		return -1;
+	}
+	if ((sb.st_mode & 077) != 0 && chmod(path, 0600) != 0) {
+		set_err(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int db_path(const char *state_dir, char *path, size_t len)
+{
+	int n;
+
+	if (state_dir == NULL || state_dir[0] == '\0')
+		return -1;
+	n = snprintf(path, len, "%s/%s", state_dir, LEDGER_DB_NAME);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static int open_conn(const char *path, int flags, int sync_off, sqlite3 **out, char *err,
+                     size_t errlen)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char *msg = NULL;
+	int r = -1;
+
+	*out = NULL;
+	if (sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, NULL) !=
+	    SQLITE_OK) {
+		set_err(err, errlen, "%s: %s", path,
+		        db != NULL ? sqlite3_errmsg(db) : "cannot open database");
+		goto out;
+	}
+	sqlite3_extended_result_codes(db, 1);
+	if (sqlite3_busy_timeout(db, LEDGER_BUSY_MS) != SQLITE_OK ||
+	    sqlite3_exec(db, sync_off ? "PRAGMA synchronous = OFF;" : "PRAGMA synchronous = FULL;",
+	                 NULL, NULL, &msg) != SQLITE_OK) {
+		set_err(err, errlen, "ledger: cannot configure database: %s",
+		        msg != NULL ? msg : sqlite3_errmsg(db));
+		goto out;
+	}
+	if ((flags & SQLITE_OPEN_READONLY) == 0) {
+		/* journal_mode answers with the mode in force: check that WAL took. */
+		if (sqlite3_prepare_v2(db, "PRAGMA journal_mode = WAL", -1, &st, NULL) !=
+		        SQLITE_OK ||
+		    sqlite3_step(st) != SQLITE_ROW || sqlite3_column_text(st, 0) == NULL ||
+		    strcmp((const char *)sqlite3_column_text(st, 0), "wal") != 0) {
+			set_err(err, errlen, "ledger: cannot enable WAL journal: %s",
+			        sqlite3_errmsg(db));
+			goto out;
+		}
+	}
+	*out = db;
+	db = NULL;
+	r = 0;
+out:
+	sqlite3_finalize(st);
+	sqlite3_free(msg);
+	sqlite3_close(db);
+	return r;
+}
+
+static int create_schema(sqlite3 *db, char *err, size_t errlen)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+	    sqlite3_exec(db, schema_sql, NULL, NULL, &msg) != SQLITE_OK ||
+	    sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+		set_err(err, errlen, "ledger: cannot create tables: %s",
+		        msg != NULL ? msg : sqlite3_errmsg(db));
+		sqlite3_free(msg);
+		if (!sqlite3_get_autocommit(db))
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+static void reset(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+/* Head of the chain on the write connection: *seq 0 and zero hash when empty. 0 or -1. */
+static int read_head(struct ledger *l, uint64_t *seq, uint8_t hash[32])
+{
+	sqlite3_stmt *st = l->w[W_HEAD];
+	int rc, r = -1;
+
+	*seq = 0;
+	memset(hash, 0, 32);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		r = 0;
+	} else if (rc == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0 &&
+	           sqlite3_column_bytes(st, 1) == 32) {
+		*seq = (uint64_t)sqlite3_column_int64(st, 0);
+		memcpy(hash, sqlite3_column_blob(st, 1), 32);
+		r = 0;
+	}
+	reset(st);
+	return r;
+}
+
+/* ---- writing ---- */
+
+enum { COND_SQL_ERROR = 1 };
+
+/* Check and apply a record's quota and jti conditions. LEDGER_OK, LEDGER_ERR_QUOTA or
+ * _REPLAY (nothing applied), or COND_SQL_ERROR. */
+static int apply_conditions(struct ledger *l, const struct audit_rec *r)
+{
+	sqlite3_stmt *st;
+	int64_t used = 0, num = r->jti_num, count = 0;
+	int rc;
+
+	if (strcmp(r->decision, "allow") != 0)
+		return LEDGER_OK; /* a refusal consumes nothing */
+	if (r->jti_add > 0) {
+		st = l->w[W_JTI_GET];
+		if (sqlite3_bind_text(st, 1, r->jti, -1, SQLITE_STATIC) != SQLITE_OK)
+			goto sqlfail;
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			used = sqlite3_column_int64(st, 0);
+			/* The first use fixed the identifier's allowance: never raise it. */
+			if (sqlite3_column_int64(st, 1) < num)
+				num = sqlite3_column_int64(st, 1);
+		} else if (rc != SQLITE_DONE) {
+			goto sqlfail;
+		}
+		reset(st);
+		if (used + (int64_t)r->jti_add > num)
+			return LEDGER_ERR_REPLAY;
+	}
+	if (r->quota_add > 0) {
+		st = l->w[W_QUOTA_GET];
+		if (sqlite3_bind_text(st, 1, r->cred, -1, SQLITE_STATIC) != SQLITE_OK ||
+		    sqlite3_bind_int64(st, 2, r->quota_day) != SQLITE_OK)
+			goto sqlfail;
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			count = sqlite3_column_int64(st, 0);
+		else if (rc != SQLITE_DONE)
+			goto sqlfail;
+		reset(st);
+		if (count + (int64_t)r->quota_add > (int64_t)r->quota_max)
+			return LEDGER_ERR_QUOTA;
+	}
+	if (r->jti_add > 0) {
+		st = l->w[W_JTI_ADD];
+		if (sqlite3_bind_text(st, 1, r->jti, -1, SQLITE_STATIC) != SQLITE_OK ||
+		    sqlite3_bind_int64(st, 2, r->jti_add) != SQLITE_OK ||
+		    sqlite3_bind_int64(st, 3, r->jti_num) != SQLITE_OK ||
+		    sqlite3_bind_int64(st, 4, r->jti_exp) != SQLITE_OK ||
+		    sqlite3_step(st) != SQLITE_DONE)
+			goto sqlfail;
+		reset(st);
+	}
+	if (r->quota_add > 0) {
+		st = l->w[W_QUOTA_ADD];
+		if (sqlite3_bind_text(st, 1, r->cred, -1, SQLITE_STATIC) != SQLITE_OK ||
+		    sqlite3_bind_int64(st, 2, r->quota_day) != SQLITE_OK ||
+		    sqlite3_bind_int64(st, 3, r->quota_add) != SQLITE_OK ||
+		    sqlite3_step(st) != SQLITE_DONE)
+			goto sqlfail;
+		reset(st);
+	}
+	return LEDGER_OK;
+sqlfail:
+	reset(st);
+	return COND_SQL_ERROR;
+}
+
+static int insert_rec(struct ledger *l, const struct audit_rec *r, uint64_t seq,
+                      const uint8_t prev[32], const uint8_t hash[32])
+{
+	sqlite3_stmt *st = l->w[W_INSERT];
+	uint8_t hashes[LEDGER_MAX_HASHES * 64], sigs[LEDGER_MAX_HASHES * 32];
+	size_t i, hl = r->nhashes > 0 ? r->hash_len : 0;
+	int ok;
+
+	for (i = 0; i < r->nhashes; i++)
+		memcpy(hashes + i * hl, r->hashes[i], hl);
+	for (i = 0; i < r->nsigs; i++)
+		memcpy(sigs + i * 32, r->sig_sha256[i], 32);
+	ok = sqlite3_bind_int64(st, 1, (int64_t)seq) == SQLITE_OK &&
+	     sqlite3_bind_int64(st, 2, r->time_ms) == SQLITE_OK &&
+	     sqlite3_bind_text(st, 3, r->caller, -1, SQLITE_STATIC) == SQLITE_OK &&
+	     sqlite3_bind_int64(st, 4, r->uid) == SQLITE_OK &&
+	     sqlite3_bind_int64(st, 5, r->gid) == SQLITE_OK &&
+	     sqlite3_bind_int64(st, 6, r->pid) == SQLITE_OK &&
+	     sqlite3_bind_text(st, 7, r->op, -1, SQLITE_STATIC) == SQLITE_OK &&
+	     sqlite3_bind_text(st, 8, r->cred, -1, SQLITE_STATIC) == SQLITE_OK &&
+	     sqlite3_bind_text(st, 9, r->owner, -1, SQLITE_STATIC) == SQLITE_OK &&
+	     sqlite3_bind_text(st, 10, r->purpose, -1, SQLITE_STATIC) == SQLITE_OK &&
+	     sqlite3_bind_text(st, 11, r->halg, -1, SQLITE_STATIC) == SQLITE_OK &&
+	     sqlite3_bind_int64(st, 12, (int64_t)hl) == SQLITE_OK &&
+	     sqlite3_bind_blob(st, 13, hashes, (int)(r->nhashes * hl), SQLITE_TRANSIENT) ==
+	         SQLITE_OK &&
+	     sqlite3_bind_text(st, 14, r->jti, -1, SQLITE_STATIC) == SQLITE_OK &&
+	     sqlite3_bind_text(st, 15, r->decision, -1, SQLITE_STATIC) == SQLITE_OK &&
+	     sqlite3_bind_text(st, 16, r->reason, -1, SQLITE_STATIC) == SQLITE_OK &&
+	     sqlite3_bind_text(st, 17, r->detail, -1, SQLITE_STATIC) == SQLITE_OK &&
+	     sqlite3_bind_blob(st, 18, sigs, (int)(r->nsigs * 32), SQLITE_TRANSIENT) == SQLITE_OK &&
+	     sqlite3_bind_blob(st, 19, prev, 32, SQLITE_TRANSIENT) == SQLITE_OK &&
+	     sqlite3_bind_blob(st, 20, hash, 32, SQLITE_TRANSIENT) == SQLITE_OK &&
+	     sqlite3_step(st) == SQLITE_DONE;
+	reset(st);
+	return ok ? 0 : -1;
+}
+
+static void rollback(struct ledger *l)
+{
+	if (!sqlite3_get_autocommit(l->db)) {
+		sqlite3_step(l->w[W_ROLLBACK]);
+		sqlite3_reset(l->w[W_ROLLBACK]);
+	}
+}
+
+/* One transaction for the whole batch, records in queue order. Every p->result is set; on
+ * success each record's seq (and, for a failed condition, its decision) is filled in.
+ * Called with wmu held. Returns the number of records committed. */
+static size_t write_batch(struct ledger *l, struct pending *batch)
+{
+	struct audit_rec *w = NULL;
+	struct pending *p;
+	uint64_t seq, first;
+	uint8_t prev[32], hash[32];
+	size_t n = 0;
+	int rc;
+
+	for (p = batch; p != NULL; p = p->next)
+		p->result = LEDGER_ERR_UNAVAILABLE;
+	if ((w = malloc(sizeof(*w))) == NULL) {
+		for (p = batch; p != NULL; p = p->next)
+			p->result = LEDGER_ERR_INTERNAL;
+		return 0;
+	}
+	rc = sqlite3_step(l->w[W_BEGIN]);
+	sqlite3_reset(l->w[W_BEGIN]);
+	if (rc != SQLITE_DONE) {
+		fprintf(stderr, "ledger: cannot begin a transaction: %s\n", sqlite3_errmsg(l->db));
+		goto fail;
+	}
+	if (read_head(l, &seq, prev) != 0)
+		goto sqlfail;
+	first = seq + 1;
+	for (p = batch; p != NULL; p = p->next) {
+		*w = *p->rec;
+		rc = apply_conditions(l, w);
+		if (rc == COND_SQL_ERROR)
+			goto sqlfail;
+		if (rc == LEDGER_ERR_QUOTA || rc == LEDGER_ERR_REPLAY) {
+			snprintf(w->decision, sizeof(w->decision), "deny");
+			snprintf(w->reason, sizeof(w->reason), "%s",
+			         rc == LEDGER_ERR_QUOTA ? "quota_exceeded" : "sad_replayed");
+			w->nsigs = 0;
+		}
+		seq++;
+		if (rec_hash(w, seq, prev, hash) != 0) {
+			fprintf(stderr, "ledger: cannot hash a record\n");
+			goto fail;
+		}
+		if (insert_rec(l, w, seq, prev, hash) != 0)
+			goto sqlfail;
+		memcpy(prev, hash, 32);
+		p->result = rc;
+		n++;
+	}
+	rc = sqlite3_step(l->w[W_COMMIT]);
+	sqlite3_reset(l->w[W_COMMIT]);
+	if (rc != SQLITE_DONE)
+		goto sqlfail;
+	/* Durable: tell the callers what was written. */
+	seq = first;
+	for (p = batch; p != NULL; p = p->next, seq++) {
+		p->rec->seq = seq;
+		if (p->result == LEDGER_ERR_QUOTA || p->result == LEDGER_ERR_REPLAY) {
+			snprintf(p->rec->decision, sizeof(p->rec->decision), "deny");
+			snprintf(p->rec->reason, sizeof(p->rec->reason), "%s",
+			         p->result == LEDGER_ERR_QUOTA ? "quota_exceeded" : "sad_replayed");
+			p->rec->nsigs = 0;
+		}
+	}
+	free(w);
+	return n;
+sqlfail:
+	fprintf(stderr, "ledger: write failed, batch rolled back: %s\n", sqlite3_errmsg(l->db));
+fail:
+	rollback(l);
+	for (p = batch; p != NULL; p = p->next)
+		p->result = LEDGER_ERR_UNAVAILABLE;
+	free(w);
+	return 0;
+}
+
+/* ---- checkpoints ---- */
+
+/* Sign the current head and store it. Called with wmu held. LEDGER_OK (also when the ledger
+ * is empty or the head already has a checkpoint; *seq 0 then if empty), else an error. */
+static int checkpoint_locked(struct ledger *l, uint64_t *seq_out)
+{
+	sqlite3_stmt *st;
+	uint8_t head[32], sig[LEDGER_MAX_SIG];
+	size_t siglen = sizeof(sig);
+	uint64_t seq;
+	int rc, ok;
+
+	if (seq_out != NULL)
+		*seq_out = 0;
+	if (l->opts.sign == NULL)
+		return LEDGER_ERR_BAD_INPUT;
+	/* A committed record never changes, so the head can be signed outside a transaction. */
+	if (read_head(l, &seq, head) != 0)
+		return LEDGER_ERR_UNAVAILABLE;
+	if (seq == 0)
+		return LEDGER_OK;
+	if (seq_out != NULL)
+		*seq_out = seq;
+	st = l->w[W_CKPT_HAS];
+	if (sqlite3_bind_int64(st, 1, (int64_t)seq) != SQLITE_OK) {
+		reset(st);
+		return LEDGER_ERR_UNAVAILABLE;
+	}
+	rc = sqlite3_step(st);
+	reset(st);
+	if (rc == SQLITE_ROW)
+		return LEDGER_OK;
+	if (rc != SQLITE_DONE)
+		return LEDGER_ERR_UNAVAILABLE;
+	if (l->opts.sign(l->opts.sign_arg, head, sig, &siglen) != 0 || siglen == 0 ||
+	    siglen > sizeof(sig)) {
+		fprintf(stderr, "ledger: the audit key could not sign the checkpoint at seq %llu\n",
+		        (unsigned long long)seq);
+		return LEDGER_ERR_INTERNAL;
+	}
+	st = l->w[W_CKPT_PUT];
+	ok = sqlite3_bind_int64(st, 1, (int64_t)seq) == SQLITE_OK &&
+	     sqlite3_bind_blob(st, 2, head, 32, SQLITE_TRANSIENT) == SQLITE_OK &&
+	     sqlite3_bind_int64(st, 3, now_ms()) == SQLITE_OK &&
+	     sqlite3_bind_blob(st, 4, sig, (int)siglen, SQLITE_TRANSIENT) == SQLITE_OK &&
+	     sqlite3_step(st) == SQLITE_DONE;
+	reset(st);
+	if (!ok) {
+		fprintf(stderr, "ledger: cannot store the checkpoint at seq %llu: %s\n",
+		        (unsigned long long)seq, sqlite3_errmsg(l->db));
+		return LEDGER_ERR_UNAVAILABLE;
+	}
+	return LEDGER_OK;
+}
+
+/* Checkpoint now and reset the counters. */
+static int checkpoint_now(struct ledger *l, uint64_t *seq)
+{
+	int r;
+
+	pthread_mutex_lock(&l->wmu);
+	r = checkpoint_locked(l, seq);
+	pthread_mutex_unlock(&l->wmu);
+	pthread_mutex_lock(&l->mu);
+	if (r == LEDGER_OK)
+		l->uncovered = 0;
+	/* Also after a failure: retry at the next interval, not after every commit. */
+	l->since_try = 0;
+	clock_gettime(CLOCK_MONOTONIC, &l->last_ckpt);
+	pthread_mutex_unlock(&l->mu);
+	return r;
+}
+
+/* Called with mu held. */
+static int checkpoint_due(struct ledger *l)
+{
+	if (l->opts.sign == NULL || l->uncovered == 0)
+		return 0;
+	return l->since_try >= l->opts.checkpoint_every ||
+	       mono_since(&l->last_ckpt) >= (double)l->opts.checkpoint_secs;
+}
+
+int ledger_checkpoint(struct ledger *l, uint64_t *seq)
+{
+	if (l == NULL)
+		return LEDGER_ERR_BAD_INPUT;
+	return checkpoint_now(l, seq);
+}
+
+/* ---- the writer thread ---- */
+
+static void *writer_main(void *arg)
+{
+	struct ledger *l = arg;
+	struct pending *batch, *p, *next;
+	struct timespec ts;
+	size_t n;
+	int stop, due;
+
+	for (;;) {
+		pthread_mutex_lock(&l->mu);
+		while (l->qhead == NULL && !l->stop && !checkpoint_due(l)) {
+			if (l->opts.sign != NULL && l->uncovered > 0) {
+				/* Wake for the time-based checkpoint of an idle ledger. */
+				clock_gettime(CLOCK_MONOTONIC, &ts);
+				ts.tv_sec = l->last_ckpt.tv_sec + (time_t)l->opts.checkpoint_secs;
+				ts.tv_nsec = l->last_ckpt.tv_nsec;
+				pthread_cond_timedwait(&l->cv_work, &l->mu, &ts);
+			} else {
+				pthread_cond_wait(&l->cv_work, &l->mu);
+			}
+		}
+		batch = l->qhead;
+		l->qhead = l->qtail = NULL;
+		l->qlen = 0;
+		stop = l->stop;
+		pthread_mutex_unlock(&l->mu);
+
+		if (batch != NULL) {
+			pthread_mutex_lock(&l->wmu);
+			n = write_batch(l, batch);
+			pthread_mutex_unlock(&l->wmu);
+			pthread_mutex_lock(&l->mu);
+			l->uncovered += n;
+			l->since_try += n;
+			for (p = batch; p != NULL; p = next) {
+				next = p->next; /* p belongs to its waiter once done */
+				p->done = 1;
+			}
+			pthread_cond_broadcast(&l->cv_done);
+			pthread_mutex_unlock(&l->mu);
+		}
+		pthread_mutex_lock(&l->mu);
+		due = checkpoint_due(l);
+		pthread_mutex_unlock(&l->mu);
+		/* Not while stopping: ledger_close writes the final one. */
+		if (due && !stop && checkpoint_now(l, NULL) != LEDGER_OK)
+			fprintf(stderr, "ledger: checkpoint failed; will retry\n");
+		if (stop && batch == NULL)
+			break;
+	}
+	return NULL;
+}
+
+/* ---- open, close ---- */
+
+void ledger_close(struct ledger *l)
+{
+	int i, uncovered;
+
+	if (l == NULL)
+		return;
+	if (l->have_writer) {
+		pthread_mutex_lock(&l->mu);
+		l->stop = 1;
+		pthread_cond_signal(&l->cv_work);
+		pthread_mutex_unlock(&l->mu);
+		pthread_join(l->writer, NULL);
+	}
+	if (l->have_locks && l->db != NULL && l->opts.sign != NULL) {
+		pthread_mutex_lock(&l->mu);
+		uncovered = l->uncovered > 0;
+		pthread_mutex_unlock(&l->mu);
+		if (uncovered && checkpoint_now(l, NULL) != LEDGER_OK)
+			fprintf(stderr, "ledger: final checkpoint failed\n");
+	}
+	for (i = 0; i < W_COUNT; i++)
+		sqlite3_finalize(l->w[i]);
+	for (i = 0; i < R_COUNT; i++)
+		sqlite3_finalize(l->r[i]);
+	sqlite3_close(l->db);
+	sqlite3_close(l->rdb);
+	if (l->have_locks) {
+		pthread_mutex_destroy(&l->mu);
+		pthread_mutex_destroy(&l->wmu);
+		pthread_mutex_destroy(&l->rmu);
+		pthread_cond_destroy(&l->cv_work);
+		pthread_cond_destroy(&l->cv_done);
+	}
+	free(l);
+}
+
+static int init_locks(struct ledger *l)
+{
+	pthread_condattr_t ca;
+	int ok;
+
+	if (pthread_condattr_init(&ca) != 0)
+		return -1;
+	ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+	     pthread_mutex_init(&l->mu, NULL) == 0;
+	if (ok && pthread_mutex_init(&l->wmu, NULL) != 0) {
+		pthread_mutex_destroy(&l->mu);
+		ok = 0;
+	}
+	if (ok && pthread_mutex_init(&l->rmu, NULL) != 0) {
+		pthread_mutex_destroy(&l->mu);
+		pthread_mutex_destroy(&l->wmu);
+		ok = 0;
+	}
+	if (ok && pthread_cond_init(&l->cv_work, &ca) != 0) {
+		pthread_mutex_destroy(&l->mu);
+		pthread_mutex_destroy(&l->wmu);
+		pthread_mutex_destroy(&l->rmu);
+		ok = 0;
+	}
+	if (ok && pthread_cond_init(&l->cv_done, NULL) != 0) {
+		pthread_mutex_destroy(&l->mu);
+		pthread_mutex_destroy(&l->wmu);
+		pthread_mutex_destroy(&l->rmu);
+		pthread_cond_destroy(&l->cv_work);
+		ok = 0;
+	}
+	pthread_condattr_destroy(&ca);
+	return ok ? 0 : -1;
+}
+
+int ledger_open(const char *state_dir, const struct ledger_opts *opts, struct ledger **out,
+                char *err, size_t errlen)
+{
+	struct ledger *l = NULL;
+	uint64_t head_seq = 0;
+	uint8_t head[32];
+	sqlite3_stmt *st;
+	int i, rc, r = LEDGER_ERR_INTERNAL;
+
+	*out = NULL;
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
+		set_err(err, errlen, "ledger: out of memory");
+		return LEDGER_ERR_INTERNAL;
+	}
+	if (opts != NULL)
+		l->opts = *opts;
+	if (l->opts.checkpoint_every == 0)
+		l->opts.checkpoint_every = LEDGER_DEFAULT_EVERY;
+	if (l->opts.checkpoint_secs == 0)
+		l->opts.checkpoint_secs = LEDGER_DEFAULT_SECS;
+	if (db_path(state_dir, l->path, sizeof(l->path)) != 0) {
+		set_err(err, errlen, "ledger: no state directory, or its path is too long");
+		r = LEDGER_ERR_BAD_INPUT;
+		goto out;
+	}
+	if (init_locks(l) != 0) {
+		set_err(err, errlen, "ledger: cannot create locks");
+		goto out;
+	}
+	l->have_locks = 1;
+	clock_gettime(CLOCK_MONOTONIC, &l->last_ckpt);
+	r = LEDGER_ERR_UNAVAILABLE;
+	if (prepare_files(state_dir, l->path, err, errlen) != 0 ||
+	    open_conn(l->path, SQLITE_OPEN_READWRITE, l->opts.no_fsync, &l->db, err, errlen) != 0 ||
+	    create_schema(l->db, err, errlen) != 0 ||
+	    open_conn(l->path, SQLITE_OPEN_READWRITE, l->opts.no_fsync, &l->rdb, err, errlen) != 0)
+		goto out;
+	for (i = 0; i < W_COUNT; i++) {
+		if (sqlite3_prepare_v3(l->db, wsql[i], -1, SQLITE_PREPARE_PERSISTENT, &l->w[i],
+		                       NULL) != SQLITE_OK) {
+			set_err(err, errlen, "ledger: cannot prepare statement: %s",
+			        sqlite3_errmsg(l->db));
+			goto out;
+		}
+	}
+	for (i = 0; i < R_COUNT; i++) {
+		if (sqlite3_prepare_v3(l->rdb, rsql[i], -1, SQLITE_PREPARE_PERSISTENT, &l->r[i],
+		                       NULL) != SQLITE_OK) {
+			set_err(err, errlen, "ledger: cannot prepare statement: %s",
+			        sqlite3_errmsg(l->rdb));
+			goto out;
+		}
+	}
+	/* Records left uncovered by a previous run count towards the next checkpoint. */
+	if (read_head(l, &head_seq, head) != 0) {
+		set_err(err, errlen, "ledger: cannot read the chain head: %s",
+		        sqlite3_errmsg(l->db));
+		goto out;
+	}
+	st = l->w[W_CKPT_LAST];
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && (uint64_t)sqlite3_column_int64(st, 0) < head_seq)
+		l->uncovered = head_seq - (uint64_t)sqlite3_column_int64(st, 0);
+	else if (rc == SQLITE_DONE)
+		l->uncovered = head_seq;
+	l->since_try = l->uncovered;
+	sqlite3_reset(st);
+	if (!l->opts.direct) {
+		if (pthread_create(&l->writer, NULL, writer_main, l) != 0) {
+			set_err(err, errlen, "ledger: cannot start the writer thread");
+			r = LEDGER_ERR_INTERNAL;
+			goto out;
+		}
+		l->have_writer = 1;
+	}
+	*out = l;
+	l = NULL;
+	r = LEDGER_OK;
+out:
+	if (l != NULL) {
+		l->opts.sign = NULL; /* no checkpoint from a half-open ledger */
+		ledger_close(l);
+	}
+	return r;
+}
+
+/* ---- appending ---- */
+
+int ledger_append(struct ledger *l, struct audit_rec *rec)
+{
+	struct pending p;
+
+	if (l == NULL || rec == NULL || !rec_valid(rec))
+		return LEDGER_ERR_BAD_INPUT;
+	if (rec->time_ms == 0)
+		rec->time_ms = now_ms();
+	memset(&p, 0, sizeof(p));
+	p.rec = rec;
+	if (l->opts.direct) {
+		pthread_mutex_lock(&l->wmu);
+		if (write_batch(l, &p) > 0) {
+			pthread_mutex_lock(&l->mu);
+			l->uncovered++;
+			l->since_try++;
+			pthread_mutex_unlock(&l->mu);
+		}
+		pthread_mutex_unlock(&l->wmu);
+		return p.result;
+	}
+	pthread_mutex_lock(&l->mu);
+	if (l->stop || l->qlen >= LEDGER_MAX_QUEUE) {
+		pthread_mutex_unlock(&l->mu);
+		return LEDGER_ERR_UNAVAILABLE;
+	}
+	if (l->qtail != NULL)
+		l->qtail->next = &p;
+	else
+		l->qhead = &p;
+	l->qtail = &p;
+	l->qlen++;
+	pthread_cond_signal(&l->cv_work);
+	while (!p.done)
+		pthread_cond_wait(&l->cv_done, &l->mu);
+	pthread_mutex_unlock(&l->mu);
+	return p.result;
+}
+
+/* ---- reads ---- */
+
+int64_t ledger_quota_used(struct ledger *l, const char *cred, int64_t day)
+{
+	sqlite3_stmt *st;
+	int64_t v = -1;
+	int rc;
+
+	if (l == NULL || cred == NULL)
+		return -1;
+	pthread_mutex_lock(&l->rmu);
+	st = l->r[R_QUOTA];
+	if (sqlite3_bind_text(st, 1, cred, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int64(st, 2, day) == SQLITE_OK) {
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			v = sqlite3_column_int64(st, 0);
+		else if (rc == SQLITE_DONE)
+			v = 0;
+	}
+	reset(st);
+	pthread_mutex_unlock(&l->rmu);
+	return v;
+}
+
+int64_t ledger_jti_used(struct ledger *l, const char *jti)
+{
+	sqlite3_stmt *st;
+	int64_t v = -1;
+	int rc;
+
+	if (l == NULL || jti == NULL)
+		return -1;
+	pthread_mutex_lock(&l->rmu);
+	st = l->r[R_JTI];
+	if (sqlite3_bind_text(st, 1, jti, -1, SQLITE_STATIC) == SQLITE_OK) {
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			v = sqlite3_column_int64(st, 0);
+		else if (rc == SQLITE_DONE)
+			v = 0;
+	}
+	reset(st);
+	pthread_mutex_unlock(&l->rmu);
+	return v;
+}
+
+/* ---- reading records back (verify, export) ---- */
+
+/* Open read-only and start one read transaction, so verify and export see one snapshot even
+ * while the daemon appends. */
+static int open_reader(const char *state_dir, sqlite3 **db, char *err, size_t errlen)
+{
+	char path[4096];
+	struct stat sb;
+	char *msg = NULL;
+
+	*db = NULL;
+	if (db_path(state_dir, path, sizeof(path)) != 0) {
+		set_err(err, errlen, "ledger: no state directory, or its path is too long");
+		return -1;
+	}
+	if (stat(path, &sb) != 0) {
+		set_err(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (open_conn(path, SQLITE_OPEN_READONLY, 0, db, err, errlen) != 0)
+		return -1;
+	if (sqlite3_exec(*db, "BEGIN", NULL, NULL, &msg) != SQLITE_OK) {
+		set_err(err, errlen, "ledger: %s", msg != NULL ? msg : sqlite3_errmsg(*db));
+		sqlite3_free(msg);
+		sqlite3_close(*db);
+		*db = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static void close_reader(sqlite3 *db)
+{
+	if (db == NULL)
+		return;
+	sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	sqlite3_close(db);
+}
+
+static int col_int(sqlite3_stmt *st, int col, int64_t min, int64_t max, int64_t *v)
+{
+	if (sqlite3_column_type(st, col) != SQLITE_INTEGER)
+		return -1;
+	*v = sqlite3_column_int64(st, col);
+	return *v < min || *v > max ? -1 : 0;
+}
+
+static int col_str(sqlite3_stmt *st, int col, char *dst, size_t dstlen)
+{
+	const unsigned char *s;
+	int n;
+
+	if (sqlite3_column_type(st, col) != SQLITE_TEXT)
+		return -1;
+	s = sqlite3_column_text(st, col);
+	n = sqlite3_column_bytes(st, col);
+	/* An embedded NUL would hide bytes from the hash: refuse it. */
+	if (s == NULL || n < 0 || (size_t)n >= dstlen || memchr(s, '\0', (size_t)n) != NULL)
+		return -1;
+	memcpy(dst, s, (size_t)n);
+	dst[n] = '\0';
+	return 0;
+}
+
+static int col_blob(sqlite3_stmt *st, int col, const uint8_t **p, size_t *n)
+{
+	if (sqlite3_column_type(st, col) != SQLITE_BLOB)
+		return -1;
+	*p = sqlite3_column_blob(st, col);
+	*n = (size_t)sqlite3_column_bytes(st, col);
+	return *n > 0 && *p == NULL ? -1 : 0;
+}
+
+/* Fill rec, prev and hash from a row of AUDIT_COLUMNS. -1 if a column has the wrong type or
+ * does not fit: the row was not written by the ledger. */
+static int row_to_rec(sqlite3_stmt *st, struct audit_rec *r, uint8_t prev[32], uint8_t hash[32])
+{
+	const uint8_t *p;
+	size_t n, i;
+	int64_t v;
+
+	memset(r, 0, sizeof(*r));
+	if (col_int(st, C_SEQ, 1, INT64_MAX, &v) != 0)
+		return -1;
+	r->seq = (uint64_t)v;
+	if (col_int(st, C_TIME, INT64_MIN, INT64_MAX, &r->time_ms) != 0 ||
+	    col_str(st, C_CALLER, r->caller, sizeof(r->caller)) != 0)
+		return -1;
+	if (col_int(st, C_UID, 0, UINT32_MAX, &v) != 0)
+		return -1;
+	r->uid = (uint32_t)v;
+	if (col_int(st, C_GID, 0, UINT32_MAX, &v) != 0)
+		return -1;
+	r->gid = (uint32_t)v;
+	if (col_int(st, C_PID, INT32_MIN, INT32_MAX, &v) != 0)
+		return -1;
+	r->pid = (int32_t)v;
+	if (col_str(st, C_OP, r->op, sizeof(r->op)) != 0 ||
+	    col_str(st, C_CRED, r->cred, sizeof(r->cred)) != 0 ||
+	    col_str(st, C_OWNER, r->owner, sizeof(r->owner)) != 0 ||
+	    col_str(st, C_PURPOSE, r->purpose, sizeof(r->purpose)) != 0 ||
+	    col_str(st, C_HALG, r->halg, sizeof(r->halg)) != 0)
+		return -1;
+	if (col_int(st, C_HASH_LEN, 0, (int64_t)sizeof(r->hashes[0]), &v) != 0)
+		return -1;
+	r->hash_len = (size_t)v;
+	if (col_blob(st, C_HASHES, &p, &n) != 0)
+		return -1;
+	if (r->hash_len == 0 ? n != 0
+	                     : (n % r->hash_len != 0 || n / r->hash_len == 0 ||
+	                        n / r->hash_len > LEDGER_MAX_HASHES))
+		return -1;
+	r->nhashes = r->hash_len == 0 ? 0 : n / r->hash_len;
+	for (i = 0; i < r->nhashes; i++)
+		memcpy(r->hashes[i], p + i * r->hash_len, r->hash_len);
+	if (col_str(st, C_JTI, r->jti, sizeof(r->jti)) != 0 ||
+	    col_str(st, C_DECISION, r->decision, sizeof(r->decision)) != 0 ||
+	    col_str(st, C_REASON, r->reason, sizeof(r->reason)) != 0 ||
+	    col_str(st, C_DETAIL, r->detail, sizeof(r->detail)) != 0)
+		return -1;
+	if (col_blob(st, C_SIGS, &p, &n) != 0 || n % 32 != 0 || n / 32 > LEDGER_MAX_HASHES)
+		return -1;
+	r->nsigs = n / 32;
+	for (i = 0; i < r->nsigs; i++)
+		memcpy(r->sig_sha256[i], p + i * 32, 32);
+	if (col_blob(st, C_PREV, &p, &n) != 0 || n != 32)
+		return -1;
+	memcpy(prev, p, 32);
+	if (col_blob(st, C_HASH, &p, &n) != 0 || n != 32)
+		return -1;
+	memcpy(hash, p, 32);
+	return 0;
+}
+
+/* ---- verify ---- */
+
+struct ckpt {
+	uint64_t seq;
+	uint8_t head[32];
+	uint8_t *sig;
+	size_t siglen;
+};
+
+static void ckpts_free(struct ckpt *c, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(c[i].sig);
+	free(c);
+}
+
+static int load_ckpts(sqlite3 *db, struct ckpt **out, size_t *nout, uint64_t *bad_seq, char *why,
+                      size_t whylen)
+{
+	sqlite3_stmt *st = NULL;
+	struct ckpt *c = NULL, *nc;
+	size_t n = 0, cap = 0;
+	const uint8_t *p;
+	size_t len;
+	int64_t seq;
+	int rc, r = -1;
+
+	*out = NULL;
+	*nout = 0;
+	if (sqlite3_prepare_v2(db, "SELECT seq, head, sig FROM checkpoints ORDER BY seq", -1, &st,
+	                       NULL) != SQLITE_OK) {
+		set_err(why, whylen, "cannot read the checkpoints: %s", sqlite3_errmsg(db));
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap == 0 ? 64 : cap * 2;
+			if ((nc = realloc(c, cap * sizeof(*c))) == NULL) {
+				set_err(why, whylen, "out of memory");
+				goto out;
+			}
+			c = nc;
+		}
+		memset(&c[n], 0, sizeof(c[n]));
+		if (col_int(st, 0, 1, INT64_MAX, &seq) != 0) {
+			set_err(why, whylen, "a checkpoint row has a malformed sequence number");
+			goto out;
+		}
+		c[n].seq = (uint64_t)seq;
+		if (col_blob(st, 1, &p, &len) != 0 || len != 32) {
+			*bad_seq = c[n].seq;
+			set_err(why, whylen, "checkpoint at seq %llu is malformed",
+			        (unsigned long long)c[n].seq);
+			goto out;
+		}
+		memcpy(c[n].head, p, 32);
+		if (col_blob(st, 2, &p, &len) != 0 || len == 0 || len > LEDGER_MAX_SIG ||
+		    (c[n].sig = malloc(len)) == NULL) {
+			*bad_seq = c[n].seq;
+			set_err(why, whylen, "checkpoint at seq %llu has a malformed signature",
+			        (unsigned long long)c[n].seq);
+			goto out;
+		}
+		memcpy(c[n].sig, p, len);
+		c[n].siglen = len;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		set_err(why, whylen, "cannot read the checkpoints: %s", sqlite3_errmsg(db));
+		goto out;
+	}
+	*out = c;
+	*nout = n;
+	c = NULL;
+	n = 0;
+	r = 0;
+out:
+	ckpts_free(c, n);
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int ckpt_sig_ok(EVP_PKEY *key, const struct ckpt *c)
+{
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
+	int ok;
+
+	/* The audit key signed the 32-byte head as a SHA-256 digest (ECDSA over the value
+	 * itself; PKCS#1 v1.5 with a SHA-256 DigestInfo for an RSA key). */
+	ok = ctx != NULL && EVP_PKEY_verify_init(ctx) == 1 &&
+	     EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) == 1 &&
+	     EVP_PKEY_verify(ctx, c->sig, c->siglen, c->head, 32) == 1;
+	EVP_PKEY_CTX_free(ctx);
+	return ok;
+}
+
+int ledger_verify(const char *state_dir, struct evp_pkey_st *verify_key, uint64_t *records,
+                  uint64_t *checkpoints, uint64_t *bad_seq, char *why, size_t whylen)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	struct audit_rec *rec = NULL;
+	struct ckpt *ck = NULL;
+	size_t nck = 0, ci = 0;
+	uint8_t prev[32], stored_prev[32], stored_hash[32], hash[32];
+	uint64_t expect = 1, last_ck = 0;
+	int rc, r = -1;
+
+	*records = 0;
+	*checkpoints = 0;
+	*bad_seq = 0;
+	set_err(why, whylen, "%s", "");
+	if (open_reader(state_dir, &db, why, whylen) != 0)
+		goto out;
+	if (load_ckpts(db, &ck, &nck, bad_seq, why, whylen) != 0)
+		goto out;
+	*checkpoints = nck;
+	if ((rec = malloc(sizeof(*rec))) == NULL) {
+		set_err(why, whylen, "out of memory");
+		goto out;
+	}
+	if (sqlite3_prepare_v2(db, "SELECT " AUDIT_COLUMNS " FROM audit ORDER BY seq", -1, &st,
+	                       NULL) != SQLITE_OK) {
+		set_err(why, whylen, "cannot read the audit records: %s", sqlite3_errmsg(db));
+		goto out;
+	}
+	memset(prev, 0, sizeof(prev));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (row_to_rec(st, rec, stored_prev, stored_hash) != 0) {
+			*bad_seq = sqlite3_column_type(st, C_SEQ) == SQLITE_INTEGER &&
+			                   sqlite3_column_int64(st, C_SEQ) > 0
+			               ? (uint64_t)sqlite3_column_int64(st, C_SEQ)
+			               : expect;
+			set_err(why, whylen, "record %llu is malformed (a column was edited)",
+			        (unsigned long long)*bad_seq);
+			goto out;
+		}
+		if (rec->seq != expect) {
+			*bad_seq = expect;
+			if (expect + 1 == rec->seq)
+				set_err(why, whylen, "record %llu is missing (deleted)",
+				        (unsigned long long)expect);
+			else
+				set_err(why, whylen, "records %llu..%llu are missing (deleted)",
+				        (unsigned long long)expect,
+				        (unsigned long long)(rec->seq - 1));
+			goto out;
+		}
+		if (rec_hash(rec, rec->seq, stored_prev, hash) != 0) {
+			set_err(why, whylen, "cannot compute hashes");
+			goto out;
+		}
+		if (CRYPTO_memcmp(hash, stored_hash, 32) != 0) {
+			*bad_seq = rec->seq;
+			set_err(why, whylen,
+			        "record %llu does not match its hash (edited, inserted or moved)",
+			        (unsigned long long)rec->seq);
+			goto out;
+		}
+		if (CRYPTO_memcmp(stored_prev, prev, 32) != 0) {
+			*bad_seq = rec->seq;
+			set_err(why, whylen,
+			        "record %llu does not follow record %llu (chain broken: a record "
+			        "was inserted, replaced or reordered)",
+			        (unsigned long long)rec->seq, (unsigned long long)(rec->seq - 1));
+			goto out;
+		}
+		for (; ci < nck && ck[ci].seq <= rec->seq; ci++) {
+			/* ck[ci].seq < rec->seq cannot happen: seqs are contiguous from 1. */
+			if (CRYPTO_memcmp(ck[ci].head, stored_hash, 32) != 0) {
+				*bad_seq = rec->seq;
+				set_err(why, whylen,
+				        "record %llu differs from the signed checkpoint at that "
+				        "sequence number (chain rewritten)",
+				        (unsigned long long)rec->seq);
+				goto out;
+			}
+			if (verify_key != NULL && !ckpt_sig_ok(verify_key, &ck[ci])) {
+				*bad_seq = rec->seq;
+				set_err(why, whylen,
+				        "the checkpoint at seq %llu has a bad signature (not made "
+				        "by the audit key)",
+				        (unsigned long long)rec->seq);
+				goto out;
+			}
+			last_ck = rec->seq;
+		}
+		memcpy(prev, stored_hash, 32);
+		(*records)++;
+		expect++;
+	}
+	if (rc != SQLITE_DONE) {
+		set_err(why, whylen, "cannot read the audit records: %s", sqlite3_errmsg(db));
+		goto out;
+	}
+	if (ci < nck) {
+		*bad_seq = expect;
+		set_err(why, whylen,
+		        "tail truncated: a signed checkpoint covers seq %llu but the ledger ends "
+		        "at seq %llu",
+		        (unsigned long long)ck[nck - 1].seq, (unsigned long long)(expect - 1));
+		goto out;
+	}
+	/* Intact; say what is not covered yet, and whether signatures were checked. */
+	if (*records > last_ck)
+		set_err(why, whylen,
+		        "%llu record(s) after the last checkpoint (seq %llu) are not yet covered "
+		        "by a signed checkpoint%s",
+		        (unsigned long long)(*records - last_ck), (unsigned long long)last_ck,
+		        verify_key == NULL && nck > 0 ? "; checkpoint signatures NOT checked (no "
+		                                        "audit key)"
+		                                      : "");
+	else if (verify_key == NULL && nck > 0)
+		set_err(why, whylen, "checkpoint signatures NOT checked (no audit key)");
+	r = 0;
+out:
+	sqlite3_finalize(st);
+	close_reader(db);
+	ckpts_free(ck, nck);
+	free(rec);
+	return r;
+}
+
+/* ---- export ---- */
+
+static void hex(const uint8_t *p, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* A JSON string; bytes that are not valid UTF-8 (records hold what callers sent) become '?'. */
+static json_t *jstr(const char *s)
+{
+	json_t *j = json_string(s);
+	char *copy;
+	size_t i;
+
+	if (j != NULL || (copy = strdup(s)) == NULL)
+		return j;
+	for (i = 0; copy[i] != '\0'; i++)
+		if ((unsigned char)copy[i] >= 0x80)
+			copy[i] = '?';
+	j = json_string(copy);
+	free(copy);
+	return j;
+}
+
+static int rfc3339_ms(int64_t ms, char *buf, size_t len)
+{
+	int64_t secs = ms / 1000, frac = ms % 1000;
+	time_t t;
+	struct tm tm;
+	char base[32];
+
+	if (frac < 0) {
+		frac += 1000;
+		secs -= 1;
+	}
+	t = (time_t)secs;
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+		return -1;
+	snprintf(buf, len, "%s.%03dZ", base, (int)frac);
+	return 0;
+}
+
+static json_t *rec_json(const struct audit_rec *r, const uint8_t prev[32], const uint8_t hash[32])
+{
+	json_t *o = json_object(), *hashes = json_array(), *sigs = json_array();
+	char t[48], hx[65], b64[4 * ((64 + 2) / 3) + 1];
+	size_t i;
+	int ok;
+
+	ok = o != NULL && hashes != NULL && sigs != NULL &&
+	     rfc3339_ms(r->time_ms, t, sizeof(t)) == 0;
+	for (i = 0; ok && i < r->nhashes; i++) {
+		EVP_EncodeBlock((unsigned char *)b64, r->hashes[i], (int)r->hash_len);
+		ok = json_array_append_new(hashes, json_string(b64)) == 0;
+	}
+	for (i = 0; ok && i < r->nsigs; i++) {
+		hex(r->sig_sha256[i], 32, hx);
+		ok = json_array_append_new(sigs, json_string(hx)) == 0;
+	}
+	ok = ok && json_object_set_new(o, "seq", json_integer((json_int_t)r->seq)) == 0 &&
+	     json_object_set_new(o, "time", json_string(t)) == 0 &&
+	     json_object_set_new(o, "caller", jstr(r->caller)) == 0 &&
+	     json_object_set_new(o, "uid", json_integer(r->uid)) == 0 &&
+	     json_object_set_new(o, "gid", json_integer(r->gid)) == 0 &&
+	     json_object_set_new(o, "pid", json_integer(r->pid)) == 0 &&
+	     json_object_set_new(o, "op", jstr(r->op)) == 0 &&
+	     json_object_set_new(o, "credential", jstr(r->cred)) == 0 &&
+	     json_object_set_new(o, "owner", jstr(r->owner)) == 0 &&
+	     json_object_set_new(o, "purpose", jstr(r->purpose)) == 0 &&
+	     json_object_set_new(o, "hash_algorithm", jstr(r->halg)) == 0 &&
+	     json_object_set(o, "hashes", hashes) == 0 &&
+	     json_object_set_new(o, "jti", jstr(r->jti)) == 0 &&
+	     json_object_set_new(o, "decision", jstr(r->decision)) == 0 &&
+	     json_object_set_new(o, "reason", jstr(r->reason)) == 0 &&
+	     json_object_set_new(o, "detail", jstr(r->detail)) == 0 &&
+	     json_object_set(o, "signature_sha256", sigs) == 0;
+	if (ok) {
+		hex(prev, 32, hx);
+		ok = json_object_set_new(o, "prev_hash", json_string(hx)) == 0;
+	}
+	if (ok) {
+		hex(hash, 32, hx);
+		ok = json_object_set_new(o, "hash", json_string(hx)) == 0;
+	}
+	json_decref(hashes);
+	json_decref(sigs);
+	if (!ok) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int ledger_export_jsonl(const char *state_dir, int fd, char *err, size_t errlen)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	struct audit_rec *rec = NULL;
+	uint8_t prev[32], hash[32];
+	json_t *o;
+	char *line;
+	size_t len;
+	int rc, r = LEDGER_ERR_INTERNAL;
+
+	if (open_reader(state_dir, &db, err, errlen) != 0) {
+		r = LEDGER_ERR_UNAVAILABLE;
+		goto out;
+	}
+	if ((rec = malloc(sizeof(*rec))) == NULL) {
+		set_err(err, errlen, "out of memory");
+		goto out;
+	}
+	if (sqlite3_prepare_v2(db, "SELECT " AUDIT_COLUMNS " FROM audit ORDER BY seq", -1, &st,
+	                       NULL) != SQLITE_OK) {
+		set_err(err, errlen, "cannot read the audit records: %s", sqlite3_errmsg(db));
+		r = LEDGER_ERR_UNAVAILABLE;
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (row_to_rec(st, rec, prev, hash) != 0) {
+			set_err(err, errlen, "record %lld is malformed; run audit verify",
+			        (long long)sqlite3_column_int64(st, C_SEQ));
+			goto out;
+		}
+		if ((o = rec_json(rec, prev, hash)) == NULL) {
+			set_err(err, errlen, "cannot encode record %llu",
+			        (unsigned long long)rec->seq);
+			goto out;
+		}
+		line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		json_decref(o);
+		if (line == NULL) {
+			set_err(err, errlen, "cannot encode record %llu",
+			        (unsigned long long)rec->seq);
+			goto out;
+		}
+		len = strlen(line);
+		line[len] = '\n'; /* replaces the NUL; written by length */
+		rc = write_all(fd, line, len + 1);
+		free(line);
+		if (rc != 0) {
+			set_err(err, errlen, "write: %s", strerror(errno));
+			goto out;
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		set_err(err, errlen, "cannot read the audit records: %s", sqlite3_errmsg(db));
+		r = LEDGER_ERR_UNAVAILABLE;
+		goto out;
+	}
+	r = LEDGER_OK;
+out:
+	sqlite3_finalize(st);
+	close_reader(db);
+	free(rec);
+	return r;
+}

@@ -1,0 +1,106 @@
+/* The ledger: tamper-evident audit records, quota counters and consumed SAD identifiers in the
+ * state directory's SQLite database (iamsign.db, WAL, synchronous=FULL), hash-chained, with
+ * checkpoints of the chain head signed by the audit key in the token.
+ *
+ * In the daemon, ledger_append() hands the record to one writer thread that commits every
+ * record waiting at that moment in one transaction and one fsync (group commit), and returns
+ * once the record is durable. iamsign-admin opens the ledger in direct mode: each append is its
+ * own transaction. Either way the chain stays linear across processes: the writer reads the
+ * chain head inside each write transaction (BEGIN IMMEDIATE). */
+#ifndef IAMSIGN_SIGNER_LEDGER_H
+#define IAMSIGN_SIGNER_LEDGER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum ledger_err {
+	LEDGER_OK = 0,
+	LEDGER_ERR_INTERNAL = -1,
+	LEDGER_ERR_UNAVAILABLE = -2, /* cannot write (disk full, read-only, locked too long) */
+	LEDGER_ERR_QUOTA = -3,       /* the record's quota condition failed: recorded as a denial */
+	LEDGER_ERR_REPLAY = -4,      /* the record's jti condition failed: recorded as a denial */
+	LEDGER_ERR_BAD_INPUT = -5,
+};
+
+#define LEDGER_MAX_HASHES 64
+
+struct audit_rec {
+	/* Filled by the caller. Strings are NUL-terminated; empty when not applicable. */
+	int64_t time_ms; /* unix time in milliseconds; 0: ledger_append fills in now */
+	char caller[65]; /* policy caller name, or "" when unknown; "admin" for the tool */
+	uint32_t uid, gid;
+	int32_t pid;
+	char op[40]; /* "signatures/signHash", "credentials/info", "admin.keygen", ... */
+	char cred[65];
+	char owner[129];
+	char purpose[65];
+	char halg[16]; /* "sha256", ... */
+	size_t nhashes;
+	size_t hash_len;
+	uint8_t hashes[LEDGER_MAX_HASHES][64];
+	char jti[129];
+	char decision[8]; /* "allow" or "deny" */
+	char reason[48];  /* stable reason, "" when allowed */
+	char detail[200]; /* free text (admin action arguments, error description) */
+	size_t nsigs;
+	uint8_t sig_sha256[LEDGER_MAX_HASHES][32];
+
+	/* Conditions and side effects, applied in the record's own transaction. When a condition
+	 * fails, the record is written as decision "deny" with reason quota_exceeded or
+	 * sad_replayed and nsigs 0, and ledger_append returns LEDGER_ERR_QUOTA or _REPLAY. */
+	uint32_t quota_add; /* > 0: add to quota(cred, quota_day); fail if the sum > quota_max */
+	int64_t quota_day;
+	uint32_t quota_max;
+	uint32_t jti_add; /* > 0: consume jti; fail if used + jti_add > jti_num */
+	uint32_t jti_num;
+	int64_t jti_exp; /* kept so expired identifiers can be purged later */
+
+	/* Filled by the ledger on success. */
+	uint64_t seq;
+};
+
+/* Signs a checkpoint: the SHA-256 chain head, with the audit key. Returns 0 or negative. */
+typedef int (*ledger_sign_fn)(void *arg, const uint8_t head[32], uint8_t *sig, size_t *siglen);
+
+struct ledger_opts {
+	int direct;                /* 1: no writer thread (iamsign-admin) */
+	int no_fsync;              /* benchmark only: synchronous=OFF */
+	unsigned checkpoint_every; /* records between checkpoints (default 1000) */
+	unsigned checkpoint_secs;  /* seconds between checkpoints (default 60) */
+	ledger_sign_fn sign;       /* NULL: no checkpoints (admin direct mode) */
+	void *sign_arg;
+};
+
+struct ledger;
+int ledger_open(const char *state_dir, const struct ledger_opts *opts, struct ledger **out,
+                char *err, size_t errlen);
+/* Writes a final checkpoint (when it can sign), stops the writer, closes. */
+void ledger_close(struct ledger *l);
+
+/* Append one record; blocks until it is durable (or failed). Thread-safe. */
+int ledger_append(struct ledger *l, struct audit_rec *rec);
+
+/* Sign the current chain head now with opts->sign and store the checkpoint (iamsign-admin
+ * audit checkpoint). *seq gets the sequence number covered (0: the ledger is empty, nothing
+ * signed). LEDGER_OK also when that head already has a checkpoint; LEDGER_ERR_BAD_INPUT without
+ * a sign callback; LEDGER_ERR_INTERNAL if signing failed; LEDGER_ERR_UNAVAILABLE if the
+ * database cannot be written. Thread-safe. */
+int ledger_checkpoint(struct ledger *l, uint64_t *seq);
+
+/* Current count of quota(cred, day) (0 if none), for a pre-check before signing; the
+ * authoritative check is the record's condition. -1 on error. */
+int64_t ledger_quota_used(struct ledger *l, const char *cred, int64_t day);
+/* Signatures already consumed under jti (0 if unknown); -1 on error. */
+int64_t ledger_jti_used(struct ledger *l, const char *jti);
+
+/* Verification and export, for iamsign-admin (read-only; verify_key is the audit key's public
+ * key, NULL to skip checkpoint signatures with a warning). verify returns 0 when intact; else
+ * -1 with *bad_seq set to the first bad sequence number and why filled. */
+struct evp_pkey_st;
+int ledger_verify(const char *state_dir, struct evp_pkey_st *verify_key, uint64_t *records,
+                  uint64_t *checkpoints, uint64_t *bad_seq, char *why, size_t whylen);
+/* One JSON object per line with stable field names (see docs/operations.md). */
+int ledger_export_jsonl(const char *state_dir, int fd, char *err, size_t errlen);
+
+#endif

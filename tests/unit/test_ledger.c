@@ -1,0 +1,867 @@
+/* The ledger: hash chain, group commit, quota and jti conditions, failure when the database
+ * cannot be written, tamper and truncation detection, export. Each test uses its own state
+ * directory under $TMPDIR. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <sqlite3.h>
+
+#include "signer/ledger.h"
+
+#define THREADS 16
+
+struct fixture {
+	char dir[256];
+	EVP_PKEY *key;   /* software audit key */
+	EVP_PKEY *other; /* a key that did not sign */
+};
+
+static int sw_sign(void *arg, const uint8_t head[32], uint8_t *sig, size_t *siglen)
+{
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new((EVP_PKEY *)arg, NULL);
+	int ok;
+
+	/* As the token does: ECDSA over the 32-byte head taken as a SHA-256 digest. */
+	ok = ctx != NULL && EVP_PKEY_sign_init(ctx) == 1 &&
+	     EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) == 1 &&
+	     EVP_PKEY_sign(ctx, sig, siglen, head, 32) == 1;
+	EVP_PKEY_CTX_free(ctx);
+	return ok ? 0 : -1;
+}
+
+static int fail_sign(void *arg, const uint8_t head[32], uint8_t *sig, size_t *siglen)
+{
+	return -1;
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	const char *tmp = getenv("TMPDIR");
+
+	assert_non_null(f);
+	snprintf(f->dir, sizeof(f->dir), "%s/ledger-test.XXXXXX", tmp != NULL ? tmp : "/tmp");
+	assert_non_null(mkdtemp(f->dir));
+	assert_non_null(f->key = EVP_EC_gen("P-256"));
+	assert_non_null(f->other = EVP_EC_gen("P-256"));
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", f->dir);
+	EVP_PKEY_free(f->key);
+	EVP_PKEY_free(f->other);
+	free(f);
+	return 0;
+}
+
+static struct ledger *open_ledger(struct fixture *f, int direct, ledger_sign_fn sign,
+                                  unsigned every)
+{
+	struct ledger_opts o;
+	struct ledger *l = NULL;
+	char err[256] = "";
+
+	memset(&o, 0, sizeof(o));
+	o.direct = direct;
+	o.sign = sign;
+	o.sign_arg = f->key;
+	o.checkpoint_every = every;
+	if (ledger_open(f->dir, &o, &l, err, sizeof(err)) != LEDGER_OK)
+		fail_msg("ledger_open: %s", err);
+	return l;
+}
+
+static void make_rec(struct audit_rec *r, unsigned i)
+{
+	memset(r, 0, sizeof(*r));
+	r->time_ms = 1700000000000LL + i;
+	snprintf(r->caller, sizeof(r->caller), "renewal");
+	r->uid = 1000;
+	r->gid = 1000;
+	r->pid = 4242;
+	snprintf(r->op, sizeof(r->op), "signatures/signHash");
+	snprintf(r->cred, sizeof(r->cred), "cred-%u", i % 3);
+	snprintf(r->owner, sizeof(r->owner), "citizen-%u", i % 3);
+	snprintf(r->purpose, sizeof(r->purpose), "vehicle-licence-renewal");
+	snprintf(r->halg, sizeof(r->halg), "sha256");
+	r->nhashes = 2;
+	r->hash_len = 32;
+	memset(r->hashes[0], (int)(i & 0xff), 32);
+	memset(r->hashes[1], 0xa5, 32);
+	snprintf(r->decision, sizeof(r->decision), "allow");
+	snprintf(r->detail, sizeof(r->detail), "record %u", i);
+	r->nsigs = 2;
+	memset(r->sig_sha256[0], 0x11, 32);
+	memset(r->sig_sha256[1], (int)(i & 0xff), 32);
+}
+
+static void append_n(struct ledger *l, unsigned n)
+{
+	struct audit_rec *r = malloc(sizeof(*r));
+	unsigned i;
+
+	assert_non_null(r);
+	for (i = 0; i < n; i++) {
+		make_rec(r, i);
+		assert_int_equal(ledger_append(l, r), LEDGER_OK);
+	}
+	free(r);
+}
+
+/* Verify; returns the verify result and fills the counts. */
+static int verify(struct fixture *f, EVP_PKEY *key, uint64_t *records, uint64_t *ckpts,
+                  uint64_t *bad, char *why, size_t whylen)
+{
+	return ledger_verify(f->dir, key, records, ckpts, bad, why, whylen);
+}
+
+static void expect_intact(struct fixture *f, uint64_t want_records)
+{
+	uint64_t records, ckpts, bad;
+	char why[512];
+	int r = verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why));
+
+	if (r != 0)
+		fail_msg("verify failed at %llu: %s", (unsigned long long)bad, why);
+	assert_int_equal(records, want_records);
+}
+
+static void expect_bad(struct fixture *f, uint64_t want_bad, const char *want_why)
+{
+	uint64_t records, ckpts, bad;
+	char why[512];
+	int r = verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why));
+
+	if (r == 0)
+		fail_msg("verify passed, expected a failure at %llu", (unsigned long long)want_bad);
+	if (bad != want_bad)
+		fail_msg("verify failed at %llu (%s), expected %llu", (unsigned long long)bad, why,
+		         (unsigned long long)want_bad);
+	if (strstr(why, want_why) == NULL)
+		fail_msg("why \"%s\" does not mention \"%s\"", why, want_why);
+}
+
+static void sql(struct fixture *f, const char *stmt)
+{
+	char path[512], *msg = NULL;
+	sqlite3 *db;
+
+	snprintf(path, sizeof(path), "%s/iamsign.db", f->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	if (sqlite3_exec(db, stmt, NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("%s: %s", stmt, msg);
+	sqlite3_close(db);
+}
+
+/* ---- chain ---- */
+
+static void test_chain_many(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger(f, 0, NULL, 0);
+	struct audit_rec r;
+
+	append_n(l, 500);
+	make_rec(&r, 500);
+	assert_int_equal(ledger_append(l, &r), LEDGER_OK);
+	assert_int_equal(r.seq, 501);
+	ledger_close(l);
+	expect_intact(f, 501);
+
+	/* Another process (direct mode) continues the same chain. */
+	l = open_ledger(f, 1, NULL, 0);
+	append_n(l, 10);
+	ledger_close(l);
+	expect_intact(f, 511);
+}
+
+static void test_bad_input(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger(f, 1, NULL, 0);
+	struct audit_rec r;
+
+	make_rec(&r, 0);
+	snprintf(r.decision, sizeof(r.decision), "maybe");
+	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_BAD_INPUT);
+	make_rec(&r, 0);
+	r.nhashes = LEDGER_MAX_HASHES + 1;
+	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_BAD_INPUT);
+	make_rec(&r, 0);
+	memset(r.detail, 'x', sizeof(r.detail)); /* not terminated */
+	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_BAD_INPUT);
+	make_rec(&r, 0);
+	r.op[0] = '\0';
+	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_BAD_INPUT);
+	/* time 0: filled in by the ledger */
+	make_rec(&r, 0);
+	r.time_ms = 0;
+	assert_int_equal(ledger_append(l, &r), LEDGER_OK);
+	assert_true(r.time_ms > 1700000000000LL);
+	ledger_close(l);
+	expect_intact(f, 1);
+}
+
+/* ---- group commit ---- */
+
+struct worker {
+	struct ledger *l;
+	unsigned id, n;
+	int ok, quota_fail, replay_fail, other;
+	uint64_t *seqs;
+	uint32_t quota_max;
+	const char *jti;
+	uint32_t jti_num;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct audit_rec *r = malloc(sizeof(*r));
+	unsigned i;
+	int rc;
+
+	if (r == NULL)
+		return NULL;
+	for (i = 0; i < w->n; i++) {
+		make_rec(r, w->id * 1000 + i);
+		if (w->quota_max > 0) {
+			snprintf(r->cred, sizeof(r->cred), "quota-cred");
+			r->quota_add = 1;
+			r->quota_day = 20000;
+			r->quota_max = w->quota_max;
+		}
+		if (w->jti != NULL) {
+			snprintf(r->jti, sizeof(r->jti), "%s", w->jti);
+			r->jti_add = 1;
+			r->jti_num = w->jti_num;
+			r->jti_exp = 1900000000;
+		}
+		rc = ledger_append(w->l, r);
+		if (rc == LEDGER_OK) {
+			w->ok++;
+		} else if (rc == LEDGER_ERR_QUOTA) {
+			w->quota_fail++;
+			if (strcmp(r->decision, "deny") != 0 ||
+			    strcmp(r->reason, "quota_exceeded") != 0 || r->nsigs != 0)
+				w->other++;
+		} else if (rc == LEDGER_ERR_REPLAY) {
+			w->replay_fail++;
+		} else {
+			w->other++;
+		}
+		if (w->seqs != NULL)
+			w->seqs[i] = r->seq;
+	}
+	free(r);
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void run_workers(struct worker *w, unsigned n)
+{
+	pthread_t t[THREADS];
+	unsigned i;
+
+	for (i = 0; i < n; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+	for (i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+}
+
+static void test_group_commit(void **state)
+{
+	enum { PER = 200 };
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger(f, 0, sw_sign, 500);
+	struct worker w[THREADS];
+	uint64_t *seqs = calloc(THREADS * PER, sizeof(*seqs)), records, ckpts, bad;
+	char why[512];
+	unsigned i;
+
+	assert_non_null(seqs);
+	memset(w, 0, sizeof(w));
+	for (i = 0; i < THREADS; i++) {
+		w[i].l = l;
+		w[i].id = i;
+		w[i].n = PER;
+		w[i].seqs = seqs + i * PER;
+	}
+	run_workers(w, THREADS);
+	ledger_close(l);
+	for (i = 0; i < THREADS; i++) {
+		assert_int_equal(w[i].ok, PER);
+		assert_int_equal(w[i].other, 0);
+	}
+	qsort(seqs, THREADS * PER, sizeof(*seqs), cmp_u64);
+	for (i = 0; i < THREADS * PER; i++)
+		assert_int_equal(seqs[i], i + 1); /* unique and contiguous */
+	free(seqs);
+	assert_int_equal(verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why)), 0);
+	assert_int_equal(records, THREADS * PER);
+	/* every 500 records (at batch boundaries) and one at close, covering the tail */
+	assert_true(ckpts >= 2);
+	assert_null(strstr(why, "not yet covered"));
+}
+
+/* The daemon opens the registry (a WAL connection to the same file) before the ledger. Opening
+ * the ledger must not drop that process's POSIX locks (by open()+close() of the database), or
+ * another process closing its last connection deletes the WAL under the daemon and committed
+ * records are lost. */
+static void test_second_process(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger *l;
+	char path[512];
+	sqlite3 *reg;
+	pid_t pid;
+	int status;
+
+	l = open_ledger(f, 1, NULL, 0); /* creates the database */
+	ledger_close(l);
+	snprintf(path, sizeof(path), "%s/iamsign.db", f->dir);
+	assert_int_equal(sqlite3_open(path, &reg), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(reg, "PRAGMA journal_mode = WAL; SELECT count(*) FROM audit",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	l = open_ledger(f, 0, NULL, 0);
+	append_n(l, 5);
+	for (int i = 0; i < 3; i++) {
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) { /* a fresh process, as iamsign-admin: see append_one() */
+			execl("/proc/self/exe", "test-ledger", "--append-one", f->dir,
+			      (char *)NULL);
+			_exit(127);
+		}
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		append_n(l, 5);
+	}
+	ledger_close(l);
+	sqlite3_close(reg);
+	expect_intact(f, 5 + 3 * 6);
+}
+
+/* ---- conditions ---- */
+
+static void test_quota_exact(void **state)
+{
+	enum { PER = 25, QUOTA = 37 };
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger(f, 0, NULL, 0);
+	struct worker w[THREADS];
+	int ok = 0, denied = 0;
+	unsigned i;
+
+	memset(w, 0, sizeof(w));
+	for (i = 0; i < THREADS; i++) {
+		w[i].l = l;
+		w[i].id = i;
+		w[i].n = PER;
+		w[i].quota_max = QUOTA;
+	}
+	run_workers(w, THREADS);
+	for (i = 0; i < THREADS; i++) {
+		ok += w[i].ok;
+		denied += w[i].quota_fail;
+		assert_int_equal(w[i].other, 0);
+	}
+	assert_int_equal(ok, QUOTA);
+	assert_int_equal(denied, THREADS * PER - QUOTA);
+	assert_int_equal(ledger_quota_used(l, "quota-cred", 20000), QUOTA);
+	assert_int_equal(ledger_quota_used(l, "quota-cred", 20001), 0);
+	assert_int_equal(ledger_quota_used(l, "other", 20000), 0);
+	ledger_close(l);
+	expect_intact(f, THREADS * PER); /* refusals are recorded too */
+}
+
+static void test_jti(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger(f, 0, NULL, 0);
+	struct worker w[THREADS];
+	struct audit_rec r;
+	int ok = 0, replay = 0;
+	unsigned i;
+
+	memset(w, 0, sizeof(w));
+	for (i = 0; i < THREADS; i++) {
+		w[i].l = l;
+		w[i].id = i;
+		w[i].n = 4;
+		w[i].jti = "jti-race";
+		w[i].jti_num = 5;
+	}
+	run_workers(w, THREADS);
+	for (i = 0; i < THREADS; i++) {
+		ok += w[i].ok;
+		replay += w[i].replay_fail;
+		assert_int_equal(w[i].other, 0);
+	}
+	assert_int_equal(ok, 5);
+	assert_int_equal(replay, THREADS * 4 - 5);
+	assert_int_equal(ledger_jti_used(l, "jti-race"), 5);
+	assert_int_equal(ledger_jti_used(l, "unknown"), 0);
+
+	/* A single-use SAD: once, then replayed; a refusal consumes nothing. */
+	make_rec(&r, 1);
+	snprintf(r.jti, sizeof(r.jti), "once");
+	r.jti_add = 1;
+	r.jti_num = 1;
+	snprintf(r.decision, sizeof(r.decision), "deny");
+	snprintf(r.reason, sizeof(r.reason), "hash_not_approved");
+	r.nsigs = 0;
+	assert_int_equal(ledger_append(l, &r), LEDGER_OK);
+	assert_int_equal(ledger_jti_used(l, "once"), 0);
+	make_rec(&r, 2);
+	snprintf(r.jti, sizeof(r.jti), "once");
+	r.jti_add = 1;
+	r.jti_num = 1;
+	assert_int_equal(ledger_append(l, &r), LEDGER_OK);
+	make_rec(&r, 3);
+	snprintf(r.jti, sizeof(r.jti), "once");
+	r.jti_add = 1;
+	r.jti_num = 1;
+	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_REPLAY);
+	assert_string_equal(r.decision, "deny");
+	assert_string_equal(r.reason, "sad_replayed");
+	assert_int_equal(r.nsigs, 0);
+	assert_int_equal(ledger_jti_used(l, "once"), 1);
+	ledger_close(l);
+
+	/* Still consumed after a "restart". */
+	l = open_ledger(f, 1, NULL, 0);
+	make_rec(&r, 4);
+	snprintf(r.jti, sizeof(r.jti), "once");
+	r.jti_add = 1;
+	r.jti_num = 1;
+	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_REPLAY);
+	ledger_close(l);
+	expect_intact(f, THREADS * 4 + 4);
+}
+
+/* ---- unwritable ---- */
+
+struct blocked {
+	struct ledger *l;
+	int rc;
+};
+
+static void *blocked_append(void *arg)
+{
+	struct blocked *b = arg;
+	struct audit_rec r;
+
+	make_rec(&r, 7);
+	b->rc = ledger_append(b->l, &r);
+	return NULL;
+}
+
+static void test_unavailable(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger(f, 0, NULL, 0);
+	struct blocked b[3];
+	pthread_t t[3];
+	char path[512];
+	sqlite3 *db;
+	unsigned i;
+
+	append_n(l, 3);
+	/* Another writer holds the database's write lock beyond the busy timeout. */
+	snprintf(path, sizeof(path), "%s/iamsign.db", f->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	for (i = 0; i < 3; i++) {
+		b[i].l = l;
+		b[i].rc = 1;
+		assert_int_equal(pthread_create(&t[i], NULL, blocked_append, &b[i]), 0);
+	}
+	for (i = 0; i < 3; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(b[i].rc, LEDGER_ERR_UNAVAILABLE);
+	}
+	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	/* The writer keeps going once the database is writable again. */
+	append_n(l, 2);
+	ledger_close(l);
+	expect_intact(f, 5);
+}
+
+static void test_unavailable_direct(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger(f, 1, NULL, 0);
+	struct audit_rec r;
+	char path[512];
+	sqlite3 *db;
+
+	snprintf(path, sizeof(path), "%s/iamsign.db", f->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+	make_rec(&r, 1);
+	r.quota_add = 1;
+	r.quota_day = 1;
+	r.quota_max = 10;
+	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_UNAVAILABLE);
+	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	/* nothing of the failed record was kept, quota included */
+	assert_int_equal(ledger_quota_used(l, r.cred, 1), 0);
+	assert_int_equal(ledger_append(l, &r), LEDGER_OK);
+	assert_int_equal(r.seq, 1);
+	ledger_close(l);
+	expect_intact(f, 1);
+}
+
+/* ---- checkpoints and tampering ---- */
+
+/* 20 records, checkpoints at 10 and 20 (count-based), then 3 uncovered records. */
+static void build_signed(struct fixture *f)
+{
+	struct ledger *l = open_ledger(f, 0, sw_sign, 10);
+	uint64_t records, ckpts, bad;
+	char why[512];
+
+	append_n(l, 20);
+	ledger_close(l);
+	l = open_ledger(f, 1, NULL, 0);
+	append_n(l, 3);
+	ledger_close(l);
+	assert_int_equal(verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why)), 0);
+	assert_int_equal(records, 23);
+	assert_int_equal(ckpts, 2);
+	assert_non_null(strstr(why, "3 record(s) after the last checkpoint (seq 20)"));
+}
+
+static void test_checkpoints(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t records, ckpts, bad, seq;
+	struct ledger *l;
+	char why[512];
+
+	build_signed(f);
+	/* explicit checkpoint, as iamsign-admin audit checkpoint does */
+	l = open_ledger(f, 1, sw_sign, 0);
+	assert_int_equal(ledger_checkpoint(l, &seq), LEDGER_OK);
+	assert_int_equal(seq, 23);
+	assert_int_equal(ledger_checkpoint(l, &seq), LEDGER_OK); /* same head: no new row */
+	ledger_close(l);
+	assert_int_equal(verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why)), 0);
+	assert_int_equal(ckpts, 3);
+	assert_string_equal(why, "");
+	/* without the key: intact, with a warning */
+	assert_int_equal(verify(f, NULL, &records, &ckpts, &bad, why, sizeof(why)), 0);
+	assert_non_null(strstr(why, "NOT checked"));
+	/* the wrong key */
+	assert_int_equal(verify(f, f->other, &records, &ckpts, &bad, why, sizeof(why)), -1);
+	assert_int_equal(bad, 10);
+	assert_non_null(strstr(why, "bad signature"));
+}
+
+static void test_checkpoint_sign_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger(f, 0, fail_sign, 5);
+	uint64_t seq;
+
+	append_n(l, 12); /* failing checkpoints are logged, appends go on */
+	assert_int_equal(ledger_checkpoint(l, &seq), LEDGER_ERR_INTERNAL);
+	ledger_close(l);
+	expect_intact(f, 12);
+	l = open_ledger(f, 1, NULL, 0);
+	assert_int_equal(ledger_checkpoint(l, &seq), LEDGER_ERR_BAD_INPUT);
+	ledger_close(l);
+}
+
+static void test_tamper_edit(void **state)
+{
+	struct fixture *f = *state;
+
+	build_signed(f);
+	sql(f, "UPDATE audit SET decision = 'deny' WHERE seq = 4");
+	expect_bad(f, 4, "does not match its hash");
+}
+
+static void test_tamper_edit_hash(void **state)
+{
+	struct fixture *f = *state;
+
+	build_signed(f);
+	/* the whole row replaced by another one's content, hashes included */
+	sql(f, "UPDATE audit SET (time_ms, detail, hashes, sig_sha256, prev_hash, hash) = "
+	       "(SELECT time_ms, detail, hashes, sig_sha256, prev_hash, hash FROM audit "
+	       "WHERE seq = 6) WHERE seq = 7");
+	expect_bad(f, 7, "does not match its hash");
+}
+
+static void test_tamper_edit_type(void **state)
+{
+	struct fixture *f = *state;
+
+	build_signed(f);
+	sql(f, "UPDATE audit SET detail = CAST('rec' || char(0) || 'x' AS BLOB) WHERE seq = 2");
+	expect_bad(f, 2, "malformed");
+}
+
+static void test_tamper_delete(void **state)
+{
+	struct fixture *f = *state;
+
+	build_signed(f);
+	sql(f, "DELETE FROM audit WHERE seq = 5");
+	expect_bad(f, 5, "missing");
+}
+
+static void test_tamper_delete_renumber(void **state)
+{
+	struct fixture *f = *state;
+
+	build_signed(f);
+	sql(f, "DELETE FROM audit WHERE seq = 5; UPDATE audit SET seq = seq - 1 WHERE seq > 5");
+	expect_bad(f, 5, "does not match its hash");
+}
+
+static void test_tamper_insert(void **state)
+{
+	struct fixture *f = *state;
+
+	build_signed(f);
+	/* at the end: a copy of a record under a new sequence number */
+	sql(f, "INSERT INTO audit SELECT 24, time_ms, caller, uid, gid, pid, op, cred, owner, "
+	       "purpose, halg, hash_len, hashes, jti, decision, reason, detail, sig_sha256, "
+	       "(SELECT hash FROM audit WHERE seq = 23), hash FROM audit WHERE seq = 3");
+	expect_bad(f, 24, "does not match its hash");
+}
+
+static void test_tamper_insert_middle(void **state)
+{
+	struct fixture *f = *state;
+
+	build_signed(f);
+	/* in the middle: later records shifted up to make room for a copy of record 3 */
+	sql(f, "UPDATE audit SET seq = seq + 1000 WHERE seq > 12;"
+	       "UPDATE audit SET seq = seq - 999 WHERE seq > 1000;"
+	       "INSERT INTO audit SELECT 13, time_ms, caller, uid, gid, pid, op, cred, owner, "
+	       "purpose, halg, hash_len, hashes, jti, decision, reason, detail, sig_sha256, "
+	       "(SELECT hash FROM audit WHERE seq = 12), hash FROM audit WHERE seq = 3");
+	expect_bad(f, 13, "does not match its hash");
+}
+
+static void test_tamper_reorder(void **state)
+{
+	struct fixture *f = *state;
+
+	build_signed(f);
+	sql(f, "UPDATE audit SET seq = 1000 WHERE seq = 8;"
+	       "UPDATE audit SET seq = 8 WHERE seq = 9;"
+	       "UPDATE audit SET seq = 9 WHERE seq = 1000");
+	expect_bad(f, 8, "does not match its hash");
+}
+
+static void test_tamper_truncate(void **state)
+{
+	struct fixture *f = *state;
+
+	build_signed(f);
+	sql(f, "DELETE FROM audit WHERE seq > 17");
+	expect_bad(f, 18, "tail truncated");
+}
+
+static void test_tamper_truncate_uncovered(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t records, ckpts, bad;
+	char why[512];
+
+	/* cutting only records after the last checkpoint cannot be told from their absence */
+	build_signed(f);
+	sql(f, "DELETE FROM audit WHERE seq > 20");
+	assert_int_equal(verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why)), 0);
+	assert_int_equal(records, 20);
+}
+
+static void test_tamper_checkpoint(void **state)
+{
+	struct fixture *f = *state;
+
+	build_signed(f);
+	sql(f, "UPDATE checkpoints SET head = (SELECT hash FROM audit WHERE seq = 9) "
+	       "WHERE seq = 10");
+	expect_bad(f, 10, "differs from the signed checkpoint");
+}
+
+static void test_tamper_checkpoint_sig(void **state)
+{
+	struct fixture *f = *state;
+
+	build_signed(f);
+	sql(f, "UPDATE checkpoints SET sig = X'3006020101020101' WHERE seq = 20");
+	expect_bad(f, 20, "bad signature");
+}
+
+/* ---- export ---- */
+
+static void test_export(void **state)
+{
+	static const char *const fields[] = {"seq",
+	                                     "time",
+	                                     "caller",
+	                                     "uid",
+	                                     "gid",
+	                                     "pid",
+	                                     "op",
+	                                     "credential",
+	                                     "owner",
+	                                     "purpose",
+	                                     "hash_algorithm",
+	                                     "hashes",
+	                                     "jti",
+	                                     "decision",
+	                                     "reason",
+	                                     "detail",
+	                                     "signature_sha256",
+	                                     "prev_hash",
+	                                     "hash",
+	                                     NULL};
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger(f, 1, NULL, 0);
+	char path[512], line[8192], err[256], prev_hash[65] = "";
+	json_t *o, *v;
+	json_error_t je;
+	FILE *fp;
+	size_t i, n = 0;
+	int fd;
+
+	append_n(l, 42);
+	ledger_close(l);
+	snprintf(path, sizeof(path), "%s/export.jsonl", f->dir);
+	assert_true((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
+	if (ledger_export_jsonl(f->dir, fd, err, sizeof(err)) != LEDGER_OK)
+		fail_msg("export: %s", err);
+	close(fd);
+	assert_non_null(fp = fopen(path, "r"));
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		assert_non_null(strchr(line, '\n'));
+		o = json_loads(line, 0, &je);
+		if (o == NULL)
+			fail_msg("line %zu: %s", n + 1, je.text);
+		for (i = 0; fields[i] != NULL; i++)
+			if (json_object_get(o, fields[i]) == NULL)
+				fail_msg("line %zu: no field %s", n + 1, fields[i]);
+		assert_int_equal(json_object_size(o), i);
+		assert_int_equal(json_integer_value(json_object_get(o, "seq")), n + 1);
+		assert_string_equal(json_string_value(json_object_get(o, "op")),
+		                    "signatures/signHash");
+		v = json_object_get(o, "time");
+		assert_int_equal(strlen(json_string_value(v)), strlen("2023-11-14T22:13:20.000Z"));
+		if (n == 0) {
+			assert_string_equal(json_string_value(v), "2023-11-14T22:13:20.000Z");
+			assert_string_equal(
+			    json_string_value(json_object_get(o, "prev_hash")),
+			    "0000000000000000000000000000000000000000000000000000000"
+			    "000000000");
+		} else {
+			assert_string_equal(json_string_value(json_object_get(o, "prev_hash")),
+			                    prev_hash);
+		}
+		snprintf(prev_hash, sizeof(prev_hash), "%s",
+		         json_string_value(json_object_get(o, "hash")));
+		v = json_object_get(o, "hashes");
+		assert_int_equal(json_array_size(v), 2);
+		assert_string_equal(json_string_value(json_array_get(v, 1)),
+		                    "paWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaU=");
+		v = json_object_get(o, "signature_sha256");
+		assert_int_equal(json_array_size(v), 2);
+		assert_string_equal(
+		    json_string_value(json_array_get(v, 0)),
+		    "1111111111111111111111111111111111111111111111111111111111111111");
+		json_decref(o);
+		n++;
+	}
+	fclose(fp);
+	assert_int_equal(n, 42);
+}
+
+/* test-ledger --append-one DIR: one record in direct mode; its connection closes last. */
+static int append_one(const char *dir)
+{
+	struct ledger_opts o = {.direct = 1};
+	struct ledger *l = NULL;
+	struct audit_rec r;
+	char err[256];
+	int rc;
+
+	if (ledger_open(dir, &o, &l, err, sizeof(err)) != LEDGER_OK) {
+		fprintf(stderr, "append-one: %s\n", err);
+		return 1;
+	}
+	make_rec(&r, 99);
+	rc = ledger_append(l, &r);
+	ledger_close(l);
+	return rc == LEDGER_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_chain_many, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_second_process, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_quota_exact, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_jti, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unavailable, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unavailable_direct, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpoints, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpoint_sign_fails, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_edit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_edit_hash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_edit_type, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_delete, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_delete_renumber, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_insert, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_insert_middle, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_reorder, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_truncate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_truncate_uncovered, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_checkpoint, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tamper_checkpoint_sig, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_export, setup, teardown),
+	};
+
+	if (argc == 3 && strcmp(argv[1], "--append-one") == 0)
+		return append_one(argv[2]);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
