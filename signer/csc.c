@@ -328,7 +328,7 @@ static json_t *handle_info(void)
 }
 
 static int handle_list(struct service *s, const struct peer *p, json_t *root, json_t **out,
-                       struct svc_error *e)
+                       struct audit_rec *rec, struct svc_error *e)
 {
 	static const char *const keys[] = {"userID", "maxResults", "pageToken", "clientData", NULL};
 	char *ids[CSC_MAX_RESULTS];
@@ -347,7 +347,7 @@ static int handle_list(struct service *s, const struct peer *p, json_t *root, js
 			return bad(e, "Invalid parameter %s", "maxResults");
 		max = (size_t)json_integer_value(mr);
 	}
-	if (svc_cred_list(s, p, user, page, max, ids, &n, &more, e) != 0)
+	if (svc_cred_list(s, p, user, page, max, ids, &n, &more, rec, e) != 0)
 		return -1;
 	arr = json_array();
 	for (size_t i = 0; i < n; i++) {
@@ -444,7 +444,7 @@ static json_t *cert_json(const struct cred_info *ci, const char *mode, int info)
 }
 
 static int handle_cred_info(struct service *s, const struct peer *p, json_t *root, json_t **out,
-                            struct svc_error *e)
+                            struct audit_rec *rec, struct svc_error *e)
 {
 	static const char *const keys[] = {"credentialID", "certificates", "certInfo", "authInfo",
 	                                   "lang",         "clientData",   NULL};
@@ -468,7 +468,7 @@ static int handle_cred_info(struct service *s, const struct peer *p, json_t *roo
 	if (!reg_valid_id(id))
 		return svc_fail(e, 400, "invalid_request", "unknown_credential",
 		                "Invalid parameter credentialID");
-	if (svc_cred_info(s, p, id, &ci, e) != 0)
+	if (svc_cred_info(s, p, id, &ci, rec, e) != 0)
 		return -1;
 	status = ci.reg.status == REG_ACTIVE ? "enabled" : "disabled";
 	if (ci.key->type == TOK_KEY_EC)
@@ -489,7 +489,7 @@ static int handle_cred_info(struct service *s, const struct peer *p, json_t *roo
 }
 
 static int handle_sign(struct service *s, const struct peer *p, json_t *root, int doc, json_t **out,
-                       struct svc_error *e)
+                       struct audit_rec *rec, struct svc_error *e)
 {
 	struct sign_req *req;
 	struct sign_result res = {0};
@@ -501,7 +501,7 @@ static int handle_sign(struct service *s, const struct peer *p, json_t *root, in
 		return svc_fail(e, 500, "server_error", "internal_error", "out of memory");
 	if ((doc ? csc_decode_sign_doc(root, req, e) : csc_decode_sign_hash(root, req, e)) != 0)
 		goto out;
-	if (svc_sign(s, p, req, &res, e) != 0)
+	if (svc_sign(s, p, req, &res, rec, e) != 0)
 		goto out;
 	arr = json_array();
 	for (size_t i = 0; i < res.n; i++)
@@ -519,10 +519,17 @@ void csc_handle(struct service *s, const struct peer *p, const char *method, con
                 size_t len, int *status, char **out)
 {
 	struct svc_error e = {0};
+	struct audit_rec *rec;
 	json_error_t jerr;
 	json_t *root = NULL, *resp = NULL;
 
 	*out = NULL;
+	/* Every request past peer identification is recorded, allowed or refused. */
+	if ((rec = malloc(sizeof(*rec))) == NULL) {
+		svc_fail(&e, 500, "server_error", "internal_error", "out of memory");
+		goto answer;
+	}
+	svc_audit_begin(rec, p, method);
 	if (strcmp(method, "info") == 0) {
 		resp = handle_info();
 		goto done;
@@ -544,16 +551,30 @@ void csc_handle(struct service *s, const struct peer *p, const char *method, con
 		goto done;
 	}
 	if (strcmp(method, "credentials/list") == 0)
-		handle_list(s, p, root, &resp, &e);
+		handle_list(s, p, root, &resp, rec, &e);
 	else if (strcmp(method, "credentials/info") == 0)
-		handle_cred_info(s, p, root, &resp, &e);
+		handle_cred_info(s, p, root, &resp, rec, &e);
 	else if (strcmp(method, "signatures/signHash") == 0)
-		handle_sign(s, p, root, 0, &resp, &e);
+		handle_sign(s, p, root, 0, &resp, rec, &e);
 	else if (strcmp(method, "signatures/signDoc") == 0)
-		handle_sign(s, p, root, 1, &resp, &e);
+		handle_sign(s, p, root, 1, &resp, rec, &e);
 	else
 		svc_fail(&e, 404, "invalid_request", "unknown_method", "no such method");
 done:
+	if (resp == NULL && e.http == 0)
+		svc_fail(&e, 500, "server_error", "internal_error", "internal error");
+	/* A signature is recorded by the service itself (with its quota and SAD conditions);
+	 * everything else here. No answer leaves without its record. */
+	if (resp != NULL ? rec->seq == 0 : !e.recorded) {
+		struct svc_error le;
+
+		if (svc_record(s, rec, resp != NULL ? NULL : &e, &le) != 0) {
+			json_decref(resp);
+			resp = NULL;
+			e = le;
+		}
+	}
+answer:
 	if (resp != NULL) {
 		*status = 200;
 		*out = json_dumps(resp, JSON_COMPACT);
@@ -563,6 +584,10 @@ done:
 			svc_fail(&e, 500, "server_error", "internal_error", "internal error");
 		*status = e.http;
 		*out = csc_error_body(&e);
+	}
+	if (rec != NULL) {
+		OPENSSL_cleanse(rec, sizeof(*rec));
+		free(rec);
 	}
 	json_decref(resp);
 	json_decref(root);

@@ -9,7 +9,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "policy/policy.h"
 #include "signer/config.h"
 #include "signer/http.h"
 #include "signer/service.h"
@@ -18,10 +17,14 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: iamsignd -c FILE [--check]\n"
-	           "  -c, --config FILE  configuration (iamsignd.yaml)\n"
-	           "      --check        validate configuration and policy, then exit\n"
-	           "  -h, --help         this text\n");
+	fprintf(f,
+	        "usage: iamsignd -c FILE [--check]\n"
+	        "  -c, --config FILE   configuration (iamsignd.yaml)\n"
+	        "      --check         validate configuration, policy, SAD issuer keys, trust\n"
+	        "                      anchors and CRLs, then exit\n"
+	        "      --bench-no-fsync  benchmarks only: the ledger does not fsync, so a crash\n"
+	        "                      can lose records of signatures already returned\n"
+	        "  -h, --help          this text\n");
 }
 
 /* No core dumps and no ptrace by other users: the process holds a PIN and a token session. */
@@ -36,19 +39,19 @@ static void harden(void)
 static int check(const char *path)
 {
 	struct config *cfg = NULL;
-	struct policy *pol = NULL;
+	struct svc_rules *rules = NULL;
 	char err[512];
 	int r = 1;
 
 	if (config_load(path, &cfg, err, sizeof(err)) != 0 ||
-	    policy_load(cfg->policy_path, &pol, err, sizeof(err)) != 0) {
+	    svc_rules_load(cfg, &rules, err, sizeof(err)) != 0) {
 		fprintf(stderr, "iamsignd: %s\n", err);
 		goto out;
 	}
 	printf("%s: configuration and policy %s are valid\n", path, cfg->policy_path);
 	r = 0;
 out:
-	policy_free(pol);
+	svc_rules_free(rules);
 	config_free(cfg);
 	return r;
 }
@@ -65,7 +68,7 @@ int main(int argc, char **argv)
 	const char *path = NULL;
 	char err[512];
 	sigset_t set;
-	int c, sig, do_check = 0, r = 1;
+	int c, sig, do_check = 0, no_fsync = 0, r = 1;
 
 	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -74,6 +77,9 @@ int main(int argc, char **argv)
 			break;
 		case 'C':
 			do_check = 1;
+			break;
+		case 'N':
+			no_fsync = 1;
 			break;
 		case 'h':
 			usage(stdout);
@@ -103,7 +109,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "iamsignd: %s\n", err);
 		goto out;
 	}
-	if (svc_open(&svc, cfg, err, sizeof(err)) != 0) {
+	if (svc_open(&svc, cfg, no_fsync, err, sizeof(err)) != 0) {
 		fprintf(stderr, "iamsignd: %s\n", err);
 		goto out;
 	}
@@ -111,14 +117,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "iamsignd: %s\n", err);
 		goto out;
 	}
+	if (no_fsync)
+		fprintf(stderr, "iamsignd: WARNING: --bench-no-fsync: the ledger is not durable\n");
 	fprintf(stderr, "iamsignd: listening on %s with %u workers\n", cfg->socket_path,
 	        cfg->threads);
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			fprintf(stderr, "iamsignd: SIGHUP: policy reload is not supported yet; "
-			                "restart to apply a new policy\n");
+			if (svc_reload(&svc, err, sizeof(err)) != 0)
+				fprintf(stderr,
+				        "iamsignd: SIGHUP: reload refused, the old policy stays in "
+				        "force: %s\n",
+				        err);
+			else
+				fprintf(stderr, "iamsignd: SIGHUP: policy, SAD issuer keys, trust "
+				                "anchors and CRLs reloaded\n");
 			continue;
 		}
 		fprintf(stderr, "iamsignd: %s: finishing requests in flight\n", strsignal(sig));

@@ -1,4 +1,8 @@
-/* The signing core: caller -> credential -> policy -> key -> token (-> CMS). */
+/* The signing core. A sign request is decided in this order, each step refusing with a stable
+ * reason: caller, credential (exists, class), registry status, purpose/algorithm/hash/count,
+ * rate limit, certificate, signature activation data, daily quota; then the token signs and
+ * the ledger records the request durably (re-checking quota and SAD consumption in the same
+ * transaction) before any signature is returned. */
 #include "signer/service.h"
 
 #include <stdarg.h>
@@ -9,8 +13,11 @@
 
 #include <openssl/crypto.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 
 #include "signer/cms.h"
+
+#define CERT_CACHE_SLOTS 1024
 
 int svc_fail(struct svc_error *e, int http, const char *error, const char *reason, const char *fmt,
              ...)
@@ -20,6 +27,7 @@ int svc_fail(struct svc_error *e, int http, const char *error, const char *reaso
 	e->http = http;
 	e->error = error;
 	e->reason = reason;
+	e->recorded = 0;
 	va_start(ap, fmt);
 	vsnprintf(e->desc, sizeof(e->desc), fmt, ap);
 	va_end(ap);
@@ -33,15 +41,166 @@ void sign_result_clear(struct sign_result *r)
 	r->n = 0;
 }
 
-int svc_open(struct service *s, struct config *cfg, char *err, size_t errlen)
+/* Copy a string into a fixed field, cut at the field's size. */
+#define SET_FIELD(dst, src) snprintf((dst), sizeof(dst), "%s", (src) != NULL ? (src) : "")
+
+/* Certificate check results by key (the token cache keeps key pointers stable) and rules
+ * generation; only good results are kept, until their good_until. */
+struct cert_slot {
+	const struct tok_key *key;
+	unsigned long generation;
+	time_t good_until;
+};
+
+struct svc_cert_cache {
+	pthread_mutex_t mu;
+	struct cert_slot slot[CERT_CACHE_SLOTS];
+};
+
+static size_t cert_slot_index(const struct tok_key *key)
+{
+	return ((uintptr_t)key >> 4) % CERT_CACHE_SLOTS;
+}
+
+static int cert_cached(struct svc_cert_cache *c, const struct tok_key *key, unsigned long gen,
+                       time_t now)
+{
+	struct cert_slot *sl = &c->slot[cert_slot_index(key)];
+	int hit;
+
+	pthread_mutex_lock(&c->mu);
+	hit = sl->key == key && sl->generation == gen && now <= sl->good_until;
+	pthread_mutex_unlock(&c->mu);
+	return hit;
+}
+
+static void cert_remember(struct svc_cert_cache *c, const struct tok_key *key, unsigned long gen,
+                          time_t good_until)
+{
+	struct cert_slot *sl = &c->slot[cert_slot_index(key)];
+
+	pthread_mutex_lock(&c->mu);
+	sl->key = key;
+	sl->generation = gen;
+	sl->good_until = good_until;
+	pthread_mutex_unlock(&c->mu);
+}
+
+void svc_rules_free(struct svc_rules *r)
+{
+	if (r == NULL)
+		return;
+	policy_free(r->pol);
+	sad_keys_free(r->sad);
+	cert_checker_free(r->certs);
+	free(r);
+}
+
+int svc_rules_load(const struct config *cfg, struct svc_rules **out, char *err, size_t errlen)
+{
+	struct svc_rules *r;
+
+	*out = NULL;
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (policy_load(cfg->policy_path, &r->pol, err, errlen) != 0 ||
+	    sad_keys_load(cfg->sad_issuers, cfg->nsad_issuers, &r->sad, err, errlen) != 0 ||
+	    cert_checker_load(cfg->trust_anchors, r->pol->creds.crl, r->pol->creds.ncrl, &r->certs,
+	                      err, errlen) != 0) {
+		svc_rules_free(r);
+		return -1;
+	}
+	r->refs = 1;
+	*out = r;
+	return 0;
+}
+
+static struct svc_rules *rules_get(struct service *s)
+{
+	struct svc_rules *r;
+
+	pthread_mutex_lock(&s->rules_mu);
+	r = s->rules;
+	r->refs++;
+	pthread_mutex_unlock(&s->rules_mu);
+	return r;
+}
+
+static void rules_put(struct service *s, struct svc_rules *r)
+{
+	long refs;
+
+	pthread_mutex_lock(&s->rules_mu);
+	refs = --r->refs;
+	pthread_mutex_unlock(&s->rules_mu);
+	if (refs == 0)
+		svc_rules_free(r);
+}
+
+int svc_reload(struct service *s, char *err, size_t errlen)
+{
+	struct svc_rules *r, *old;
+
+	if (svc_rules_load(s->cfg, &r, err, errlen) != 0)
+		return -1;
+	pthread_mutex_lock(&s->rules_mu);
+	r->generation = ++s->generation;
+	old = s->rules;
+	s->rules = r;
+	pthread_mutex_unlock(&s->rules_mu);
+	rules_put(s, old);
+	/* Certificates imported since (renewals) are read from the token again. */
+	tok_key_flush(s->tok);
+	return 0;
+}
+
+/* Checkpoints of the ledger are signed by the audit key, on the ledger writer's thread. */
+static int audit_sign(void *arg, const uint8_t head[32], uint8_t *sig, size_t *siglen)
+{
+	struct service *s = arg;
+	struct tok_sign_params tp = {
+	    .scheme = s->audit_key->type == TOK_KEY_EC ? TOK_ECDSA : TOK_RSA_PKCS1,
+	    .hash_nid = NID_sha256,
+	};
+	uint8_t buf[TOK_MAX_SIG];
+	size_t len = sizeof(buf);
+	int r = tok_sign_digest(s->tok, s->audit_key, &tp, head, 32, buf, &len);
+
+	if (r != TOK_OK)
+		return r;
+	if (len > *siglen)
+		return -1;
+	memcpy(sig, buf, len);
+	*siglen = len;
+	return 0;
+}
+
+int svc_open(struct service *s, struct config *cfg, int no_fsync, char *err, size_t errlen)
 {
 	struct tok_opts topts = {0};
+	struct ledger_opts lopts = {0};
 	int r;
 
 	memset(s, 0, sizeof(*s));
 	s->cfg = cfg;
-	if (policy_load(cfg->policy_path, &s->pol, err, errlen) != 0)
+	pthread_mutex_init(&s->rules_mu, NULL);
+	if (cfg->trust_anchors == NULL) {
+		snprintf(err, errlen,
+		         "%s: trust_anchors: required: signing certificates must chain "
+		         "to a configured CA",
+		         cfg->path);
 		goto fail;
+	}
+	if (svc_rules_load(cfg, &s->rules, err, errlen) != 0)
+		goto fail;
+	if ((s->rates = rate_table_new()) == NULL ||
+	    (s->cert_cache = calloc(1, sizeof(*s->cert_cache))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	pthread_mutex_init(&s->cert_cache->mu, NULL);
 	if (registry_open(cfg->state_dir, 1, &s->reg, err, errlen) != REG_OK)
 		goto fail;
 	topts.module = cfg->token_module;
@@ -51,6 +210,20 @@ int svc_open(struct service *s, struct config *cfg, char *err, size_t errlen)
 	topts.require_initialized = 1;
 	if ((r = tok_open(&topts, &s->tok, err, errlen)) != TOK_OK)
 		goto fail;
+	if ((r = tok_key_get(s->tok, cfg->ledger_audit_key, &s->audit_key)) != TOK_OK) {
+		snprintf(err, errlen,
+		         "ledger.audit_key %s: %s (create it with iamsign-admin audit-key, or name "
+		         "an existing key)",
+		         cfg->ledger_audit_key, tok_strerror(r));
+		goto fail;
+	}
+	lopts.no_fsync = no_fsync;
+	lopts.checkpoint_every = cfg->ledger_checkpoint_every;
+	lopts.checkpoint_secs = cfg->ledger_checkpoint_secs;
+	lopts.sign = audit_sign;
+	lopts.sign_arg = s;
+	if (ledger_open(cfg->state_dir, &lopts, &s->ledger, err, errlen) != LEDGER_OK)
+		goto fail;
 	return 0;
 fail:
 	svc_close(s);
@@ -59,25 +232,71 @@ fail:
 
 void svc_close(struct service *s)
 {
+	/* The ledger first: its final checkpoint is signed with the token. */
+	if (s->ledger != NULL)
+		ledger_close(s->ledger);
 	if (s->tok != NULL)
 		tok_close(s->tok);
 	if (s->reg != NULL)
 		registry_close(s->reg);
-	if (s->pol != NULL)
-		policy_free(s->pol);
-	s->tok = NULL;
-	s->reg = NULL;
-	s->pol = NULL;
+	if (s->rules != NULL)
+		rules_put(s, s->rules);
+	rate_table_free(s->rates);
+	if (s->cert_cache != NULL) {
+		pthread_mutex_destroy(&s->cert_cache->mu);
+		free(s->cert_cache);
+	}
+	pthread_mutex_destroy(&s->rules_mu);
+	memset(s, 0, sizeof(*s));
 }
 
-const struct pol_caller *svc_caller(struct service *s, const struct peer *p, struct svc_error *e)
+void svc_audit_begin(struct audit_rec *rec, const struct peer *p, const char *op)
 {
-	const struct pol_caller *c = policy_caller(s->pol, p->uid, p->gid);
+	struct timespec ts;
+
+	memset(rec, 0, sizeof(*rec));
+	clock_gettime(CLOCK_REALTIME, &ts);
+	rec->time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	rec->uid = (uint32_t)p->uid;
+	rec->gid = (uint32_t)p->gid;
+	rec->pid = (int32_t)p->pid;
+	/* op comes from the request path: keep it printable. */
+	for (size_t i = 0; op[i] != '\0' && i + 1 < sizeof(rec->op); i++)
+		rec->op[i] = op[i] > 0x20 && op[i] < 0x7f ? op[i] : '?';
+}
+
+int svc_record(struct service *s, struct audit_rec *rec, const struct svc_error *outcome,
+               struct svc_error *e)
+{
+	int r;
+
+	if (outcome != NULL) {
+		SET_FIELD(rec->decision, "deny");
+		SET_FIELD(rec->reason, outcome->reason);
+		SET_FIELD(rec->detail, outcome->desc);
+		rec->nsigs = 0;
+	} else {
+		SET_FIELD(rec->decision, "allow");
+	}
+	rec->quota_add = 0;
+	rec->jti_add = 0;
+	if ((r = ledger_append(s->ledger, rec)) == LEDGER_OK)
+		return 0;
+	return svc_fail(e, 503, "temporarily_unavailable", "ledger_unavailable",
+	                "the audit ledger cannot be written; nothing was done");
+}
+
+static const struct pol_caller *find_caller(const struct svc_rules *rules, const struct peer *p,
+                                            struct audit_rec *rec, struct svc_error *e)
+{
+	const struct pol_caller *c = policy_caller(rules->pol, p->uid, p->gid);
 
 	if (c == NULL)
 		svc_fail(e, 403, "access_denied", "unknown_caller",
 		         "no caller in the policy matches uid %u gid %u", (unsigned)p->uid,
 		         (unsigned)p->gid);
+	else
+		SET_FIELD(rec->caller, c->name);
 	return c;
 }
 
@@ -103,21 +322,24 @@ static int token_error(struct svc_error *e, int r, const char *what)
 
 /* The registry entry of an ID, usable (class allowed) by the caller. */
 static int lookup_cred(struct service *s, const struct pol_caller *c, const char *id,
-                       struct reg_cred *rc, struct svc_error *e)
+                       struct reg_cred *rc, struct audit_rec *rec, struct svc_error *e)
 {
 	int r = registry_get(s->reg, id, rc);
 
+	SET_FIELD(rec->cred, id);
 	if (r == REG_ERR_NOT_FOUND || r == REG_ERR_BAD_INPUT)
 		return svc_fail(e, 400, "invalid_request", "unknown_credential",
 		                "Invalid parameter credentialID");
 	if (r != REG_OK)
 		return svc_fail(e, 500, "server_error", "registry_unavailable",
 		                "the credential registry cannot be read");
+	SET_FIELD(rec->owner, rc->owner);
 	if (!policy_caller_may_use(c, (enum pol_class)rc->cls)) {
+		svc_fail(e, 403, "access_denied", "class_not_allowed",
+		         "caller %s may not use %s credentials", c->name,
+		         pol_class_name((enum pol_class)rc->cls));
 		reg_cred_clear(rc);
-		return svc_fail(e, 403, "access_denied", "class_not_allowed",
-		                "caller %s may not use %s credentials", c->name,
-		                pol_class_name((enum pol_class)rc->cls));
+		return -1;
 	}
 	return 0;
 }
@@ -133,6 +355,120 @@ static const char *policy_error_code(enum pol_reason r, int *http)
 		*http = 403;
 		return "access_denied";
 	}
+}
+
+static STACK_OF(X509) * load_chain(const char *pem)
+{
+	STACK_OF(X509) * sk;
+	BIO *b;
+	X509 *x;
+
+	if (pem == NULL)
+		return NULL;
+	if ((sk = sk_X509_new_null()) == NULL)
+		return NULL;
+	if ((b = BIO_new_mem_buf(pem, -1)) == NULL)
+		return sk;
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+		if (!sk_X509_push(sk, x))
+			X509_free(x);
+	BIO_free(b);
+	return sk;
+}
+
+/* The signing certificate: present, trusted, valid long enough, not revoked, nonRepudiation. */
+static int check_cert(struct service *s, const struct svc_rules *rules, const struct tok_key *key,
+                      STACK_OF(X509) * chain, time_t now, struct svc_error *e)
+{
+	const struct pol_credentials *pc = &rules->pol->creds;
+	enum cert_result cr;
+	time_t good_until = 0;
+
+	if (key->cert == NULL)
+		return svc_fail(e, 403, "access_denied", cert_reason(CERT_MISSING),
+		                "the credential has no certificate");
+	if (cert_cached(s->cert_cache, key, rules->generation, now))
+		return 0;
+	cr = cert_check(rules->certs, key->cert, chain, now, pc->min_cert_validity,
+	                pc->require_non_repudiation, &good_until);
+	if (cr != CERT_OK)
+		return svc_fail(e, 403, "access_denied", cert_reason(cr),
+		                "the signing certificate is refused: %s", cert_reason(cr));
+	cert_remember(s->cert_cache, key, rules->generation, good_until);
+	return 0;
+}
+
+/* The citizen's approval: required for citizen credentials and for purposes that say so. */
+static int check_sad(struct service *s, const struct svc_rules *rules, const struct sign_req *req,
+                     const struct reg_cred *rc, const struct pol_purpose *purpose, time_t now,
+                     struct audit_rec *rec, struct svc_error *e)
+{
+	struct sad_claims *c;
+	enum sad_result sr;
+	int64_t used;
+	int r = -1;
+
+	if (req->sad == NULL) {
+		if (purpose->require_sad || rc->cls == POL_CLASS_CITIZEN)
+			return svc_fail(e, 403, "access_denied", "sad_required",
+			                "this request needs the citizen's signature activation "
+			                "data (SAD)");
+		return 0;
+	}
+	if ((c = malloc(sizeof(*c))) == NULL)
+		return svc_fail(e, 500, "server_error", "internal_error", "out of memory");
+	sr = sad_verify(rules->sad, rc->device_key_pem, req->sad, now, c);
+	if (sr == SAD_OK)
+		sr = sad_match(c, rc->id, rc->owner, purpose->name, req->hash,
+		               (const uint8_t(*)[64])req->hashes, req->nhashes);
+	if (sr != SAD_OK) {
+		svc_fail(e, 403, "access_denied", sad_reason(sr), "SAD refused: %s",
+		         sad_strerror(sr));
+		goto out;
+	}
+	SET_FIELD(rec->jti, c->jti);
+	if ((used = ledger_jti_used(s->ledger, c->jti)) < 0) {
+		svc_fail(e, 503, "temporarily_unavailable", "ledger_unavailable",
+		         "the audit ledger cannot be read");
+		goto out;
+	}
+	if ((uint64_t)used + req->nhashes > c->num) {
+		svc_fail(e, 403, "access_denied", "sad_replayed",
+		         "the SAD allows %u signatures and %lld were made with it", c->num,
+		         (long long)used);
+		goto out;
+	}
+	/* Authoritative in the ledger's transaction, so concurrent requests cannot overrun it. */
+	rec->jti_add = (uint32_t)req->nhashes;
+	rec->jti_num = c->num;
+	rec->jti_exp = c->exp;
+	r = 0;
+out:
+	OPENSSL_cleanse(c, sizeof(*c));
+	free(c);
+	return r;
+}
+
+static int check_quota(struct service *s, const struct svc_rules *rules, const struct reg_cred *rc,
+                       size_t n, time_t now, struct audit_rec *rec, struct svc_error *e)
+{
+	uint32_t quota = rules->pol->creds.daily_quota;
+	int64_t day, used;
+
+	if (quota == 0 || rc->cls != POL_CLASS_CITIZEN)
+		return 0;
+	day = hk_day(now);
+	if ((used = ledger_quota_used(s->ledger, rc->id, day)) < 0)
+		return svc_fail(e, 503, "temporarily_unavailable", "ledger_unavailable",
+		                "the audit ledger cannot be read");
+	if ((uint64_t)used + n > quota)
+		return svc_fail(e, 429, "access_denied", "quota_exceeded",
+		                "credential %s has made %lld of its %u signatures today", rc->id,
+		                (long long)used, quota);
+	rec->quota_add = (uint32_t)n;
+	rec->quota_day = day;
+	rec->quota_max = quota;
+	return 0;
 }
 
 struct cms_signer {
@@ -157,89 +493,20 @@ static int cms_sign_cb(void *arg, const uint8_t *dig, size_t dlen, uint8_t *sig,
 	return 0;
 }
 
-static STACK_OF(X509) * load_chain(const char *pem)
+static int make_signatures(struct service *s, const struct sign_req *req, const struct tok_key *key,
+                           STACK_OF(X509) * chain, struct sign_result *out, struct svc_error *e)
 {
-	STACK_OF(X509) * sk;
-	BIO *b;
-	X509 *x;
-
-	if (pem == NULL)
-		return NULL;
-	if ((sk = sk_X509_new_null()) == NULL)
-		return NULL;
-	if ((b = BIO_new_mem_buf(pem, -1)) == NULL)
-		return sk;
-	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
-		if (!sk_X509_push(sk, x))
-			X509_free(x);
-	BIO_free(b);
-	return sk;
-}
-
-int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req,
-             struct sign_result *out, struct svc_error *e)
-{
-	const struct pol_caller *caller;
-	const struct pol_purpose *purpose = NULL;
-	const struct tok_key *key = NULL;
-	struct reg_cred rc = {0};
-	struct pol_request pr = {0};
 	struct tok_sign_params tp = {0};
-	STACK_OF(X509) *chain = NULL;
-	enum pol_reason pol;
-	int r = -1, t, http;
-	const char *code;
+	size_t dlen = alg_hash_len(req->hash);
+	int t;
 
-	out->n = 0;
-	if ((caller = svc_caller(s, p, e)) == NULL)
-		return -1;
-	if (lookup_cred(s, caller, req->cred, &rc, e) != 0)
-		return -1;
-	if (rc.status != REG_ACTIVE) {
-		svc_fail(e, 403, "access_denied",
-		         rc.status == REG_REVOKED ? "credential_revoked" : "credential_suspended",
-		         "credential %s is %s", rc.id, reg_status_name(rc.status));
-		goto out;
-	}
-	pr.purpose = req->purpose;
-	pr.cls = (enum pol_class)rc.cls;
-	pr.fam = req->fam;
-	pr.hash = req->hash;
-	pr.nhashes = req->nhashes;
-	if ((pol = policy_check_sign(s->pol, caller, &pr, &purpose)) != POL_OK) {
-		code = policy_error_code(pol, &http);
-		svc_fail(e, http, code, pol_reason_str(pol), "refused by policy for caller %s: %s",
-		         caller->name, pol_reason_str(pol));
-		goto out;
-	}
-	if ((t = tok_key_get(s->tok, rc.key_uri, &key)) != TOK_OK) {
-		token_error(e, t, "credential key");
-		goto out;
-	}
-	if ((req->fam == ALG_ECDSA) != (key->type == TOK_KEY_EC)) {
-		svc_fail(e, 400, "invalid_request", "algorithm_key_mismatch",
-		         "signAlgo %s does not fit the credential's %s key",
-		         alg_sign_name(req->fam, req->hash),
-		         key->type == TOK_KEY_EC ? "EC" : "RSA");
-		goto out;
-	}
-	if (req->cms && key->cert == NULL) {
-		svc_fail(e, 400, "invalid_request", "no_certificate",
-		         "credential %s has no certificate", rc.id);
-		goto out;
-	}
 	tp.scheme = req->fam == ALG_ECDSA     ? TOK_ECDSA
 	            : req->fam == ALG_RSA_PSS ? TOK_RSA_PSS
 	                                      : TOK_RSA_PKCS1;
 	tp.hash_nid = alg_hash_nid(req->hash);
 	tp.mgf1_nid = tp.hash_nid;
 	tp.salt_len = req->pss_salt;
-	if (req->cms)
-		chain = load_chain(rc.chain_pem);
-
 	for (size_t i = 0; i < req->nhashes; i++) {
-		size_t dlen = alg_hash_len(req->hash);
-
 		if (req->cms) {
 			struct cms_signer cs = {s->tok, key, &tp};
 			struct cms_params cp = {
@@ -255,56 +522,163 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 			    .sign_arg = &cs,
 			};
 			t = cms_build(&cp, &out->sig[i], &out->len[i]);
-			if (t == CMS_ERR_INTERNAL || t == CMS_ERR_INPUT) {
-				svc_fail(e, 500, "server_error", "internal_error",
-				         "building the CMS signature failed");
-				goto out;
-			}
+			if (t == CMS_ERR_INTERNAL || t == CMS_ERR_INPUT)
+				return svc_fail(e, 500, "server_error", "internal_error",
+				                "building the CMS signature failed");
 		} else {
 			uint8_t sig[TOK_MAX_SIG];
 			size_t len = sizeof(sig);
 
 			t = tok_sign_digest(s->tok, key, &tp, req->hashes[i], dlen, sig, &len);
 			if (t == TOK_OK) {
-				if ((out->sig[i] = OPENSSL_memdup(sig, len)) == NULL) {
-					svc_fail(e, 500, "server_error", "internal_error",
-					         "out of memory");
-					goto out;
-				}
+				if ((out->sig[i] = OPENSSL_memdup(sig, len)) == NULL)
+					return svc_fail(e, 500, "server_error", "internal_error",
+					                "out of memory");
 				out->len[i] = len;
 			}
 		}
-		if (t != TOK_OK) {
-			token_error(e, t, "signing");
-			goto out;
-		}
+		if (t != TOK_OK)
+			return token_error(e, t, "signing");
 		out->n = i + 1;
 	}
-	r = 0;
+	return 0;
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req,
+             struct sign_result *out, struct audit_rec *rec, struct svc_error *e)
+{
+	struct svc_rules *rules = rules_get(s);
+	const struct pol_caller *caller;
+	const struct pol_purpose *purpose = NULL;
+	const struct tok_key *key = NULL;
+	struct reg_cred rc = {0};
+	struct pol_request pr = {0};
+	STACK_OF(X509) *chain = NULL;
+	enum pol_reason pol;
+	time_t now = time(NULL);
+	int r = -1, t, http;
+	const char *code;
+
+	out->n = 0;
+	SET_FIELD(rec->halg, alg_hash_name(req->hash));
+	rec->hash_len = alg_hash_len(req->hash);
+	rec->nhashes = req->nhashes;
+	for (size_t i = 0; i < req->nhashes; i++)
+		memcpy(rec->hashes[i], req->hashes[i], rec->hash_len);
+	if ((caller = find_caller(rules, p, rec, e)) == NULL)
+		goto out;
+	if (lookup_cred(s, caller, req->cred, &rc, rec, e) != 0)
+		goto out;
+	if (rc.status != REG_ACTIVE) {
+		svc_fail(e, 403, "access_denied",
+		         rc.status == REG_REVOKED ? "credential_revoked" : "credential_suspended",
+		         "credential %s is %s", rc.id, reg_status_name(rc.status));
+		goto out;
+	}
+	pr.purpose = req->purpose;
+	pr.cls = (enum pol_class)rc.cls;
+	pr.fam = req->fam;
+	pr.hash = req->hash;
+	pr.nhashes = req->nhashes;
+	if ((pol = policy_check_sign(rules->pol, caller, &pr, &purpose)) != POL_OK) {
+		code = policy_error_code(pol, &http);
+		svc_fail(e, http, code, pol_reason_str(pol), "refused by policy for caller %s: %s",
+		         caller->name, pol_reason_str(pol));
+		goto out;
+	}
+	SET_FIELD(rec->purpose, purpose->name);
+	if (rate_take(s->rates, caller->name, &caller->rate, mono_now(), 1) != 0) {
+		svc_fail(e, 429, "access_denied", "rate_limited",
+		         "caller %s is over its rate of %u per %u s", caller->name,
+		         caller->rate.count, caller->rate.per_s);
+		goto out;
+	}
+	if ((t = tok_key_get(s->tok, rc.key_uri, &key)) != TOK_OK) {
+		token_error(e, t, "credential key");
+		goto out;
+	}
+	if ((req->fam == ALG_ECDSA) != (key->type == TOK_KEY_EC)) {
+		svc_fail(e, 400, "invalid_request", "algorithm_key_mismatch",
+		         "signAlgo %s does not fit the credential's %s key",
+		         alg_sign_name(req->fam, req->hash),
+		         key->type == TOK_KEY_EC ? "EC" : "RSA");
+		goto out;
+	}
+	chain = load_chain(rc.chain_pem);
+	if (check_cert(s, rules, key, chain, now, e) != 0 ||
+	    check_sad(s, rules, req, &rc, purpose, now, rec, e) != 0 ||
+	    check_quota(s, rules, &rc, req->nhashes, now, rec, e) != 0)
+		goto out;
+	if (make_signatures(s, req, key, chain, out, e) != 0)
+		goto out;
+
+	/* The record goes in before any signature leaves. */
+	SET_FIELD(rec->decision, "allow");
+	rec->nsigs = out->n;
+	for (size_t i = 0; i < out->n; i++)
+		SHA256(out->sig[i], out->len[i], rec->sig_sha256[i]);
+	switch (ledger_append(s->ledger, rec)) {
+	case LEDGER_OK:
+		r = 0;
+		break;
+	case LEDGER_ERR_QUOTA:
+		svc_fail(e, 429, "access_denied", "quota_exceeded",
+		         "credential %s has reached its daily quota", rc.id);
+		e->recorded = 1;
+		break;
+	case LEDGER_ERR_REPLAY:
+		svc_fail(e, 403, "access_denied", "sad_replayed",
+		         "the SAD's signatures are used up");
+		e->recorded = 1;
+		break;
+	default:
+		svc_fail(e, 503, "temporarily_unavailable", "ledger_unavailable",
+		         "the audit ledger cannot be written; no signature is returned");
+		e->recorded = 1; /* nothing can be recorded: do not try again */
+		break;
+	}
 out:
-	if (r != 0)
+	if (r != 0) {
 		sign_result_clear(out);
+		/* The refusal's record has no conditions: nothing was consumed. */
+		rec->quota_add = 0;
+		rec->jti_add = 0;
+	}
 	sk_X509_pop_free(chain, X509_free);
 	reg_cred_clear(&rc);
+	rules_put(s, rules);
 	return r;
 }
 
 int svc_cred_info(struct service *s, const struct peer *p, const char *id, struct cred_info *out,
-                  struct svc_error *e)
+                  struct audit_rec *rec, struct svc_error *e)
 {
+	struct svc_rules *rules = rules_get(s);
 	const struct pol_caller *caller;
-	int t;
+	int t, r = -1;
 
 	memset(out, 0, sizeof(*out));
-	if ((caller = svc_caller(s, p, e)) == NULL)
-		return -1;
-	if (lookup_cred(s, caller, id, &out->reg, e) != 0)
-		return -1;
+	if ((caller = find_caller(rules, p, rec, e)) == NULL)
+		goto out;
+	if (lookup_cred(s, caller, id, &out->reg, rec, e) != 0)
+		goto out;
 	if ((t = tok_key_get(s->tok, out->reg.key_uri, &out->key)) != TOK_OK) {
 		reg_cred_clear(&out->reg);
-		return token_error(e, t, "credential key");
+		token_error(e, t, "credential key");
+		goto out;
 	}
-	return 0;
+	r = 0;
+out:
+	rules_put(s, rules);
+	return r;
 }
 
 void cred_info_clear(struct cred_info *ci)
@@ -342,21 +716,29 @@ static int list_one(const struct reg_cred *c, void *arg)
 }
 
 int svc_cred_list(struct service *s, const struct peer *p, const char *user, const char *after,
-                  size_t max, char **ids, size_t *n, int *more, struct svc_error *e)
+                  size_t max, char **ids, size_t *n, int *more, struct audit_rec *rec,
+                  struct svc_error *e)
 {
+	struct svc_rules *rules = rules_get(s);
 	struct list_ctx l = {.after = after, .ids = ids, .max = max};
+	int r = -1;
 
 	*n = 0;
 	*more = 0;
-	if ((l.caller = svc_caller(s, p, e)) == NULL)
-		return -1;
+	SET_FIELD(rec->owner, user);
+	if ((l.caller = find_caller(rules, p, rec, e)) == NULL)
+		goto out;
 	if (registry_foreach(s->reg, user, list_one, &l) != REG_OK || l.failed) {
 		for (size_t i = 0; i < l.n; i++)
 			free(ids[i]);
-		return svc_fail(e, 500, "server_error", "registry_unavailable",
-		                "the credential registry cannot be read");
+		svc_fail(e, 500, "server_error", "registry_unavailable",
+		         "the credential registry cannot be read");
+		goto out;
 	}
 	*n = l.n;
 	*more = l.more;
-	return 0;
+	r = 0;
+out:
+	rules_put(s, rules);
+	return r;
 }

@@ -328,3 +328,211 @@ expect_reason() {
 		fail "reason \"$got\", expected $1; body: $(head -c 500 "$WORK/resp.json" 2>/dev/null)"
 	fi
 }
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for the SAD, policy-rule and quota tests (added with issue 3).
+#
+#   ec_keypair NAME             EC P-256 key $WORK/NAME.key, public key $WORK/NAME.pub
+#   add_sad_issuers PEM...      append `sad_issuers: [PEM, ...]` to $WORK/iamsignd.yaml
+#   write_policy                policy from stdin to $WORK/policy.yaml (mode 0600, renamed into
+#                               place so a reloading daemon never reads half a file)
+#   file_digest FILE [ALG]      base64 digest (sha256 by default) of FILE
+#   sad_claims CRED SUB PURPOSE "H1 H2.." [JQ]
+#                               SAD claims JSON: iss, sub, cred, hashes, halg (SHA-256), num 1,
+#                               purpose, iat now, exp now+300, a fresh jti; JQ (a jq filter)
+#                               changes them, e.g. '.num = 3' or '.exp = .iat - 100'
+#   mint_sad KEY CLAIMS [MODE]  tests/mint-sad KEY CLAIMS MODE (dies if it fails)
+#   sign_hash CRED PURPOSE "H1 H2.." [SAD] [HALG_OID]
+#                               signatures/signHash with ECDSA; empty PURPOSE or SAD: left out;
+#                               prints the HTTP status like csc
+#   verify_sig PUB FILE SIGB64 [ALG]
+#                               0 if the base64 DER signature SIGB64 verifies for FILE
+#                               (openssl dgst -verify)
+#   ca_setup NAME [CERT KEY]    an `openssl ca` setup in $WORK/ca-NAME (config ca.cnf); with CERT
+#                               and KEY it uses that CA (e.g. the test CA), else it creates a new
+#                               self-signed EC CA there (ca.pem, ca.key)
+#   provision_cred_ca CA ID ALG OWNER CLASS [openssl ca args...] [-- enrol args...]
+#                               like provision_cred, but the certificate is made by `openssl ca`
+#                               of ca_setup CA with the given arguments (-startdate, -enddate,
+#                               -extensions leaf_nonr, ...); enrol gets the args after --
+#   revoke_cert CA CERT         openssl ca -revoke
+#   gen_crl CA OUT [args...]    openssl ca -gencrl (PEM) into OUT
+#   restart_daemon              stop_daemon; start_daemon
+#   wait_log REGEX SECS         0 once daemon.log matches the extended REGEX, 1 after SECS
+# ---------------------------------------------------------------------------------------------
+
+MINT_SAD="$IAMSIGN_SRC/tests/mint-sad"
+OID_SHA256=2.16.840.1.101.3.4.2.1
+OID_SHA384=2.16.840.1.101.3.4.2.2
+
+ec_keypair() {
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/$1.key" \
+		>/dev/null 2>&1 && openssl pkey -in "$WORK/$1.key" -pubout -out "$WORK/$1.pub" \
+		>/dev/null 2>&1 || die "cannot make the EC key pair $1"
+}
+
+add_sad_issuers() {
+	local list
+	list=$(printf '%s, ' "$@")
+	printf 'sad_issuers: [%s]\n' "${list%, }" >>"$WORK/iamsignd.yaml" || die "cannot write iamsignd.yaml"
+}
+
+write_policy() {
+	cat >"$WORK/policy.yaml.new" && chmod 0600 "$WORK/policy.yaml.new" &&
+		mv -f "$WORK/policy.yaml.new" "$WORK/policy.yaml" || die "cannot write policy.yaml"
+}
+
+file_digest() {
+	openssl dgst -"${2:-sha256}" -binary "$1" | base64 -w0
+}
+
+sad_claims() {
+	local cred="$1" sub="$2" purpose="$3" hashes="$4" filter="${5:-.}" now jti
+	now=$(date +%s)
+	jti=$(openssl rand -hex 16)
+	# shellcheck disable=SC2086 # the hashes are a space-separated list
+	jq -cn --arg cred "$cred" --arg sub "$sub" --arg purpose "$purpose" --arg jti "$jti" \
+		--argjson now "$now" --arg halg "$OID_SHA256" \
+		'{iss: "iamsign-test-issuer", sub: $sub, cred: $cred, hashes: $ARGS.positional,
+		  halg: $halg, num: 1, purpose: $purpose, iat: $now, exp: ($now + 300), jti: $jti}
+		 | '"$filter" --args $hashes || die "sad_claims: jq failed"
+}
+
+mint_sad() {
+	"$MINT_SAD" "$@" || die "mint-sad $* failed"
+}
+
+sign_hash() {
+	local cred="$1" purpose="$2" hashes="$3" sad="${4:-}" halg="${5:-$OID_SHA256}" algo body
+	case $halg in
+	"$OID_SHA384") algo=1.2.840.10045.4.3.3 ;;
+	*) algo=1.2.840.10045.4.3.2 ;;
+	esac
+	# shellcheck disable=SC2086 # the hashes are a space-separated list
+	body=$(jq -cn --arg cred "$cred" --arg purpose "$purpose" --arg sad "$sad" --arg halg "$halg" \
+		--arg algo "$algo" \
+		'{credentialID: $cred, hashes: $ARGS.positional, hashAlgorithmOID: $halg, signAlgo: $algo}
+		 + (if $purpose == "" then {} else {purpose: $purpose} end)
+		 + (if $sad == "" then {} else {SAD: $sad} end)' --args $hashes) ||
+		die "sign_hash: jq failed"
+	csc signatures/signHash "$body"
+}
+
+verify_sig() {
+	local pub="$1" file="$2" sig="$3" alg="${4:-sha256}"
+	[ -n "$sig" ] && [ "$sig" != null ] || return 1
+	printf '%s' "$sig" | base64 -d >"$WORK/verify.sig" 2>/dev/null || return 1
+	openssl dgst -"$alg" -verify "$pub" -signature "$WORK/verify.sig" "$file" >/dev/null 2>&1
+}
+
+ca_setup() {
+	local name="$1" dir="$WORK/ca-$1" cert="${2:-}" key="${3:-}"
+	mkdir -p "$dir/certs" || die "mkdir $dir"
+	if [ -z "$cert" ]; then
+		cert="$dir/ca.pem"
+		key="$dir/ca.key"
+		openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-keyout "$key" -out "$cert" -days 30 -sha256 \
+			-subj "/CN=iamsign $name CA/O=iamsign tests" \
+			-addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign,cRLSign" >"$dir/req.log" 2>&1 || {
+			cat "$dir/req.log" >&2
+			die "cannot create CA $name"
+		}
+	fi
+	: >"$dir/index.txt"
+	printf 'unique_subject = no\n' >"$dir/index.txt.attr"
+	openssl rand -hex 16 | tr a-f A-F | sed 's/^./1/' >"$dir/serial"
+	printf '1000\n' >"$dir/crlnumber"
+	cat >"$dir/ca.cnf" <<-EOF
+		[ ca ]
+		default_ca = test_ca
+		[ test_ca ]
+		dir = $dir
+		database = $dir/index.txt
+		new_certs_dir = $dir/certs
+		certificate = $cert
+		private_key = $key
+		serial = $dir/serial
+		crlnumber = $dir/crlnumber
+		default_md = sha256
+		default_days = 30
+		default_crl_days = 7
+		policy = policy_any
+		x509_extensions = leaf
+		copy_extensions = none
+		unique_subject = no
+		[ policy_any ]
+		commonName = supplied
+		organizationName = optional
+		[ leaf ]
+		basicConstraints = critical,CA:FALSE
+		keyUsage = critical,digitalSignature,nonRepudiation
+		subjectKeyIdentifier = hash
+		authorityKeyIdentifier = keyid
+		[ leaf_nonr ]
+		basicConstraints = critical,CA:FALSE
+		keyUsage = critical,digitalSignature
+		subjectKeyIdentifier = hash
+		authorityKeyIdentifier = keyid
+		[ crl_ext ]
+		authorityKeyIdentifier = keyid
+	EOF
+}
+
+provision_cred_ca() {
+	local ca="$1" id="$2" alg="$3" owner="$4" class="$5"
+	shift 5
+	local ca_args=() enrol_args=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		ca_args+=("$1")
+		shift
+	done
+	[ $# -gt 0 ] && shift
+	enrol_args=("$@")
+	local log="$WORK/provision-$id.log"
+	{
+		admin keygen --credential "$id" --alg "$alg" &&
+			admin csr --credential "$id" --subject "/CN=$owner/O=iamsign tests" \
+				--out "$WORK/$id.csr" &&
+			openssl ca -batch -notext -config "$WORK/ca-$ca/ca.cnf" -in "$WORK/$id.csr" \
+				-out "$WORK/$id.pem" "${ca_args[@]}" &&
+			admin import-cert --credential "$id" --cert "$WORK/$id.pem" &&
+			admin enrol --credential "$id" --user "$owner" --class "$class" "${enrol_args[@]}"
+	} >"$log" 2>&1 || {
+		cat "$log" >&2
+		die "provisioning $id ($alg, CA $ca) failed"
+	}
+}
+
+revoke_cert() {
+	openssl ca -batch -config "$WORK/ca-$1/ca.cnf" -revoke "$2" >"$WORK/revoke.log" 2>&1 || {
+		cat "$WORK/revoke.log" >&2
+		die "cannot revoke $2"
+	}
+}
+
+gen_crl() {
+	local ca="$1" out="$2"
+	shift 2
+	openssl ca -batch -config "$WORK/ca-$ca/ca.cnf" -gencrl -crlexts crl_ext -out "$out" "$@" \
+		>"$WORK/crl.log" 2>&1 || {
+		cat "$WORK/crl.log" >&2
+		die "cannot make the CRL $out"
+	}
+}
+
+restart_daemon() {
+	stop_daemon
+	start_daemon
+}
+
+wait_log() {
+	local re="$1" n=$(($2 * 10))
+	while [ "$n" -gt 0 ]; do
+		grep -Eq -- "$re" "$WORK/daemon.log" 2>/dev/null && return 0
+		sleep 0.1
+		n=$((n - 1))
+	done
+	return 1
+}

@@ -5,7 +5,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 setup_env
 init_token
-provision_cred cit-ec ec-p256 citizen-1
+provision_cred cit-ec ec-p256 citizen-1 seal
 start_daemon
 
 digest=$(printf 'form' | openssl dgst -sha256 -binary | base64 -w0)

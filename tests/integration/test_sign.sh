@@ -5,9 +5,9 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 setup_env
 init_token
-provision_cred cit-ec ec-p256 citizen-1
-provision_cred cit-ec384 ec-p384 citizen-2
-provision_cred cit-rsa rsa-2048 citizen-3
+provision_cred cit-ec ec-p256 citizen-1 seal
+provision_cred cit-ec384 ec-p384 citizen-2 seal
+provision_cred cit-rsa rsa-2048 citizen-3 seal
 start_daemon
 
 printf 'Vehicle licence renewal\nplate: AB 1234\n' > "$WORK/form.txt"

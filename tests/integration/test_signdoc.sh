@@ -5,8 +5,8 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 setup_env
 init_token
-provision_cred cit-ec ec-p256 citizen-1
-provision_cred cit-rsa rsa-2048 citizen-2
+provision_cred cit-ec ec-p256 citizen-1 seal
+provision_cred cit-rsa rsa-2048 citizen-2 seal
 start_daemon
 
 printf 'Vehicle licence renewal\nplate: AB 1234\nowner: citizen-1\n' > "$WORK/form.txt"

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The ledger's durability: the daemon killed with SIGKILL under concurrent load loses no record
+# of a signature a client received, the chain verifies, consumed SADs stay consumed and quota
+# counters are exact. An unwritable ledger (locked, disk full) refuses signing with 503
+# ledger_unavailable and returns no signature.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+setup_env
+init_token
+
+# A citizen credential: every signature needs a SAD, and a daily quota counts them.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/issuer.key" 2>/dev/null
+openssl pkey -in "$WORK/issuer.key" -pubout -out "$WORK/issuer.pub"
+printf 'sad_issuers: [%s]\n' "$WORK/issuer.pub" >> "$WORK/iamsignd.yaml"
+cat > "$WORK/policy.yaml" <<EOF
+callers:
+  renewal:
+    uid: $(id -u)
+    purposes: [vehicle-licence-renewal]
+    classes: [citizen]
+purposes:
+  vehicle-licence-renewal:
+    sign_algorithms: [ecdsa-with-SHA256]
+    hash_algorithms: [sha256]
+    max_hashes: 1
+    require_sad: true
+credentials:
+  daily_quota: 100000
+EOF
+chmod 0600 "$WORK/policy.yaml"
+provision_cred cit-1 ec-p256 citizen-1 citizen
+
+digest=$(printf 'renewal form' | openssl dgst -sha256 -binary | base64 -w0)
+# mint JTI NUM: a SAD for cit-1 approving $digest up to NUM times
+mint() {
+	local now
+	now=$(date +%s)
+	"$IAMSIGN_SRC/tests/mint-sad" "$WORK/issuer.key" "{\"iss\":\"iam-smart-test\",\"sub\":\"citizen-1\",\"cred\":\"cit-1\",\"hashes\":[\"$digest\"],\"halg\":\"2.16.840.1.101.3.4.2.1\",\"num\":$2,\"purpose\":\"vehicle-licence-renewal\",\"iat\":$now,\"exp\":$((now + 590)),\"jti\":\"$1\"}"
+}
+request() { # SAD
+	printf '{"credentialID":"cit-1","hashes":["%s"],"hashAlgorithmOID":"2.16.840.1.101.3.4.2.1","signAlgo":"1.2.840.10045.4.3.2","SAD":"%s"}' "$digest" "$1"
+}
+
+start_daemon
+
+# A SAD with num 3, used up before the crash: it must stay used up after it.
+small=$(mint small-sad 3)
+for i in 1 2 3; do
+	expect_status "small SAD use $i" 200 "$(csc signatures/signHash "$(request "$small")")"
+done
+
+# Four clients sign as fast as they can, each keeping every signature it receives.
+for c in 1 2 3 4; do
+	sad=$(mint "load-$c" 1000)
+	request "$sad" > "$WORK/req.$c"
+	(
+		while :; do
+			code=$(curl -s -o "$WORK/out.$c" -w '%{http_code}' --unix-socket "$WORK/iamsign.sock" \
+				-H 'Content-Type: application/json' --data-binary @"$WORK/req.$c" \
+				http://localhost/csc/v2/signatures/signHash) || break
+			[ "$code" = 200 ] || break
+			jq -r '.signatures[0]' "$WORK/out.$c" >> "$WORK/received.$c"
+		done
+	) &
+done
+sleep 3
+kill -KILL "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null || true
+DAEMON_PID=""
+wait
+cat "$WORK"/received.* > "$WORK/received"
+received=$(wc -l < "$WORK/received")
+[ "$received" -gt 20 ] && pass "$received signatures received before SIGKILL" || fail "only $received signatures before SIGKILL"
+
+start_daemon
+admin audit export --format jsonl > "$WORK/export.jsonl"
+jq -r 'select(.decision == "allow") | .signature_sha256[]' "$WORK/export.jsonl" | sort > "$WORK/recorded"
+missing=0
+while read -r sig; do
+	h=$(printf '%s' "$sig" | base64 -d | openssl dgst -sha256 -r | cut -d' ' -f1)
+	grep -qx "$h" "$WORK/recorded" || missing=$((missing + 1))
+done < "$WORK/received"
+[ "$missing" = 0 ] && pass "every received signature has its record ($received)" || fail "$missing of $received received signatures have no record"
+
+check "audit verify after SIGKILL" admin audit verify
+
+expect_status "used-up SAD after the crash" 403 "$(csc signatures/signHash "$(request "$small")")"
+expect_reason sad_replayed
+
+# Quota counter and SAD consumption equal the allowed records, exactly.
+allowed=$(jq -s '[.[] | select(.decision == "allow" and .credential == "cit-1" and (.op | startswith("signatures/")))] | length' "$WORK/export.jsonl")
+counted=$(sqlite3 "$WORK/state/iamsign.db" "SELECT COALESCE(SUM(count), 0) FROM quota WHERE cred = 'cit-1'")
+[ "$allowed" = "$counted" ] && pass "quota counter $counted equals the allowed records" || fail "quota counter $counted, allowed records $allowed"
+for c in 1 2 3 4; do
+	rec=$(jq -s "[.[] | select(.decision == \"allow\" and .jti == \"load-$c\")] | length" "$WORK/export.jsonl")
+	used=$(sqlite3 "$WORK/state/iamsign.db" "SELECT COALESCE(MAX(used), 0) FROM sad_jti WHERE jti = 'load-$c'")
+	got=$(wc -l < "$WORK/received.$c" 2>/dev/null || echo 0)
+	if [ "$rec" = "$used" ] && [ "$used" -ge "$got" ]; then
+		pass "SAD load-$c: $used consumed = $rec records >= $got received"
+	else
+		fail "SAD load-$c: $used consumed, $rec records, $got received"
+	fi
+done
+
+# A locked ledger: another process holds the write lock, signing answers 503 with no signature.
+fresh=$(mint locked 10)
+python3 - "$WORK/state/iamsign.db" "$WORK/lock.ready" <<'PY' &
+import sqlite3, sys, time, os
+db = sqlite3.connect(sys.argv[1], timeout=1, isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+open(sys.argv[2], "w").close()
+time.sleep(12)
+db.execute("ROLLBACK")
+PY
+locker=$!
+for _ in $(seq 50); do [ -e "$WORK/lock.ready" ] && break; sleep 0.1; done
+expect_status "signing with the ledger locked" 503 "$(csc signatures/signHash "$(request "$fresh")")"
+expect_reason ledger_unavailable
+jq -e '.signatures' "$WORK/resp.json" >/dev/null 2>&1 && fail "a signature was returned without its record" || pass "no signature returned while locked"
+wait "$locker"
+expect_status "signing once the lock is gone" 200 "$(csc signatures/signHash "$(request "$fresh")")"
+stop_daemon
+
+# A full disk: the state directory on a small tmpfs, filled up (root only). The WAL grows with
+# each commit, so within a bounded number of requests a write meets ENOSPC.
+if [ "$(id -u)" = 0 ] && mkdir -p "$WORK/fullstate" && mount -t tmpfs -o size=16m,mode=0700 tmpfs "$WORK/fullstate" 2>/dev/null; then
+	trap 'rc=$?; umount "$WORK/fullstate" 2>/dev/null || true; (exit $rc); cleanup' EXIT
+	cp -a "$WORK/state/." "$WORK/fullstate/"
+	sed -i "s|^state_dir: .*|state_dir: $WORK/fullstate|" "$WORK/iamsignd.yaml"
+	start_daemon
+	full=$(mint disk-full 1000)
+	expect_status "signing before the disk fills" 200 "$(csc signatures/signHash "$(request "$full")")"
+	dd if=/dev/zero of="$WORK/fullstate/filler" bs=64k >/dev/null 2>&1 || true
+	got=""
+	for i in $(seq 1 300); do
+		code=$(csc signatures/signHash "$(request "$full")")
+		if [ "$code" != 200 ]; then got=$code; break; fi
+	done
+	expect_status "signing on a full disk (after $i requests)" 503 "$got"
+	expect_reason ledger_unavailable
+	jq -e '.signatures' "$WORK/resp.json" >/dev/null 2>&1 && fail "a signature was returned without its record" || pass "no signature returned on a full disk"
+	kill -0 "$DAEMON_PID" 2>/dev/null && pass "daemon still running on a full disk" || fail "daemon died on a full disk"
+	rm -f "$WORK/fullstate/filler"
+	expect_status "signing once there is room again" 200 "$(csc signatures/signHash "$(request "$full")")"
+	stop_daemon
+	check "audit verify after the full-disk episode" admin audit verify
+	umount "$WORK/fullstate"
+else
+	echo "SKIP: full-disk case needs root and tmpfs mounts (locked case ran above)"
+fi
