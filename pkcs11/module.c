@@ -17,7 +17,7 @@
 #include <openssl/crypto.h>
 #include <p11-kit/p11-kit.h>
 
-#include "pkcs11/token.h"
+#include "pkcs11/internal.h"
 
 /* Longest PIN accepted from a file, in bytes (newline excluded). */
 #define TOK_PIN_MAX 256
@@ -57,11 +57,6 @@ const char *const tok_default_dirs[] = {
     NULL,
 };
 
-/* Shared with token.c (no private header in this layer yet); keep the declarations in step. */
-int tok_module_load(const char *module, const char *const *dirs, void **dl_out,
-                    CK_FUNCTION_LIST **fl_out, int *finalize_out, char *err, size_t errlen);
-void tok_module_unload(void *dl, CK_FUNCTION_LIST *fl, int finalize);
-
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -76,16 +71,53 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* System library directories a packaged module may live in, behind a symlink that the package
+ * put into an allowlisted directory: Debian ships /usr/lib/<triplet>/pkcs11/opensc-pkcs11.so as
+ * a symlink to ../opensc-pkcs11.so. */
+static const char *const link_target_dirs[] = {
+    "/usr/lib",
+#ifdef TOK_MULTIARCH
+    "/usr/lib/" TOK_MULTIARCH,
+#endif
+    NULL,
+};
+
+/* Does the directory part of path (resolved) equal one of dirs (each resolved)? */
+static int dir_in(const char *path, const char *const *dirs)
+{
+	char dir[PATH_MAX], rdir[PATH_MAX], rlist[PATH_MAX];
+	char *slash;
+	size_t i, n = strlen(path);
+
+	if (n == 0 || n >= sizeof(dir))
+		return 0;
+	memcpy(dir, path, n + 1);
+	slash = strrchr(dir, '/');
+	if (slash == NULL)
+		memcpy(dir, ".", 2);
+	else if (slash == dir)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	if (realpath(dir, rdir) == NULL)
+		return 0;
+	for (i = 0; dirs[i] != NULL; i++) {
+		if (realpath(dirs[i], rlist) == NULL)
+			continue;
+		if (strcmp(rlist, rdir) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* Resolve module into real (PATH_MAX bytes) and check it is a regular file, not writable by
  * group or others, directly inside one of dirs (each also resolved, so a symlinked allowlist
- * entry works but a symlinked module pointing elsewhere does not). */
+ * entry works but a symlinked module pointing elsewhere does not), with one exception: a
+ * root-owned symlink directly in an allowed directory may lead to a root-owned module directly
+ * in a system library directory (link_target_dirs), as distribution packages install them. */
 static int module_resolve(const char *module, const char *const *dirs, char *real)
 {
-	char dir[PATH_MAX];
-	char rdir[PATH_MAX];
-	struct stat st;
-	char *slash;
-	size_t i;
+	struct stat st, lst;
 
 	if (module == NULL || *module == '\0')
 		return TOK_ERR_MODULE;
@@ -99,24 +131,11 @@ static int module_resolve(const char *module, const char *const *dirs, char *rea
 	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
 		return TOK_ERR_MODULE;
 
-	/* realpath() returns an absolute path, so there is always a slash. */
-	if (strlen(real) >= sizeof(dir))
-		return TOK_ERR_MODULE;
-	memcpy(dir, real, strlen(real) + 1);
-	slash = strrchr(dir, '/');
-	if (slash == NULL)
-		return TOK_ERR_MODULE;
-	if (slash == dir)
-		slash[1] = '\0';
-	else
-		*slash = '\0';
-
-	for (i = 0; dirs[i] != NULL; i++) {
-		if (realpath(dirs[i], rdir) == NULL)
-			continue;
-		if (strcmp(rdir, dir) == 0)
-			return TOK_OK;
-	}
+	if (dir_in(real, dirs))
+		return TOK_OK;
+	if (lstat(module, &lst) == 0 && S_ISLNK(lst.st_mode) && lst.st_uid == 0 && st.st_uid == 0 &&
+	    dir_in(module, dirs) && dir_in(real, link_target_dirs))
+		return TOK_OK;
 	return TOK_ERR_MODULE;
 }
 
@@ -191,6 +210,16 @@ out:
 	if (dl != NULL)
 		dlclose(dl);
 	return r;
+}
+
+CK_RV tok_module_reinit(CK_FUNCTION_LIST *fl)
+{
+	CK_C_INITIALIZE_ARGS args;
+
+	fl->C_Finalize(NULL);
+	memset(&args, 0, sizeof(args));
+	args.flags = CKF_OS_LOCKING_OK;
+	return fl->C_Initialize(&args);
 }
 
 void tok_module_unload(void *dl, CK_FUNCTION_LIST *fl, int finalize)

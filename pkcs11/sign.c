@@ -1,7 +1,9 @@
 /* Signing a digest with a cached key on the calling thread's session: the hot path.
  *
- * Per signature: one pthread_getspecific, C_SignInit and C_Sign, and for ECDSA the DER
- * conversion. Inputs are checked before the token sees them, so bad requests cost nothing on
+ * Per signature: the state check and the read side of op_lock, one pthread_getspecific,
+ * C_SignInit (and the context-specific C_Login for CKA_ALWAYS_AUTHENTICATE keys) and C_Sign,
+ * and for ECDSA the DER conversion. A token that is down is not entered: TOK_ERR_UNAVAILABLE
+ * at once. Inputs are checked before the token sees them, so bad requests cost nothing on
  * the token and cannot leave an operation half-open. */
 #include <string.h>
 
@@ -11,13 +13,10 @@
 #include <openssl/objects.h>
 #include <openssl/x509.h>
 
-#include "pkcs11/token.h"
+#include "pkcs11/internal.h"
 
 /* Largest EC field iamsign could meet (P-521), bounding raw r||s. */
 #define TOK_EC_MAX_FIELD 66
-
-/* Defined in token.c (no private header in this layer yet); keep in step. */
-int tok_session_failed(struct token *tok, CK_RV rv);
 
 struct hash_info {
 	int nid;
@@ -139,9 +138,12 @@ int tok_sign_digest(struct token *tok, const struct tok_key *key, const struct t
 	CK_RSA_PKCS_PSS_PARAMS pss;
 	CK_BYTE_PTR in, outp;
 	CK_ULONG inlen, outlen;
-	CK_SESSION_HANDLE s;
+	struct tok_sess *ts = NULL;
+	CK_OBJECT_HANDLE priv;
 	CK_FUNCTION_LIST *fl;
-	CK_RV rv;
+	CK_RV rv = CKR_OK;
+	const char *pin;
+	size_t pinlen = 0;
 
 	if (siglen != NULL)
 		*siglen = 0;
@@ -200,18 +202,60 @@ int tok_sign_digest(struct token *tok, const struct tok_key *key, const struct t
 		goto out;
 	}
 
-	r = tok_session(tok, &s);
+	r = tok_use_begin(tok);
 	if (r != TOK_OK)
 		goto out;
-	fl = tok_functions(tok);
-	rv = fl->C_SignInit(s, &mech, key->priv);
-	if (rv != CKR_OK) {
-		r = tok_session_failed(tok, rv);
+	r = tok_key_fresh(tok, key);
+	if (r == TOK_OK)
+		r = tok_sess_get(tok, &ts);
+	if (r != TOK_OK) {
+		tok_use_end(tok);
 		goto out;
 	}
-	rv = fl->C_Sign(s, in, inlen, outp, &outlen);
-	if (rv != CKR_OK) {
+	fl = tok->fl;
+	priv = __atomic_load_n(&key->priv, __ATOMIC_RELAXED);
+	atomic_store(&ts->busy_since, tok_now_ms());
+	rv = fl->C_SignInit(ts->h, &mech, priv);
+	if (rv == CKR_OK && key->always_auth) {
+		/* CKA_ALWAYS_AUTHENTICATE: the user login does not cover this key; one login per
+		 * signature, between C_SignInit and C_Sign. */
+		pin = tok_pin(tok, &pinlen);
+		if (pin == NULL) {
+			r = TOK_ERR_PIN;
+			tok_session_failed(tok, CKR_OPERATION_ACTIVE);
+			goto done;
+		}
+		rv = fl->C_Login(ts->h, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR *)pin, (CK_ULONG)pinlen);
+		if (rv != CKR_OK) {
+			r = tok_login_failed(tok, CKU_CONTEXT_SPECIFIC, rv);
+			if (r == TOK_ERR_UNAVAILABLE)
+				tok_mark_down(tok, ts->gen,
+				              "context-specific login lost the token");
+			/* The signing operation is still open on the session: close it. */
+			tok_session_failed(tok, CKR_OPERATION_ACTIVE);
+			goto done;
+		}
+	}
+	if (rv == CKR_OK)
+		rv = fl->C_Sign(ts->h, in, inlen, outp, &outlen);
+	atomic_store(&ts->busy_since, 0);
+	if (rv != CKR_OK && tok->removable &&
+	    (rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED)) {
+		/* A card says this when it was pulled mid-APDU (before PC/SC tells us) or lost
+		 * its login to a reset by another PC/SC client: both are "log in again", and the
+		 * request was checked before it got here. */
+		tok_mark_down_settle(tok, ts->gen, "the card failed a signature",
+		                     TOK_CARD_SETTLE_MS);
+		tok_session_failed(tok, rv);
+		r = TOK_ERR_UNAVAILABLE;
+	} else if (rv != CKR_OK) {
 		r = tok_session_failed(tok, rv);
+	}
+done:
+	tok_use_end(tok);
+	if (r != TOK_OK || rv != CKR_OK) {
+		if (r == TOK_OK)
+			r = TOK_ERR_INTERNAL;
 		goto out;
 	}
 

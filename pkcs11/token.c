@@ -8,6 +8,7 @@
  * Keys are looked up once per URI and cached: SoftHSM's C_FindObjects scans every object, so a
  * search per request would make signing cost grow with the number of credentials. */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +25,7 @@
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
 
-#include "pkcs11/token.h"
+#include "pkcs11/internal.h"
 
 /* Bounds on what the module may hand us; anything larger is refused, not truncated. */
 #define TOK_MAX_SLOTS 1024
@@ -40,54 +41,6 @@
 #define TOK_MAX_RSA_BITS 4096
 #define TOK_MIN_RSA_BITS 1024
 #define TOK_CACHE_MIN_BUCKETS 64
-
-/* Defined in module.c and sign.c; no private header in this layer yet, keep in step. */
-int tok_module_load(const char *module, const char *const *dirs, void **dl_out,
-                    CK_FUNCTION_LIST **fl_out, int *finalize_out, char *err, size_t errlen);
-void tok_module_unload(void *dl, CK_FUNCTION_LIST *fl, int finalize);
-/* Map rv after a failed call on the calling thread's session, dropping that session when the
- * module says it is gone (or left it mid-operation) so the next call opens a new one. */
-int tok_session_failed(struct token *tok, CK_RV rv);
-
-struct tok_sess {
-	struct token *tok;
-	CK_SESSION_HANDLE h;
-	struct tok_sess *prev;
-	struct tok_sess *next;
-};
-
-struct key_ent {
-	struct key_ent *next;
-	uint64_t hash;
-	char *uri;
-	struct tok_key key;
-};
-
-struct token {
-	void *dl;
-	CK_FUNCTION_LIST *fl;
-	int finalize;
-	CK_SLOT_ID slot;
-
-	/* Every open session, so tok_close() can close them; the thread's own via tkey. */
-	pthread_key_t tkey;
-	int tkey_ok;
-	pthread_mutex_t sess_lock;
-	int sess_lock_ok;
-	struct tok_sess *sessions;
-	/* Holds the login: PKCS#11 logs the user out when the last session closes, and worker
-	 * sessions come and go. */
-	CK_SESSION_HANDLE anchor;
-	int have_anchor;
-
-	pthread_rwlock_t cache_lock;
-	int cache_lock_ok;
-	struct key_ent **buckets;
-	size_t nbuckets;
-	size_t nkeys;
-	/* Flushed entries stay allocated until tok_close(): callers may still hold pointers. */
-	struct key_ent *retired;
-};
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -117,165 +70,14 @@ static void label_str(const CK_UTF8CHAR *lbl, size_t n, char *out, size_t outlen
 	out[m] = '\0';
 }
 
-/* --- sessions --- */
-
-static void sess_link(struct token *tok, struct tok_sess *s)
-{
-	pthread_mutex_lock(&tok->sess_lock);
-	s->prev = NULL;
-	s->next = tok->sessions;
-	if (tok->sessions != NULL)
-		tok->sessions->prev = s;
-	tok->sessions = s;
-	pthread_mutex_unlock(&tok->sess_lock);
-}
-
-static void sess_unlink(struct token *tok, struct tok_sess *s)
-{
-	pthread_mutex_lock(&tok->sess_lock);
-	if (s->prev != NULL)
-		s->prev->next = s->next;
-	else
-		tok->sessions = s->next;
-	if (s->next != NULL)
-		s->next->prev = s->prev;
-	pthread_mutex_unlock(&tok->sess_lock);
-}
-
-/* A worker thread exits: close its session rather than leak one per thread. */
-static void sess_destructor(void *v)
-{
-	struct tok_sess *s = v;
-
-	sess_unlink(s->tok, s);
-	s->tok->fl->C_CloseSession(s->h);
-	free(s);
-}
-
-static CK_RV open_session(struct token *tok, CK_SESSION_HANDLE *h)
-{
-	CK_RV rv;
-
-	rv = tok->fl->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, h);
-	/* A key adopted from a read-only card still signs in a read-only session. */
-	if (rv == CKR_TOKEN_WRITE_PROTECTED)
-		rv = tok->fl->C_OpenSession(tok->slot, CKF_SERIAL_SESSION, NULL, NULL, h);
-	return rv;
-}
-
-int tok_session(struct token *tok, CK_SESSION_HANDLE *out)
-{
-	struct tok_sess *s;
-	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
-	CK_RV rv;
-
-	if (tok == NULL || out == NULL)
-		return TOK_ERR_INTERNAL;
-	s = pthread_getspecific(tok->tkey);
-	if (s != NULL) {
-		*out = s->h;
-		return TOK_OK;
-	}
-	rv = open_session(tok, &h);
-	if (rv != CKR_OK)
-		return tok_err_from_rv(rv);
-	s = calloc(1, sizeof(*s));
-	if (s == NULL) {
-		tok->fl->C_CloseSession(h);
-		return TOK_ERR_INTERNAL;
-	}
-	s->tok = tok;
-	s->h = h;
-	sess_link(tok, s);
-	if (pthread_setspecific(tok->tkey, s) != 0) {
-		sess_unlink(tok, s);
-		tok->fl->C_CloseSession(h);
-		free(s);
-		return TOK_ERR_INTERNAL;
-	}
-	*out = h;
-	return TOK_OK;
-}
-
-int tok_session_failed(struct token *tok, CK_RV rv)
-{
-	struct tok_sess *s;
-	int close_it;
-
-	switch (rv) {
-	case CKR_SESSION_HANDLE_INVALID:
-	case CKR_SESSION_CLOSED:
-	case CKR_DEVICE_REMOVED:
-	case CKR_TOKEN_NOT_PRESENT:
-		/* The handle is already dead; closing it would only fail. */
-		close_it = 0;
-		break;
-	case CKR_OPERATION_ACTIVE:
-	case CKR_BUFFER_TOO_SMALL:
-		/* An operation was left open: PKCS#11 2.40 has no way to cancel it but to close. */
-		close_it = 1;
-		break;
-	default:
-		return tok_err_from_rv(rv);
-	}
-	s = pthread_getspecific(tok->tkey);
-	if (s != NULL) {
-		pthread_setspecific(tok->tkey, NULL);
-		sess_unlink(tok, s);
-		if (close_it)
-			tok->fl->C_CloseSession(s->h);
-		free(s);
-	}
-	return tok_err_from_rv(rv);
-}
-
-CK_FUNCTION_LIST *tok_functions(struct token *tok)
-{
-	return tok != NULL ? tok->fl : NULL;
-}
-
-CK_SLOT_ID tok_slot(struct token *tok)
-{
-	return tok != NULL ? tok->slot : 0;
-}
-
-/* --- login --- */
-
-static int login(struct token *tok, CK_SESSION_HANDLE s, const char *pin_file, CK_USER_TYPE who,
-                 CK_RV *rv_out, char *err, size_t errlen)
-{
-	int r;
-	char *pin = NULL;
-	size_t plen = 0;
-	CK_RV rv;
-
-	*rv_out = CKR_OK;
-	r = tok_pin_read(pin_file, &pin, &plen);
-	if (r != TOK_OK) {
-		seterr(err, errlen,
-		       "PIN file %s unusable: must be a regular file (no symlink) of mode 0600 or "
-		       "stricter holding 1 to 256 bytes",
-		       pin_file);
-		goto out;
-	}
-	rv = tok->fl->C_Login(s, who, (CK_UTF8CHAR *)pin, (CK_ULONG)plen);
-	tok_pin_free(pin, plen);
-	pin = NULL;
-	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-		*rv_out = rv;
-		r = tok_err_from_rv(rv);
-		seterr(err, errlen, "C_Login failed: %s", p11_kit_strerror(rv));
-		goto out;
-	}
-	r = TOK_OK;
-out:
-	return r;
-}
+/* --- login (provisioning tools) --- */
 
 int tok_login(struct token *tok, const char *pin_file, int so)
 {
 	CK_SESSION_HANDLE s;
-	CK_RV rv = CKR_OK;
+	char *pin = NULL;
+	size_t plen = 0;
+	CK_RV rv;
 	int r;
 
 	if (tok == NULL || pin_file == NULL)
@@ -283,10 +85,14 @@ int tok_login(struct token *tok, const char *pin_file, int so)
 	r = tok_session(tok, &s);
 	if (r != TOK_OK)
 		return r;
-	r = login(tok, s, pin_file, so ? CKU_SO : CKU_USER, &rv, NULL, 0);
-	if (r != TOK_OK && rv != CKR_OK)
-		r = tok_session_failed(tok, rv);
-	return r;
+	r = tok_pin_read(pin_file, &pin, &plen);
+	if (r != TOK_OK)
+		return r;
+	rv = tok->fl->C_Login(s, so ? CKU_SO : CKU_USER, (CK_UTF8CHAR *)pin, (CK_ULONG)plen);
+	tok_pin_free(pin, plen);
+	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
+		return TOK_OK;
+	return tok_session_failed(tok, rv);
 }
 
 /* --- token selection --- */
@@ -440,6 +246,13 @@ out:
 	return r;
 }
 
+int tok_select(struct token *tok, char *err, size_t errlen)
+{
+	if (tok->require_initialized)
+		return select_by_uri(tok, tok->uri, err, errlen);
+	return select_uninitialised(tok, err, errlen);
+}
+
 /* --- open and close --- */
 
 static void cache_free_all(struct token *tok);
@@ -447,26 +260,36 @@ static void cache_free_all(struct token *tok);
 void tok_close(struct token *tok)
 {
 	struct tok_sess *s, *next;
+	unsigned gen;
 
 	if (tok == NULL)
 		return;
+	/* First the threads that could start a recovery or mark the token down. */
+	tok_monitor_stop(tok);
 	cache_free_all(tok);
 	/* Delete the key first: exiting threads then no longer run the destructor. */
 	if (tok->tkey_ok)
 		pthread_key_delete(tok->tkey);
+	gen = atomic_load(&tok->gen);
 	for (s = tok->sessions; s != NULL; s = next) {
 		next = s->next;
-		tok->fl->C_CloseSession(s->h);
+		/* Handles from before an outage are dead or reused: not ours to close. */
+		if (s->gen == gen)
+			tok->fl->C_CloseSession(s->h);
 		free(s);
 	}
 	tok->sessions = NULL;
 	if (tok->have_anchor)
 		tok->fl->C_CloseSession(tok->anchor);
 	tok_module_unload(tok->dl, tok->fl, tok->finalize);
+	tok_pin_drop(tok);
 	if (tok->sess_lock_ok)
 		pthread_mutex_destroy(&tok->sess_lock);
 	if (tok->cache_lock_ok)
 		pthread_rwlock_destroy(&tok->cache_lock);
+	if (tok->op_lock_ok)
+		pthread_rwlock_destroy(&tok->op_lock);
+	free(tok->uri);
 	free(tok);
 }
 
@@ -474,6 +297,9 @@ int tok_open(const struct tok_opts *opts, struct token **out, char *err, size_t 
 {
 	int r = TOK_ERR_INTERNAL;
 	struct token *tok = NULL;
+	CK_TOKEN_INFO ti;
+	char *pin = NULL;
+	size_t plen = 0;
 	CK_RV rv = CKR_OK;
 
 	if (err != NULL && errlen > 0)
@@ -493,37 +319,78 @@ int tok_open(const struct tok_opts *opts, struct token **out, char *err, size_t 
 	if (pthread_rwlock_init(&tok->cache_lock, NULL) != 0)
 		goto out;
 	tok->cache_lock_ok = 1;
-	if (pthread_key_create(&tok->tkey, sess_destructor) != 0)
+	if (pthread_rwlock_init(&tok->op_lock, NULL) != 0)
+		goto out;
+	tok->op_lock_ok = 1;
+	if (pthread_key_create(&tok->tkey, tok_sess_destructor) != 0)
 		goto out;
 	tok->tkey_ok = 1;
+	if (tok_monitor_init(tok) != TOK_OK)
+		goto out;
+	tok->require_initialized = opts->require_initialized;
+	if (opts->uri != NULL && (tok->uri = strdup(opts->uri)) == NULL)
+		goto out;
 
 	r = tok_module_load(opts->module, opts->module_dirs, &tok->dl, &tok->fl, &tok->finalize,
 	                    err, errlen);
 	if (r != TOK_OK)
 		goto out;
-	if (opts->require_initialized)
-		r = select_by_uri(tok, opts->uri, err, errlen);
-	else
-		r = select_uninitialised(tok, err, errlen);
+	r = tok_select(tok, err, errlen);
 	if (r != TOK_OK)
 		goto out;
+	/* The serial tells, after an outage, whether the token back in the slot is this one. */
+	if (tok->fl->C_GetTokenInfo(tok->slot, &ti) == CKR_OK) {
+		memcpy(tok->serial, ti.serialNumber, sizeof(tok->serial));
+		tok->have_serial = 1;
+	}
 
 	if (opts->pin_file != NULL) {
-		rv = open_session(tok, &tok->anchor);
+		r = tok_pin_read(opts->pin_file, &pin, &plen);
+		if (r != TOK_OK) {
+			seterr(err, errlen,
+			       "PIN file %s unusable: must be a regular file (no symlink) of mode "
+			       "0600 "
+			       "or stricter holding 1 to 256 bytes",
+			       opts->pin_file);
+			goto out;
+		}
+		r = tok_pin_hold(tok, pin, plen);
+		tok_pin_free(pin, plen);
+		pin = NULL;
+		if (r != TOK_OK) {
+			seterr(err, errlen, "cannot keep the PIN in locked memory (mlock)");
+			goto out;
+		}
+		rv = tok_open_session(tok, &tok->anchor);
 		if (rv != CKR_OK) {
 			seterr(err, errlen, "C_OpenSession failed: %s", p11_kit_strerror(rv));
 			r = tok_err_from_rv(rv);
 			goto out;
 		}
 		tok->have_anchor = 1;
-		r = login(tok, tok->anchor, opts->pin_file, CKU_USER, &rv, err, errlen);
-		if (r != TOK_OK)
+		rv = tok->fl->C_Login(tok->anchor, CKU_USER, (CK_UTF8CHAR *)tok->pin,
+		                      (CK_ULONG)tok->pin_len);
+		if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+			/* Said once, here; the daemon does not start, so nothing retries. */
+			seterr(err, errlen, "C_Login failed: %s (CKR 0x%lx)%s",
+			       p11_kit_strerror(rv), (unsigned long)rv,
+			       rv == CKR_GENERAL_ERROR ? "; some cards say this for a wrong PIN"
+			                               : "");
+			r = tok_err_from_rv(rv);
+			if (r == TOK_ERR_INTERNAL)
+				r = TOK_ERR_PIN;
 			goto out;
+		}
+	}
+	if (!opts->no_monitor && (r = tok_monitor_start(tok)) != TOK_OK) {
+		seterr(err, errlen, "cannot start the token monitor thread");
+		goto out;
 	}
 	*out = tok;
 	tok = NULL;
 	r = TOK_OK;
 out:
+	tok_pin_free(pin, plen);
 	tok_close(tok);
 	return r;
 }
@@ -908,6 +775,15 @@ static int key_describe(struct token *tok, CK_SESSION_HANDLE s, struct tok_key *
 	free(buf);
 	buf = NULL;
 
+	/* Absent or unreadable means no: a module without it has no per-signature login. */
+	r = attr_get(tok, s, key->priv, CKA_ALWAYS_AUTHENTICATE, sizeof(CK_BBOOL), &buf, &len);
+	if (r == TOK_OK && len == sizeof(CK_BBOOL))
+		key->always_auth = buf[0] == CK_TRUE;
+	else if (r != TOK_OK && r != TOK_ERR_NOT_FOUND)
+		goto out;
+	free(buf);
+	buf = NULL;
+
 	if (kt == CKK_EC) {
 		r = attr_get(tok, s, key->priv, CKA_EC_PARAMS, TOK_MAX_EC_PARAMS, &ecparams,
 		             &eplen);
@@ -972,8 +848,9 @@ static void key_ent_free(struct key_ent *e)
 	free(e);
 }
 
-/* First lookup of a URI: one object search and the attribute reads. */
-static int key_load(struct token *tok, const char *uri, size_t ulen, struct key_ent **out)
+/* The one private key matching uri on this token, by one object search. TOK_ERR_NOT_FOUND if
+ * none, TOK_ERR_BAD_INPUT if the URI is malformed or matches several. */
+static int find_priv(struct token *tok, CK_SESSION_HANDLE s, const char *uri, CK_OBJECT_HANDLE *out)
 {
 	int r = TOK_ERR_INTERNAL;
 	P11KitUri *u = NULL;
@@ -983,12 +860,9 @@ static int key_load(struct token *tok, const char *uri, size_t ulen, struct key_
 	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY, have;
 	CK_OBJECT_HANDLE objs[2];
 	CK_TOKEN_INFO ti;
-	CK_SESSION_HANDLE s;
 	CK_RV rv;
 	int has_class = 0;
-	struct key_ent *e = NULL;
 
-	*out = NULL;
 	u = p11_kit_uri_new();
 	if (u == NULL)
 		goto out;
@@ -1019,14 +893,11 @@ static int key_load(struct token *tok, const char *uri, size_t ulen, struct key_
 		nt++;
 	}
 
-	r = tok_session(tok, &s);
-	if (r != TOK_OK)
-		goto out;
 	/* Token attributes in the URI (token=, serial=) must name this token. Read fresh: the
 	 * label changes when a provisioning tool initialises the token. */
 	rv = tok->fl->C_GetTokenInfo(tok->slot, &ti);
 	if (rv != CKR_OK) {
-		r = tok_err_from_rv(rv);
+		r = tok_session_failed(tok, rv);
 		goto out;
 	}
 	if (!p11_kit_uri_match_token_info(u, &ti)) {
@@ -1044,7 +915,30 @@ static int key_load(struct token *tok, const char *uri, size_t ulen, struct key_
 		r = TOK_ERR_BAD_INPUT;
 		goto out;
 	}
+	*out = objs[0];
+	r = TOK_OK;
+out:
+	if (u != NULL)
+		p11_kit_uri_free(u);
+	return r;
+}
 
+/* First lookup of a URI: one object search and the attribute reads. Caller holds op_lock. */
+static int key_load(struct token *tok, const char *uri, size_t ulen, struct key_ent **out)
+{
+	int r = TOK_ERR_INTERNAL;
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	CK_SESSION_HANDLE s;
+	unsigned gen = atomic_load(&tok->gen);
+	struct key_ent *e = NULL;
+
+	*out = NULL;
+	r = tok_session(tok, &s);
+	if (r != TOK_OK)
+		goto out;
+	r = find_priv(tok, s, uri, &h);
+	if (r != TOK_OK)
+		goto out;
 	r = TOK_ERR_INTERNAL;
 	e = calloc(1, sizeof(*e));
 	if (e == NULL)
@@ -1053,7 +947,8 @@ static int key_load(struct token *tok, const char *uri, size_t ulen, struct key_
 	if (e->uri == NULL)
 		goto out;
 	memcpy(e->uri, uri, ulen + 1);
-	e->key.priv = objs[0];
+	e->key.priv = h;
+	atomic_store(&e->hgen, gen);
 	r = key_describe(tok, s, &e->key);
 	if (r != TOK_OK)
 		goto out;
@@ -1061,9 +956,86 @@ static int key_load(struct token *tok, const char *uri, size_t ulen, struct key_
 	e = NULL;
 out:
 	key_ent_free(e);
-	if (u != NULL)
-		p11_kit_uri_free(u);
 	return r;
+}
+
+/* Is object h the same key as key (type, size, CKA_ID; RSA: the very modulus)? */
+static int same_key(struct token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                    const struct tok_key *key)
+{
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	CK_KEY_TYPE kt;
+	BIGNUM *n = NULL, *have = NULL;
+	int r;
+
+	r = attr_get(tok, s, h, CKA_KEY_TYPE, sizeof(kt), &buf, &len);
+	if (r != TOK_OK)
+		goto out;
+	r = TOK_ERR_NOT_FOUND;
+	if (len != sizeof(kt))
+		goto out;
+	memcpy(&kt, buf, sizeof(kt));
+	free(buf);
+	buf = NULL;
+	if ((kt == CKK_RSA) != (key->type == TOK_KEY_RSA))
+		goto out;
+	r = attr_get(tok, s, h, CKA_ID, sizeof(key->id), &buf, &len);
+	if (r == TOK_ERR_NOT_FOUND)
+		len = 0;
+	else if (r != TOK_OK)
+		goto out;
+	r = TOK_ERR_NOT_FOUND;
+	if (len != key->id_len || (len > 0 && memcmp(buf, key->id, len) != 0))
+		goto out;
+	free(buf);
+	buf = NULL;
+	if (key->type == TOK_KEY_RSA) {
+		r = attr_get(tok, s, h, CKA_MODULUS, TOK_MAX_MODULUS, &buf, &len);
+		if (r != TOK_OK)
+			goto out;
+		r = TOK_ERR_INTERNAL;
+		n = BN_bin2bn(buf, (int)len, NULL);
+		if (n == NULL || EVP_PKEY_get_bn_param(key->pub, OSSL_PKEY_PARAM_RSA_N, &have) != 1)
+			goto out;
+		r = BN_cmp(n, have) == 0 ? TOK_OK : TOK_ERR_NOT_FOUND;
+	} else {
+		r = attr_get(tok, s, h, CKA_EC_PARAMS, TOK_MAX_EC_PARAMS, &buf, &len);
+		if (r != TOK_OK)
+			goto out;
+		r = ec_params_nid(buf, len) == key->curve_nid ? TOK_OK : TOK_ERR_NOT_FOUND;
+	}
+out:
+	BN_free(n);
+	BN_free(have);
+	free(buf);
+	return r;
+}
+
+int tok_key_fresh(struct token *tok, const struct tok_key *key)
+{
+	/* The key is one of ours, inside a key_ent of the cache (or retired list). */
+	struct key_ent *e = (struct key_ent *)((char *)key - offsetof(struct key_ent, key));
+	unsigned gen = atomic_load(&tok->gen);
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	CK_SESSION_HANDLE s;
+	int r;
+
+	if (atomic_load(&e->hgen) == gen)
+		return TOK_OK;
+	/* The token came back: object handles may have changed with it. */
+	r = tok_session(tok, &s);
+	if (r != TOK_OK)
+		return r;
+	r = find_priv(tok, s, e->uri, &h);
+	if (r != TOK_OK)
+		return r;
+	r = same_key(tok, s, h, key);
+	if (r != TOK_OK)
+		return r;
+	__atomic_store_n(&e->key.priv, h, __ATOMIC_RELAXED);
+	atomic_store(&e->hgen, gen);
+	return TOK_OK;
 }
 
 /* FNV-1a: the cache is keyed by configuration strings, not attacker-chosen ones. */
@@ -1149,8 +1121,13 @@ int tok_key_get(struct token *tok, const char *uri, const struct tok_key **out)
 		return TOK_OK;
 	}
 
-	/* Search without the lock: a slow token must not stall cache hits of other threads. */
+	/* Search without the cache lock: a slow token must not stall cache hits of other
+	 * threads. A token that is down is not searched at all. */
+	r = tok_use_begin(tok);
+	if (r != TOK_OK)
+		return r;
 	r = key_load(tok, uri, ulen, &e);
+	tok_use_end(tok);
 	if (r != TOK_OK)
 		return r;
 	e->hash = h;

@@ -43,6 +43,9 @@ struct tok_opts {
 	const char *uri;                /* RFC 7512 token URI, e.g. "pkcs11:token=iamsign-01" */
 	const char *pin_file;           /* user PIN; NULL: do not log in */
 	int require_initialized; /* 0 lets tok_open pick a slot with an uninitialised token */
+	/* 1: no monitor thread (no PC/SC watching, no recovery after token loss); for one-shot
+	 * tools. The daemon leaves it 0. */
+	int no_monitor;
 };
 
 /* NULL-terminated default allowlist: system PKCS#11 module and SoftHSM directories. */
@@ -58,10 +61,35 @@ int tok_pin_read(const char *path, char **pin, size_t *len);
 void tok_pin_free(char *pin, size_t len);
 
 /* Load the module (allowlisted), C_Initialize (CKF_OS_LOCKING_OK), find the token matching the
- * URI, and log in with the PIN file if one is given (the PIN is wiped once used). On error,
- * err gets one line for the operator. */
+ * URI, and log in with the PIN file if one is given. The PIN is then kept for logging in again
+ * after the token comes back, in mlock()ed memory that is left out of core dumps and wiped by
+ * tok_close(); tok_open fails (TOK_ERR_PIN) if it cannot be locked. Unless opts->no_monitor, a
+ * monitor thread recovers the token after loss (new sessions, login again, module
+ * re-initialised when it lost its state, backoff between attempts) and, when the slot is a
+ * card reader, a PC/SC thread watches it (see pkcs11/internal.h). On error, err gets one line
+ * for the operator. */
 int tok_open(const struct tok_opts *opts, struct token **out, char *err, size_t errlen);
 void tok_close(struct token *tok);
+
+/* Token state, cheap (one atomic load), for /healthz and metrics. While not TOK_STATE_UP,
+ * tok_sign_digest() and uncached tok_key_get() fail at once with TOK_ERR_UNAVAILABLE
+ * (TOK_ERR_PIN when TOK_STATE_PIN_FAILED) without touching the module. */
+enum tok_state {
+	TOK_STATE_UP = 0,
+	TOK_STATE_DOWN = 1,       /* removed or failing; being recovered */
+	TOK_STATE_PIN_FAILED = 2, /* a login was refused; never retried; restart needed */
+};
+int tok_state(struct token *tok);
+
+struct tok_stats {
+	int state;              /* enum tok_state */
+	uint64_t downs;         /* times the token went down */
+	uint64_t recoveries;    /* times it came back */
+	uint64_t fast_failures; /* requests refused at once while it was down */
+	int64_t last_outage_ms; /* length of the last outage that ended */
+	int pcsc;               /* 1 when a PC/SC thread watches the reader */
+};
+void tok_stats(struct token *tok, struct tok_stats *out);
 
 /* Low-level access for provisioning tools (iamsign-admin). The session is the calling
  * thread's own (opened on first use, read-write). */
@@ -85,6 +113,7 @@ struct tok_key {
 	char label[128]; /* CKA_LABEL, NUL-terminated */
 	X509 *cert;      /* certificate with the same CKA_ID, or NULL */
 	EVP_PKEY *pub;   /* public key (from the token's public key object or cert) */
+	int always_auth; /* CKA_ALWAYS_AUTHENTICATE: tok_sign_digest logs in per signature */
 };
 
 /* Find the private key matching a PKCS#11 object URI (e.g. "pkcs11:object=cred-1;type=private"
@@ -105,9 +134,13 @@ struct tok_sign_params {
 	size_t salt_len; /* PSS only */
 };
 
-/* Sign a digest with the calling thread's session. ECDSA results are DER (ECDSA-Sig-Value),
- * PKCS#1 v1.5 builds the DigestInfo for hash_nid, PSS uses CKM_RSA_PKCS_PSS. dlen must be the
- * hash's length (TOK_ERR_BAD_INPUT otherwise); sig must hold TOK_MAX_SIG bytes. Thread-safe. */
+/* Sign a digest with the calling thread's session. Keys with CKA_ALWAYS_AUTHENTICATE get the
+ * context-specific login (C_Login CKU_CONTEXT_SPECIFIC after C_SignInit) with the held PIN.
+ * After a token outage the key's handle is found again by its URI (same key type, size and
+ * RSA modulus or EC curve and CKA_ID, else TOK_ERR_NOT_FOUND). ECDSA results are DER
+ * (ECDSA-Sig-Value), PKCS#1 v1.5 builds the DigestInfo for hash_nid, PSS uses CKM_RSA_PKCS_PSS.
+ * dlen must be the hash's length (TOK_ERR_BAD_INPUT otherwise); sig must hold TOK_MAX_SIG bytes.
+ * Thread-safe. */
 int tok_sign_digest(struct token *tok, const struct tok_key *key, const struct tok_sign_params *p,
                     const uint8_t *dig, size_t dlen, uint8_t *sig, size_t *siglen);
 

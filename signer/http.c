@@ -252,9 +252,23 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	if (p == NULL)
 		return reply_error(h, c, 403, "access_denied", "unknown_caller",
 		                   "caller identity unavailable");
-	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/healthz") == 0)
-		return reply(h, c, 200, strdup("{\"status\":\"ok\",\"token\":\"up\"}"),
-		             "application/json");
+	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/healthz") == 0) {
+		/* One atomic load: a pulled card shows here at once, without touching it. */
+		switch (tok_state(h->svc->tok)) {
+		case TOK_STATE_UP:
+			return reply(h, c, 200, strdup("{\"status\":\"ok\",\"token\":\"up\"}"),
+			             "application/json");
+		case TOK_STATE_PIN_FAILED:
+			return reply(h, c, 503,
+			             strdup("{\"status\":\"degraded\",\"token\":\"down\","
+			                    "\"reason\":\"pin_refused\"}"),
+			             "application/json");
+		default:
+			return reply(h, c, 503,
+			             strdup("{\"status\":\"degraded\",\"token\":\"down\"}"),
+			             "application/json");
+		}
+	}
 	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/metrics") == 0)
 		return reply(h, c, 200, metrics_text(h), "text/plain; version=0.0.4");
 	if (strncmp(url, CSC_PREFIX, strlen(CSC_PREFIX)) != 0)
