@@ -18,7 +18,6 @@
 #define POL_MAX_QUOTA 1000000 /* daily_quota upper bound */
 #define POL_MAX_RATE 1000000  /* rate count upper bound */
 #define POL_MAX_CRL 64
-#define POL_MAX_PATH 4096
 #define POL_MAX_PWBUF (1024 * 1024)
 
 #define ALL_HASHES (HASH_SHA256 | HASH_SHA384 | HASH_SHA512)
@@ -74,13 +73,7 @@ const char *pol_reason_str(enum pol_reason r)
 struct loader {
 	struct yfile yf;
 	struct policy *p;
-	char dir[POL_MAX_PATH]; /* directory of the policy file, for relative paths */
 };
-
-static yaml_node_t *pair_key(struct yfile *yf, yaml_node_t *map, int i)
-{
-	return yaml_document_get_node(&yf->doc, map->data.mapping.pairs.start[i].key);
-}
 
 static int valid_name(const char *s)
 {
@@ -152,53 +145,6 @@ static int lookup_account(struct loader *L, yaml_node_t *n, const char *key, con
 out:
 	free(buf);
 	return r;
-}
-
-/* Path relative to the policy file's directory. */
-static int resolve_path(struct loader *L, yaml_node_t *n, const char *key, const char *s,
-                        char **out)
-{
-	size_t dlen = strlen(L->dir), slen = strlen(s);
-
-	*out = NULL;
-	if (s[0] == '/')
-		dlen = 0;
-	if (dlen + 1 + slen >= POL_MAX_PATH)
-		return yf_error(&L->yf, n, key, "path too long");
-	*out = malloc(dlen + 1 + slen + 1);
-	if (*out == NULL)
-		return yf_error(&L->yf, n, key, "out of memory");
-	if (dlen > 0) {
-		memcpy(*out, L->dir, dlen);
-		if (L->dir[dlen - 1] != '/')
-			(*out)[dlen++] = '/';
-	}
-	memcpy(*out + dlen, s, slen + 1);
-	return 0;
-}
-
-static int set_dir(struct loader *L, const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char cwd[POL_MAX_PATH];
-	size_t dlen;
-	int n;
-
-	if (slash == NULL) {
-		if (getcwd(cwd, sizeof(cwd)) == NULL)
-			return -1;
-		n = snprintf(L->dir, sizeof(L->dir), "%s", cwd);
-	} else {
-		dlen = slash == path ? 1 : (size_t)(slash - path);
-		if (path[0] == '/') {
-			n = snprintf(L->dir, sizeof(L->dir), "%.*s", (int)dlen, path);
-		} else {
-			if (getcwd(cwd, sizeof(cwd)) == NULL)
-				return -1;
-			n = snprintf(L->dir, sizeof(L->dir), "%s/%.*s", cwd, (int)dlen, path);
-		}
-	}
-	return n < 0 || (size_t)n >= sizeof(L->dir) ? -1 : 0;
 }
 
 static int parse_rate(struct loader *L, yaml_node_t *n, const char *key, struct pol_rate *rate)
@@ -299,7 +245,7 @@ static int parse_purpose(struct loader *L, const char *name, yaml_node_t *at, ya
 			if (yf_bool(yf, v, key, &pp->require_sad) != 0)
 				goto out;
 		} else {
-			yf_error(yf, pair_key(yf, map, idx), key, "unknown key");
+			yf_error(yf, yf_pair_key(yf, map, idx), key, "unknown key");
 			goto out;
 		}
 	}
@@ -410,14 +356,14 @@ static int parse_purposes(struct loader *L, yaml_node_t *map)
 		yf_pair(yf, map, i, &k, &v);
 		if (!valid_name(k))
 			return yf_error(
-			    yf, pair_key(yf, map, i), "purposes",
+			    yf, yf_pair_key(yf, map, i), "purposes",
 			    "invalid purpose name '%.80s' (1 to %d of A-Z a-z 0-9 . _ -)", k,
 			    POL_MAX_NAME);
 		pp->name = strdup(k);
 		if (pp->name == NULL)
 			return yf_error(yf, v, "purposes", "out of memory");
 		p->npurposes++;
-		if (parse_purpose(L, k, pair_key(yf, map, i), v, pp) != 0)
+		if (parse_purpose(L, k, yf_pair_key(yf, map, i), v, pp) != 0)
 			return -1;
 	}
 	return 0;
@@ -461,7 +407,7 @@ static int parse_caller(struct loader *L, const char *name, yaml_node_t *at, yam
 			if (parse_rate(L, v, key, &c->rate) != 0)
 				goto out;
 		} else {
-			yf_error(yf, pair_key(yf, map, idx), key, "unknown key");
+			yf_error(yf, yf_pair_key(yf, map, idx), key, "unknown key");
 			goto out;
 		}
 	}
@@ -594,19 +540,19 @@ static int parse_callers(struct loader *L, yaml_node_t *map)
 		yf_pair(yf, map, i, &k, &v);
 		if (!valid_name(k))
 			return yf_error(
-			    yf, pair_key(yf, map, i), "callers",
+			    yf, yf_pair_key(yf, map, i), "callers",
 			    "invalid caller name '%.80s' (1 to %d of A-Z a-z 0-9 . _ -)", k,
 			    POL_MAX_NAME);
 		c->name = strdup(k);
 		if (c->name == NULL)
 			return yf_error(yf, v, "callers", "out of memory");
 		p->ncallers++;
-		if (parse_caller(L, k, pair_key(yf, map, i), v, c) != 0)
+		if (parse_caller(L, k, yf_pair_key(yf, map, i), v, c) != 0)
 			return -1;
 		for (j = 0; j < (size_t)i; j++) {
 			if (same_identity(&p->callers[j], c)) {
 				snprintf(key, sizeof(key), "callers.%s", c->name);
-				return yf_error(yf, pair_key(yf, map, i), key,
+				return yf_error(yf, yf_pair_key(yf, map, i), key,
 				                "same identity (uid/gid) as caller '%s'",
 				                p->callers[j].name);
 			}
@@ -619,11 +565,9 @@ static int parse_credentials(struct loader *L, yaml_node_t *map)
 {
 	struct yfile *yf = &L->yf;
 	struct pol_credentials *cr = &L->p->creds;
-	yaml_node_t *v, *item;
+	yaml_node_t *v;
 	const char *k;
 	char key[64];
-	char **paths = NULL;
-	size_t np = 0, i;
 	uint64_t u;
 	int n, idx, r = -1;
 
@@ -644,35 +588,18 @@ static int parse_credentials(struct loader *L, yaml_node_t *map)
 			if (yf_bool(yf, v, key, &cr->require_non_repudiation) != 0)
 				goto out;
 		} else if (strcmp(k, "crl") == 0) {
-			if (yf_strv(yf, v, key, &paths, &np) != 0)
-				goto out;
-			if (np > POL_MAX_CRL) {
-				yf_error(yf, v, key, "too many CRL files (at most %d)",
-				         POL_MAX_CRL);
-				goto out;
-			}
 			yf_strv_free(cr->crl);
-			cr->crl = calloc(np + 1, sizeof(*cr->crl));
-			if (cr->crl == NULL) {
-				yf_error(yf, v, key, "out of memory");
-				goto out;
-			}
+			cr->crl = NULL;
 			cr->ncrl = 0;
-			for (i = 0; i < np; i++) {
-				item =
-				    v->type == YAML_SEQUENCE_NODE ? yf_seq_item(yf, v, (int)i) : v;
-				if (resolve_path(L, item, key, paths[i], &cr->crl[i]) != 0)
-					goto out;
-				cr->ncrl++;
-			}
+			if (yf_paths(yf, v, key, POL_MAX_CRL, &cr->crl, &cr->ncrl) != 0)
+				goto out;
 		} else {
-			yf_error(yf, pair_key(yf, map, idx), key, "unknown key");
+			yf_error(yf, yf_pair_key(yf, map, idx), key, "unknown key");
 			goto out;
 		}
 	}
 	r = 0;
 out:
-	yf_strv_free(paths);
 	return r;
 }
 
@@ -688,10 +615,6 @@ int policy_load(const char *path, struct policy **out, char *err, size_t errlen)
 	memset(&L, 0, sizeof(L));
 	if (yf_load(&L.yf, path, err, errlen) != 0)
 		goto out;
-	if (set_dir(&L, path) != 0) {
-		yf_error(&L.yf, NULL, NULL, "cannot find the directory of the file");
-		goto out;
-	}
 	p = calloc(1, sizeof(*p));
 	if (p == NULL || (p->path = strdup(path)) == NULL) {
 		yf_error(&L.yf, NULL, NULL, "out of memory");
@@ -717,7 +640,7 @@ int policy_load(const char *path, struct policy **out, char *err, size_t errlen)
 		else if (strcmp(k, "credentials") == 0)
 			creds = v;
 		else {
-			yf_error(&L.yf, pair_key(&L.yf, root, i), k,
+			yf_error(&L.yf, yf_pair_key(&L.yf, root, i), k,
 			         "unknown key (expected callers, purposes, credentials)");
 			goto out;
 		}

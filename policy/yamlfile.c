@@ -157,6 +157,96 @@ static int parser_error(struct yfile *yf, const yaml_parser_t *p)
 	                     problem);
 }
 
+yaml_node_t *yf_pair_key(struct yfile *yf, yaml_node_t *map, int i)
+{
+	return yaml_document_get_node(&yf->doc, map->data.mapping.pairs.start[i].key);
+}
+
+/* The absolute directory of path, into yf->dir. */
+static int set_dir(struct yfile *yf, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char cwd[YF_MAX_PATH];
+	int n;
+
+	if (path[0] == '/') {
+		n = snprintf(yf->dir, sizeof(yf->dir), "%.*s",
+		             (int)(slash == path ? 1 : slash - path), path);
+	} else {
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			return -1;
+		if (slash == NULL)
+			n = snprintf(yf->dir, sizeof(yf->dir), "%s", cwd);
+		else
+			n = snprintf(yf->dir, sizeof(yf->dir), "%s/%.*s", cwd, (int)(slash - path),
+			             path);
+	}
+	return n < 0 || (size_t)n >= sizeof(yf->dir) ? -1 : 0;
+}
+
+int yf_path(struct yfile *yf, yaml_node_t *n, const char *key, char **out)
+{
+	size_t dlen = strlen(yf->dir), slen;
+	const char *s;
+
+	*out = NULL;
+	if (yf_str(yf, n, key, &s) != 0)
+		return -1;
+	slen = strlen(s);
+	if (s[0] == '/')
+		dlen = 0;
+	if (dlen + 1 + slen >= YF_MAX_PATH)
+		return yf_error(yf, n, key, "path too long");
+	if ((*out = malloc(dlen + 1 + slen + 1)) == NULL)
+		return yf_error(yf, n, key, "out of memory");
+	if (dlen > 0) {
+		memcpy(*out, yf->dir, dlen);
+		if (yf->dir[dlen - 1] != '/')
+			(*out)[dlen++] = '/';
+	}
+	memcpy(*out + dlen, s, slen + 1);
+	return 0;
+}
+
+int yf_paths(struct yfile *yf, yaml_node_t *n, const char *key, size_t max, char ***out,
+             size_t *count)
+{
+	char **v = NULL;
+	size_t i, cnt;
+	int sz, r = -1;
+
+	*out = NULL;
+	*count = 0;
+	if (n != NULL && n->type == YAML_SCALAR_NODE) {
+		cnt = 1;
+	} else {
+		if ((sz = yf_seq_size(yf, n, key)) < 0)
+			goto out;
+		cnt = (size_t)sz;
+	}
+	if (cnt > max) {
+		yf_error(yf, n, key, "too many entries (at most %zu)", max);
+		goto out;
+	}
+	if ((v = calloc(cnt + 1, sizeof(*v))) == NULL) {
+		yf_error(yf, n, key, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < cnt; i++) {
+		yaml_node_t *item = n->type == YAML_SCALAR_NODE ? n : yf_seq_item(yf, n, (int)i);
+
+		if (yf_path(yf, item, key, &v[i]) != 0)
+			goto out;
+	}
+	*out = v;
+	*count = cnt;
+	v = NULL;
+	r = 0;
+out:
+	yf_strv_free(v);
+	return r;
+}
+
 int yf_load(struct yfile *yf, const char *path, char *err, size_t errlen)
 {
 	yaml_parser_t parser;
@@ -173,6 +263,10 @@ int yf_load(struct yfile *yf, const char *path, char *err, size_t errlen)
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
 
+	if (set_dir(yf, path) != 0) {
+		yf_error_line(yf, 0, "cannot find the directory of the file");
+		goto out;
+	}
 	if (read_file(yf, &buf, &len) != 0)
 		goto out;
 	if (!yaml_parser_initialize(&parser)) {

@@ -12,8 +12,11 @@
 
 #define YF_MAX_FILE (1024 * 1024) /* larger files are refused */
 
+#define YF_MAX_PATH 4096
+
 struct yfile {
 	const char *path;
+	char dir[YF_MAX_PATH]; /* absolute directory of the file, for relative paths in it */
 	yaml_document_t doc;
 	int loaded;
 	char *err;
@@ -33,6 +36,8 @@ int yf_error(struct yfile *yf, const yaml_node_t *node, const char *key, const c
  * key is not a scalar or appears twice. For i < n, yf_pair() gives key text and value node. */
 int yf_map_size(struct yfile *yf, yaml_node_t *node, const char *what);
 void yf_pair(struct yfile *yf, yaml_node_t *map, int i, const char **key, yaml_node_t **value);
+/* The key node of pair i, to name the line of a key in an error. */
+yaml_node_t *yf_pair_key(struct yfile *yf, yaml_node_t *map, int i);
 
 /* Sequence access: number of items or -1 (error set) if not a sequence. */
 int yf_seq_size(struct yfile *yf, yaml_node_t *node, const char *key);
@@ -48,6 +53,13 @@ int yf_duration(struct yfile *yf, yaml_node_t *n, const char *key, uint64_t *sec
 /* A list of strings (a sequence of scalars, or one scalar taken as a one-item list); *out is a
  * NULL-terminated array of strdup'ed strings, freed with yf_strv_free(). */
 int yf_strv(struct yfile *yf, yaml_node_t *n, const char *key, char ***out, size_t *count);
+/* A path: relative paths are taken from the file's directory, not the working directory (the
+ * daemon runs from /). *out is malloc'ed. */
+int yf_path(struct yfile *yf, yaml_node_t *n, const char *key, char **out);
+/* A list of paths (or one path) of at most max entries, each resolved as yf_path() does;
+ * NULL-terminated, freed with yf_strv_free(). */
+int yf_paths(struct yfile *yf, yaml_node_t *n, const char *key, size_t max, char ***out,
+             size_t *count);
 void yf_strv_free(char **v);
 
 #endif

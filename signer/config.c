@@ -10,7 +10,6 @@
 
 #include "policy/yamlfile.h"
 
-#define CFG_MAX_PATH 4096
 #define CFG_MAX_URI 1024
 #define CFG_MAX_THREADS 64
 #define CFG_DEFAULT_THREADS 4
@@ -25,104 +24,7 @@
 struct loader {
 	struct yfile yf;
 	struct config *c;
-	char dir[CFG_MAX_PATH]; /* directory of the configuration file, absolute */
 };
-
-static yaml_node_t *pair_key(struct yfile *yf, yaml_node_t *map, int i)
-{
-	return yaml_document_get_node(&yf->doc, map->data.mapping.pairs.start[i].key);
-}
-
-static int set_dir(struct loader *L, const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char cwd[CFG_MAX_PATH];
-	size_t dlen;
-	int n;
-
-	if (slash != NULL && path[0] == '/') {
-		dlen = slash == path ? 1 : (size_t)(slash - path);
-		n = snprintf(L->dir, sizeof(L->dir), "%.*s", (int)dlen, path);
-	} else {
-		/* The daemon changes directory later: make the base absolute now. */
-		if (getcwd(cwd, sizeof(cwd)) == NULL)
-			return -1;
-		if (slash == NULL)
-			n = snprintf(L->dir, sizeof(L->dir), "%s", cwd);
-		else
-			n = snprintf(L->dir, sizeof(L->dir), "%s/%.*s", cwd, (int)(slash - path),
-			             path);
-	}
-	return n < 0 || (size_t)n >= sizeof(L->dir) ? -1 : 0;
-}
-
-/* A path from the file; relative paths are taken from the configuration file's directory. */
-static int get_path(struct loader *L, yaml_node_t *n, const char *key, char **out)
-{
-	size_t dlen = strlen(L->dir), slen;
-	const char *s;
-
-	*out = NULL;
-	if (yf_str(&L->yf, n, key, &s) != 0)
-		return -1;
-	slen = strlen(s);
-	if (s[0] == '/')
-		dlen = 0;
-	if (dlen + 1 + slen >= CFG_MAX_PATH)
-		return yf_error(&L->yf, n, key, "path too long");
-	*out = malloc(dlen + 1 + slen + 1);
-	if (*out == NULL)
-		return yf_error(&L->yf, n, key, "out of memory");
-	if (dlen > 0) {
-		memcpy(*out, L->dir, dlen);
-		if (L->dir[dlen - 1] != '/')
-			(*out)[dlen++] = '/';
-	}
-	memcpy(*out + dlen, s, slen + 1);
-	return 0;
-}
-
-/* A list of paths (or one path), each resolved as get_path() does; NULL-terminated. */
-static int get_paths(struct loader *L, yaml_node_t *n, const char *key, char ***out, size_t *count)
-{
-	char **v = NULL;
-	size_t i, cnt;
-	int sz, r = -1;
-
-	*out = NULL;
-	*count = 0;
-	if (n != NULL && n->type == YAML_SCALAR_NODE) {
-		cnt = 1;
-	} else {
-		sz = yf_seq_size(&L->yf, n, key);
-		if (sz < 0)
-			goto out;
-		cnt = (size_t)sz;
-	}
-	if (cnt > CFG_MAX_LIST) {
-		yf_error(&L->yf, n, key, "too many entries (at most %d)", CFG_MAX_LIST);
-		goto out;
-	}
-	v = calloc(cnt + 1, sizeof(*v));
-	if (v == NULL) {
-		yf_error(&L->yf, n, key, "out of memory");
-		goto out;
-	}
-	for (i = 0; i < cnt; i++) {
-		yaml_node_t *item =
-		    n->type == YAML_SCALAR_NODE ? n : yf_seq_item(&L->yf, n, (int)i);
-
-		if (get_path(L, item, key, &v[i]) != 0)
-			goto out;
-	}
-	*out = v;
-	*count = cnt;
-	v = NULL;
-	r = 0;
-out:
-	yf_strv_free(v);
-	return r;
-}
 
 /* An octal file mode: "0660", 0660, "660" or "0o660", at most 0777. */
 static int get_mode(struct loader *L, yaml_node_t *n, const char *key, mode_t *out)
@@ -165,7 +67,7 @@ static int parse_token(struct loader *L, yaml_node_t *at, yaml_node_t *map)
 	for (i = 0; i < n; i++) {
 		yf_pair(yf, map, i, &k, &v);
 		if (strcmp(k, "module") == 0) {
-			if (get_path(L, v, "token.module", &c->token_module) != 0)
+			if (yf_path(&L->yf, v, "token.module", &c->token_module) != 0)
 				return -1;
 		} else if (strcmp(k, "uri") == 0) {
 			if (yf_str(yf, v, "token.uri", &s) != 0)
@@ -181,11 +83,11 @@ static int parse_token(struct loader *L, yaml_node_t *at, yaml_node_t *map)
 			if (c->token_uri == NULL)
 				return yf_error(yf, v, "token.uri", "out of memory");
 		} else if (strcmp(k, "pin_file") == 0) {
-			if (get_path(L, v, "token.pin_file", &c->token_pin_file) != 0)
+			if (yf_path(&L->yf, v, "token.pin_file", &c->token_pin_file) != 0)
 				return -1;
 		} else if (strcmp(k, "module_dirs") == 0) {
-			if (get_paths(L, v, "token.module_dirs", &c->token_module_dirs, &ndirs) !=
-			    0)
+			if (yf_paths(&L->yf, v, "token.module_dirs", CFG_MAX_LIST,
+			             &c->token_module_dirs, &ndirs) != 0)
 				return -1;
 			if (ndirs == 0)
 				return yf_error(yf, v, "token.module_dirs",
@@ -193,7 +95,7 @@ static int parse_token(struct loader *L, yaml_node_t *at, yaml_node_t *map)
 				                "module_dirs out for the built-in list)");
 		} else {
 			snprintf(key, sizeof(key), "token.%.60s", k);
-			return yf_error(yf, pair_key(yf, map, i), key,
+			return yf_error(yf, yf_pair_key(yf, map, i), key,
 			                "unknown key in token (expected module, uri, pin_file, "
 			                "module_dirs)");
 		}
@@ -251,7 +153,7 @@ static int parse_listen(struct loader *L, yaml_node_t *at, yaml_node_t *map)
 			c->threads = (unsigned)u;
 		} else {
 			snprintf(key, sizeof(key), "listen.%.60s", k);
-			return yf_error(yf, pair_key(yf, map, i), key,
+			return yf_error(yf, yf_pair_key(yf, map, i), key,
 			                "unknown key in listen (expected socket, mode, group, "
 			                "threads)");
 		}
@@ -309,7 +211,7 @@ static int parse_ledger(struct loader *L, yaml_node_t *map)
 			c->ledger_checkpoint_secs = (unsigned)u;
 		} else {
 			snprintf(key, sizeof(key), "ledger.%.60s", k);
-			return yf_error(yf, pair_key(yf, map, i), key,
+			return yf_error(yf, yf_pair_key(yf, map, i), key,
 			                "unknown key in ledger (expected audit_key, "
 			                "checkpoint_every, checkpoint_interval)");
 		}
@@ -333,29 +235,30 @@ static int parse_root(struct loader *L)
 		yf_pair(yf, root, i, &k, &v);
 		if (strcmp(k, "token") == 0) {
 			token = v;
-			token_key = pair_key(yf, root, i);
+			token_key = yf_pair_key(yf, root, i);
 		} else if (strcmp(k, "listen") == 0) {
 			listen = v;
-			listen_key = pair_key(yf, root, i);
+			listen_key = yf_pair_key(yf, root, i);
 		} else if (strcmp(k, "state_dir") == 0) {
-			if (get_path(L, v, "state_dir", &c->state_dir) != 0)
+			if (yf_path(&L->yf, v, "state_dir", &c->state_dir) != 0)
 				return -1;
 		} else if (strcmp(k, "policy") == 0) {
-			if (get_path(L, v, "policy", &c->policy_path) != 0)
+			if (yf_path(&L->yf, v, "policy", &c->policy_path) != 0)
 				return -1;
 		} else if (strcmp(k, "sad_issuers") == 0) {
 			yf_strv_free(c->sad_issuers);
 			c->sad_issuers = NULL;
-			if (get_paths(L, v, "sad_issuers", &c->sad_issuers, &c->nsad_issuers) != 0)
+			if (yf_paths(&L->yf, v, "sad_issuers", CFG_MAX_LIST, &c->sad_issuers,
+			             &c->nsad_issuers) != 0)
 				return -1;
 		} else if (strcmp(k, "trust_anchors") == 0) {
-			if (get_path(L, v, "trust_anchors", &c->trust_anchors) != 0)
+			if (yf_path(&L->yf, v, "trust_anchors", &c->trust_anchors) != 0)
 				return -1;
 		} else if (strcmp(k, "ledger") == 0) {
 			if (parse_ledger(L, v) != 0)
 				return -1;
 		} else {
-			return yf_error(yf, pair_key(yf, root, i), k,
+			return yf_error(yf, yf_pair_key(yf, root, i), k,
 			                "unknown key (expected token, listen, state_dir, policy, "
 			                "sad_issuers, trust_anchors, ledger)");
 		}
@@ -385,10 +288,6 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	memset(&L, 0, sizeof(L));
 	if (yf_load(&L.yf, path, err, errlen) != 0)
 		goto out;
-	if (set_dir(&L, path) != 0) {
-		yf_error(&L.yf, NULL, NULL, "cannot find the directory of the file");
-		goto out;
-	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL || (c->path = strdup(path)) == NULL ||
 	    (c->sad_issuers = calloc(1, sizeof(*c->sad_issuers))) == NULL) {
