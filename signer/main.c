@@ -60,6 +60,7 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
 	                                     {"check", no_argument, NULL, 'C'},
+	                                     {"bench-no-fsync", no_argument, NULL, 'N'},
 	                                     {"help", no_argument, NULL, 'h'},
 	                                     {NULL, 0, NULL, 0}};
 	struct service svc = {0};

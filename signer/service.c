@@ -90,9 +90,7 @@ void svc_rules_free(struct svc_rules *r)
 {
 	if (r == NULL)
 		return;
-	policy_free(r->pol);
-	sad_keys_free(r->sad);
-	cert_checker_free(r->certs);
+	rule_set_clear(&r->set);
 	free(r);
 }
 
@@ -105,11 +103,9 @@ int svc_rules_load(const struct config *cfg, struct svc_rules **out, char *err, 
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (policy_load(cfg->policy_path, &r->pol, err, errlen) != 0 ||
-	    sad_keys_load(cfg->sad_issuers, cfg->nsad_issuers, &r->sad, err, errlen) != 0 ||
-	    cert_checker_load(cfg->trust_anchors, r->pol->creds.crl, r->pol->creds.ncrl, &r->certs,
-	                      err, errlen) != 0) {
-		svc_rules_free(r);
+	if (rule_set_load(cfg->policy_path, cfg->sad_issuers, cfg->nsad_issuers, cfg->trust_anchors,
+	                  &r->set, err, errlen) != 0) {
+		free(r);
 		return -1;
 	}
 	r->refs = 1;
@@ -289,7 +285,7 @@ int svc_record(struct service *s, struct audit_rec *rec, const struct svc_error 
 static const struct pol_caller *find_caller(const struct svc_rules *rules, const struct peer *p,
                                             struct audit_rec *rec, struct svc_error *e)
 {
-	const struct pol_caller *c = policy_caller(rules->pol, p->uid, p->gid);
+	const struct pol_caller *c = policy_caller(rules->set.pol, p->uid, p->gid);
 
 	if (c == NULL)
 		svc_fail(e, 403, "access_denied", "unknown_caller",
@@ -380,7 +376,7 @@ static STACK_OF(X509) * load_chain(const char *pem)
 static int check_cert(struct service *s, const struct svc_rules *rules, const struct tok_key *key,
                       STACK_OF(X509) * chain, time_t now, struct svc_error *e)
 {
-	const struct pol_credentials *pc = &rules->pol->creds;
+	const struct pol_credentials *pc = &rules->set.pol->creds;
 	enum cert_result cr;
 	time_t good_until = 0;
 
@@ -389,7 +385,7 @@ static int check_cert(struct service *s, const struct svc_rules *rules, const st
 		                "the credential has no certificate");
 	if (cert_cached(s->cert_cache, key, rules->generation, now))
 		return 0;
-	cr = cert_check(rules->certs, key->cert, chain, now, pc->min_cert_validity,
+	cr = cert_check(rules->set.certs, key->cert, chain, now, pc->min_cert_validity,
 	                pc->require_non_repudiation, &good_until);
 	if (cr != CERT_OK)
 		return svc_fail(e, 403, "access_denied", cert_reason(cr),
@@ -417,7 +413,7 @@ static int check_sad(struct service *s, const struct svc_rules *rules, const str
 	}
 	if ((c = malloc(sizeof(*c))) == NULL)
 		return svc_fail(e, 500, "server_error", "internal_error", "out of memory");
-	sr = sad_verify(rules->sad, rc->device_key_pem, req->sad, now, c);
+	sr = sad_verify(rules->set.sad, rc->device_key_pem, req->sad, now, c);
 	if (sr == SAD_OK)
 		sr = sad_match(c, rc->id, rc->owner, purpose->name, req->hash,
 		               (const uint8_t(*)[64])req->hashes, req->nhashes);
@@ -434,8 +430,7 @@ static int check_sad(struct service *s, const struct svc_rules *rules, const str
 	}
 	if ((uint64_t)used + req->nhashes > c->num) {
 		svc_fail(e, 403, "access_denied", "sad_replayed",
-		         "the SAD allows %u signatures and %lld were made with it", c->num,
-		         (long long)used);
+		         "the SAD approves %u signature(s) and all were made with it", c->num);
 		goto out;
 	}
 	/* Authoritative in the ledger's transaction, so concurrent requests cannot overrun it. */
@@ -452,7 +447,7 @@ out:
 static int check_quota(struct service *s, const struct svc_rules *rules, const struct reg_cred *rc,
                        size_t n, time_t now, struct audit_rec *rec, struct svc_error *e)
 {
-	uint32_t quota = rules->pol->creds.daily_quota;
+	uint32_t quota = rules->set.pol->creds.daily_quota;
 	int64_t day, used;
 
 	if (quota == 0 || rc->cls != POL_CLASS_CITIZEN)
@@ -588,7 +583,7 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 	pr.fam = req->fam;
 	pr.hash = req->hash;
 	pr.nhashes = req->nhashes;
-	if ((pol = policy_check_sign(rules->pol, caller, &pr, &purpose)) != POL_OK) {
+	if ((pol = policy_check_sign(rules->set.pol, caller, &pr, &purpose)) != POL_OK) {
 		code = policy_error_code(pol, &http);
 		svc_fail(e, http, code, pol_reason_str(pol), "refused by policy for caller %s: %s",
 		         caller->name, pol_reason_str(pol));

@@ -13,6 +13,7 @@
 #include "policy/certcheck.h"
 #include "policy/rate.h"
 #include "policy/policy.h"
+#include "policy/rules.h"
 #include "policy/sad.h"
 #include "signer/config.h"
 #include "signer/ledger.h"
@@ -64,9 +65,7 @@ void sign_result_clear(struct sign_result *r);
 /* What SIGHUP replaces as a whole: policy, SAD issuer keys, trust anchors and CRLs. Immutable;
  * a request holds a reference for its whole duration. */
 struct svc_rules {
-	struct policy *pol;
-	struct sad_keys *sad;
-	struct cert_checker *certs;
+	struct rule_set set;
 	unsigned long generation;
 	long refs; /* guarded by service.rules_mu */
 };
@@ -95,7 +94,7 @@ void svc_close(struct service *s);
  * the old rules stay and err names the file (and line). */
 int svc_reload(struct service *s, char *err, size_t errlen);
 
-/* Load the rules a configuration names, as svc_reload does (for --check). */
+/* Load the rules a configuration names, as svc_reload does (also for --check). */
 int svc_rules_load(const struct config *cfg, struct svc_rules **out, char *err, size_t errlen);
 void svc_rules_free(struct svc_rules *r);
 

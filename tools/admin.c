@@ -36,6 +36,7 @@
 
 #include "pkcs11/token.h"
 #include "policy/policy.h"
+#include "policy/rules.h"
 #include "signer/config.h"
 #include "signer/ledger.h"
 #include "signer/registry.h"
@@ -2240,18 +2241,29 @@ out:
 
 /* ---- policy check ---- */
 
+/* The same rule set iamsignd loads (policy, SAD issuer keys, trust anchors and CRLs, from
+ * the configuration), with FILE as the policy: the same errors as iamsignd --check. */
 static int cmd_policy_check(const char *config_path, const struct args *a)
 {
-	struct policy *pol = NULL;
+	struct config *cfg = NULL;
+	struct rule_set rs;
 	char err[512] = "";
+	int r = EXIT_FAIL;
 
-	if (policy_load(a->pos[0], &pol, err, sizeof(err)) != 0) {
-		msg("%s", err);
+	if (load_config(config_path, &cfg) != 0)
 		return EXIT_FAIL;
+	if (rule_set_load(a->pos[0], cfg->sad_issuers, cfg->nsad_issuers, cfg->trust_anchors, &rs,
+	                  err, sizeof(err)) != 0) {
+		msg("%s", err);
+		goto out;
 	}
-	policy_free(pol);
-	printf("%s: OK\n", a->pos[0]);
-	return EXIT_OK;
+	rule_set_clear(&rs);
+	printf("%s: OK (with the SAD issuer keys and trust anchors of %s)\n", a->pos[0],
+	       config_path);
+	r = EXIT_OK;
+out:
+	config_free(cfg);
+	return r;
 }
 
 /* ---- main ---- */

@@ -122,3 +122,25 @@ else
 	grep -q "bad.yaml:5" "$WORK/check.out" && grep -q colour "$WORK/check.out" && pass "--check names file:line and key" || fail "--check output: $(cat "$WORK/check.out")"
 fi
 "$IAMSIGN_BUILD/signer/iamsignd" -c "$WORK/iamsignd.yaml" --check >/dev/null && pass "--check accepts the good configuration" || fail "--check refused the good configuration"
+
+# iamsign-admin policy check and iamsignd --check load the same rule set: the same verdicts and
+# the same error text for a broken policy.
+admin policy check "$WORK/policy.yaml" >"$WORK/pc.out" 2>&1 && pass "policy check accepts the good policy" || fail "policy check: $(cat "$WORK/pc.out")"
+cp "$WORK/policy.yaml" "$WORK/good-policy.yaml"
+printf '  colour: blue\n' >> "$WORK/policy.yaml"
+"$IAMSIGN_BUILD/signer/iamsignd" -c "$WORK/iamsignd.yaml" --check >"$WORK/check.out" 2>&1 && fail "--check accepted a broken policy"
+admin policy check "$WORK/policy.yaml" >"$WORK/pc.out" 2>&1 && fail "policy check accepted a broken policy"
+d=$(sed -n 's/^iamsignd: //p' "$WORK/check.out"); a=$(sed -n 's/^iamsign-admin: //p' "$WORK/pc.out")
+if [ -n "$d" ] && [ "$d" = "$a" ] && printf '%s' "$d" | grep -q "policy.yaml:[0-9]*: .*colour"; then
+	pass "policy check and --check report the same error: $d"
+else
+	fail "different verdicts: --check '$d', policy check '$a'"
+fi
+cp "$WORK/good-policy.yaml" "$WORK/policy.yaml"
+# Without trust_anchors the daemon would refuse to start: --check says so first.
+grep -v '^trust_anchors:' "$WORK/iamsignd.yaml" > "$WORK/no-anchors.yaml"
+if "$IAMSIGN_BUILD/signer/iamsignd" -c "$WORK/no-anchors.yaml" --check >"$WORK/check.out" 2>&1; then
+	fail "--check accepted a configuration without trust_anchors"
+else
+	grep -q "trust_anchors: required" "$WORK/check.out" && pass "--check requires trust_anchors" || fail "--check: $(cat "$WORK/check.out")"
+fi
