@@ -19,14 +19,11 @@
 #include "policy/policy.h"
 #include "policy/yamlfile.h"
 
-static char tmpdir[PATH_MAX];
-static char fixdir[PATH_MAX + 16]; /* private copies of tests/data, mode 0600 */
-static char tmpfile_path[PATH_MAX + 32];
-static char link_path[PATH_MAX + 32];
+#include "fixtures.h"
+
 static char err[1024];
 
-/* The fixtures these tests load. A checkout made with umask 002 leaves tests/data
- * group-writable, which the loader rightly refuses, so each is copied with mode 0600 first. */
+/* The fixtures these tests load, copied with mode 0600 by fixtures_setup(). */
 static const char *const fixtures[] = {
     "config-bad-mode.yaml", "config-bad-threads.yaml",     "config-duplicate.yaml",
     "config-good.yaml",     "config-list-for-scalar.yaml", "config-malformed.yaml",
@@ -34,93 +31,21 @@ static const char *const fixtures[] = {
     "policy-good.yaml",
 };
 
-/* Path of a fixture's private copy. */
-static const char *fixture(const char *name)
-{
-	static char path[4][PATH_MAX + 96];
-	static int next;
-	char *p = path[next++ % 4];
-
-	snprintf(p, sizeof(path[0]), "%s/%s", fixdir, name);
-	return p;
-}
-
-static int copy_file(const char *from, const char *to)
-{
-	char buf[4096];
-	ssize_t got;
-	int in, out, r = -1;
-
-	in = open(from, O_RDONLY | O_CLOEXEC);
-	if (in == -1)
-		return -1;
-	out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (out == -1)
-		goto out;
-	while ((got = read(in, buf, sizeof(buf))) > 0)
-		if (write(out, buf, (size_t)got) != got)
-			goto out;
-	if (got == 0 && fchmod(out, 0600) == 0)
-		r = 0;
-out:
-	if (out != -1 && close(out) != 0)
-		r = -1;
-	close(in);
-	return r;
-}
-
 /* Write text to a fresh file in a private directory; returns its path. */
 static const char *write_tmp(const char *text, mode_t mode)
 {
-	FILE *f;
-
-	snprintf(tmpfile_path, sizeof(tmpfile_path), "%s/iamsignd.yaml", tmpdir);
-	unlink(tmpfile_path);
-	f = fopen(tmpfile_path, "w");
-	assert_non_null(f);
-	assert_int_equal(fputs(text, f) >= 0, 1);
-	assert_int_equal(fclose(f), 0);
-	assert_int_equal(chmod(tmpfile_path, mode), 0);
-	return tmpfile_path;
+	return write_tmp_mode(text, mode);
 }
 
 static int setup(void **state)
 {
-	const char *base = getenv("TMPDIR");
-	char from[PATH_MAX];
-	size_t i;
-
-	snprintf(tmpdir, sizeof(tmpdir), "%s/test-config-XXXXXX",
-	         base != NULL && base[0] != '\0' ? base : "/tmp");
-	if (mkdtemp(tmpdir) == NULL)
-		return -1;
-	snprintf(fixdir, sizeof(fixdir), "%s/data", tmpdir);
-	snprintf(link_path, sizeof(link_path), "%s/link.yaml", tmpdir);
-	if (mkdir(fixdir, 0700) != 0)
-		return -1;
-	for (i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) {
-		snprintf(from, sizeof(from), "%s/%s", TEST_DATA, fixtures[i]);
-		if (copy_file(from, fixture(fixtures[i])) != 0) {
-			fprintf(stderr, "cannot copy %s: %s\n", from, strerror(errno));
-			return -1;
-		}
-	}
-	return 0;
+	return fixtures_setup("test-config", "iamsignd.yaml", fixtures,
+	                      sizeof(fixtures) / sizeof(fixtures[0]));
 }
 
 static int teardown(void **state)
 {
-	size_t i;
-
-	for (i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++)
-		unlink(fixture(fixtures[i]));
-	rmdir(fixdir);
-	unlink(link_path);
-	snprintf(tmpfile_path, sizeof(tmpfile_path), "%s/target.yaml", tmpdir);
-	unlink(tmpfile_path);
-	snprintf(tmpfile_path, sizeof(tmpfile_path), "%s/iamsignd.yaml", tmpdir);
-	unlink(tmpfile_path);
-	return rmdir(tmpdir);
+	return fixtures_teardown();
 }
 
 /* Load text expecting failure; the message must contain each of the NULL-terminated needles. */
