@@ -5,12 +5,17 @@
  *   "token gone" CK_RV (device removed or in error, session lost, login lost), or when a
  *   signature has been in the module longer than TOK_CALL_DEADLINE_MS. Going down bumps gen:
  *   every session and key handle of an older gen is dead, whoever holds it.
+ * - Signatures run on worker threads (worker.c); the request waits TOK_CALL_DEADLINE_MS at
+ *   most, then is answered TOK_ERR_UNAVAILABLE and the token marked down: a module call that
+ *   never returns costs its worker, not the request.
  * - While not UP, the request path answers TOK_ERR_UNAVAILABLE (TOK_ERR_PIN when PIN_FAILED)
  *   at once without entering the module: no request waits on a vanished token.
- * - DOWN -> UP by the monitor thread, with backoff, woken early by a PC/SC insertion: under the
- *   write side of op_lock (so no other thread is inside the module) close every session,
- *   re-initialise the module if it lost its state, find the token again by URI, check it is the
- *   same token (serial), open the anchor session and log in with the PIN held in locked memory.
+ * - DOWN -> UP by the monitor thread, with backoff (TOK_BACKOFF_*), woken early by a PC/SC
+ *   insertion: under the write side of op_lock (so no other thread is inside the module; a
+ *   worker stuck in the module delays this until the module lets it go) close every session,
+ *   re-initialise the module if it lost its state or the previous attempt failed, find the
+ *   token again by URI, check it is the same token (serial), open the anchor session and log
+ *   in with the PIN held in locked memory.
  * - DOWN -> PIN_FAILED when that login fails for any reason other than the token going away
  *   again: the PIN is never tried twice, so retries can never lock a card. Only a restart (with
  *   a corrected PIN file) leaves PIN_FAILED.
@@ -24,12 +29,21 @@
 
 #include "pkcs11/token.h"
 
-/* A signature (C_SignInit .. C_Sign) still in the module after this long marks the token down,
- * so that later requests fail fast instead of queueing behind it. */
-#define TOK_CALL_DEADLINE_MS 2000
-/* Recovery attempts back off from the first to the last delay, doubling. */
-#define TOK_BACKOFF_MIN_MS 50
-#define TOK_BACKOFF_MAX_MS 1000
+/* A request waits this long for its signature (worker.c); then it is answered "unavailable"
+ * and the token marked down, so that later requests fail fast instead of queueing behind it.
+ * The whole answer, ledger included, then stays within 2 s. */
+#define TOK_CALL_DEADLINE_MS 1500
+/* Recovery attempts back off from the first to the last delay, doubling. The first attempt
+ * of an outage also waits TOK_BACKOFF_MIN_MS: the token that just failed is given a moment,
+ * and /healthz shows the outage. The delay is reset only once a signature has succeeded
+ * again, so a token that logs in fine but fails every signature is retried ever more slowly
+ * rather than flapping. */
+#define TOK_BACKOFF_MIN_MS 200
+#define TOK_BACKOFF_MAX_MS 2000
+/* Worker threads for module calls on the request path (worker.c). */
+#define TOK_MAX_WORKERS 64
+/* tok_close waits this long for a worker stuck in the module before leaving it there. */
+#define TOK_CLOSE_WAIT_MS 10000
 /* Watchdog period while the token is up. */
 #define TOK_WATCH_MS 250
 /* Settle time after a card failed a signature (see tok_mark_down_settle). */
@@ -55,6 +69,18 @@ struct key_ent {
 };
 
 struct tok_pcsc;
+struct token;
+
+/* Work for the module on a worker thread (worker.c). run() is called on the worker; drop()
+ * frees the job, by tok_job_run's caller unless the caller gave up on it (*gone), then by the
+ * worker once run() returned. */
+struct tok_job {
+	int (*run)(struct token *tok, struct tok_job *job);
+	void (*drop)(struct tok_job *job);
+	int result;
+	int state; /* worker.c; under pool_lock */
+	struct tok_job *next;
+};
 
 struct token {
 	void *dl;
@@ -108,6 +134,22 @@ struct token {
 	int64_t down_since;       /* monotonic ms */
 	int64_t settle_until;     /* monotonic ms: no recovery attempt before (mon_lock) */
 
+	/* Worker pool (worker.c). */
+	pthread_mutex_t pool_lock;
+	pthread_cond_t pool_cond; /* a job was queued, or stop */
+	pthread_cond_t pool_done; /* a job finished */
+	pthread_cond_t pool_exit; /* a worker exited */
+	int pool_ok;
+	int pool_stop;
+	int nworkers, nidle, nqueued;
+	struct tok_job *queue_head, *queue_tail;
+
+	/* Backoff between recovery attempts (mon_lock); reset once a signature succeeds after
+	 * an outage (proven). */
+	int backoff_ms;
+	_Atomic int proven;
+	int attempts; /* recovery attempts in this outage (monitor thread) */
+
 	/* Counters for tok_stats(). */
 	_Atomic uint64_t n_down;
 	_Atomic uint64_t n_up;
@@ -122,6 +164,17 @@ int tok_module_load(const char *module, const char *const *dirs, void **dl_out,
 void tok_module_unload(void *dl, CK_FUNCTION_LIST *fl, int finalize);
 /* C_Finalize then C_Initialize again (module lost its state). A CK_RV. */
 CK_RV tok_module_reinit(CK_FUNCTION_LIST *fl);
+
+/* worker.c */
+int tok_pool_init(struct token *tok);
+/* Queue job and wait up to deadline_ms for a worker to run it. The job's result when it ran in
+ * time (the caller then drops it); else TOK_ERR_UNAVAILABLE, with *gone set when a worker is
+ * still running it (the worker drops it later: the caller must not touch it again).
+ * TOK_ERR_INTERNAL when no worker can be started. */
+int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *gone);
+/* Stop the workers, waiting up to wait_ms for those inside the module. TOK_OK when all are
+ * gone; TOK_ERR_UNAVAILABLE when some are still stuck (the module must then stay loaded). */
+int tok_pool_stop(struct token *tok, int wait_ms);
 
 /* token.c */
 /* Find the token again by the URI given to tok_open (sets tok->slot). */

@@ -321,7 +321,15 @@ void tok_mark_down_settle(struct token *tok, unsigned gen, const char *why, int 
 		atomic_store(&tok->state, ST_DOWN);
 		atomic_fetch_add(&tok->n_down, 1);
 		tok->down_since = tok_now_ms();
-		logmsg("down: %s; requests fail fast until it is back", why);
+		tok->attempts = 0;
+		if (atomic_load(&tok->proven))
+			tok->backoff_ms = TOK_BACKOFF_MIN_MS;
+		/* The first attempt waits too (see TOK_BACKOFF_MIN_MS), longer when the token
+		 * failed again before a signature succeeded since the last outage. */
+		if (tok->backoff_ms > settle_ms)
+			settle_ms = tok->backoff_ms;
+		logmsg("down: %s; requests fail fast until it is back (next attempt in %d ms)", why,
+		       settle_ms);
 	}
 	if (settle_ms > 0) {
 		until = tok_now_ms() + settle_ms;
@@ -420,7 +428,7 @@ static void watchdog(struct token *tok)
 	}
 	pthread_mutex_unlock(&tok->sess_lock);
 	if (stuck)
-		tok_mark_down(tok, gen, "a signature has been in the module for over 2 s");
+		tok_mark_down(tok, gen, "a signature has been in the module for too long");
 }
 
 static void hexstr(const unsigned char *b, size_t n, char *out, size_t outlen)
@@ -436,7 +444,7 @@ static void hexstr(const unsigned char *b, size_t n, char *out, size_t outlen)
 
 /* One attempt to bring the token back. TOK_OK when it serves again. Takes op_lock for writing:
  * no other thread is inside the module meanwhile. */
-static int recover(struct token *tok, char *why, size_t whylen)
+static int recover(struct token *tok, int reinit, char *why, size_t whylen)
 {
 	CK_TOKEN_INFO ti;
 	CK_SESSION_HANDLE h;
@@ -451,7 +459,9 @@ static int recover(struct token *tok, char *why, size_t whylen)
 	rv = tok->fl->C_CloseAllSessions(tok->slot);
 	if (rv == CKR_CRYPTOKI_NOT_INITIALIZED)
 		tok->need_reinit = 1;
-	if (tok->need_reinit && tok->finalize) {
+	/* After a failed attempt, start the module afresh too: a module that lost its
+	 * connection to the device (a network HSM, a reader) may only find it again so. */
+	if ((tok->need_reinit || reinit) && tok->finalize) {
 		rv = tok_module_reinit(tok->fl);
 		if (rv != CKR_OK) {
 			snprintf(why, whylen, "module re-initialisation failed: %s",
@@ -462,10 +472,12 @@ static int recover(struct token *tok, char *why, size_t whylen)
 		logmsg("module re-initialised");
 	}
 	r = tok_select(tok, why, whylen);
-	if (r != TOK_OK) {
-		r = TOK_ERR_UNAVAILABLE;
+	/* Every failure below is "still down": r must not stay TOK_OK from here (it did, and a
+	 * failing C_OpenSession or C_GetTokenInfo then counted as a recovery, retried at once
+	 * without backoff, in a tight loop against the token). */
+	if (r != TOK_OK)
 		goto out;
-	}
+	r = TOK_ERR_UNAVAILABLE;
 	rv = tok->fl->C_GetTokenInfo(tok->slot, &ti);
 	if (rv != CKR_OK) {
 		snprintf(why, whylen, "C_GetTokenInfo: %s", p11_kit_strerror(rv));
@@ -507,6 +519,8 @@ static int recover(struct token *tok, char *why, size_t whylen)
 	atomic_store(&tok->state, ST_UP);
 	r = TOK_OK;
 out:
+	if (r != TOK_OK && r != TOK_ERR_PIN)
+		r = TOK_ERR_UNAVAILABLE;
 	pthread_rwlock_unlock(&tok->op_lock);
 	return r;
 }
@@ -528,7 +542,7 @@ static void timed_wait(struct token *tok, int ms)
 static void *monitor(void *arg)
 {
 	struct token *tok = arg;
-	int backoff = TOK_BACKOFF_MIN_MS, r, st, attempts = 0;
+	int r, st, reinit;
 	char why[256], last_why[256] = "";
 	int64_t took, now;
 
@@ -536,8 +550,9 @@ static void *monitor(void *arg)
 	while (!tok->mon_stop) {
 		st = atomic_load(&tok->state);
 		if (st == ST_UP) {
-			backoff = TOK_BACKOFF_MIN_MS;
-			attempts = 0;
+			/* Signing again since the last outage: the next one starts afresh. */
+			if (atomic_load(&tok->proven))
+				tok->backoff_ms = TOK_BACKOFF_MIN_MS;
 			last_why[0] = '\0';
 			tok->mon_kick = 0;
 			timed_wait(tok, TOK_WATCH_MS);
@@ -552,7 +567,7 @@ static void *monitor(void *arg)
 			pthread_cond_wait(&tok->mon_cond, &tok->mon_lock);
 			continue;
 		}
-		/* Down, and told to let PC/SC catch up first. */
+		/* Down, and told to wait first (backoff, or PC/SC catching up). */
 		now = tok_now_ms();
 		if (tok->settle_until > now) {
 			timed_wait(tok, (int)(tok->settle_until - now));
@@ -560,36 +575,43 @@ static void *monitor(void *arg)
 		}
 		/* With a PC/SC watcher and no card in the reader, an attempt is pointless:
 		 * wait for the insertion (or the longest backoff, in case PC/SC misses it). */
-		if (tok->pcsc != NULL && !atomic_load(&tok->card_present) && attempts > 0) {
+		if (tok->pcsc != NULL && !atomic_load(&tok->card_present) && tok->attempts > 0) {
 			tok->mon_kick = 0;
 			timed_wait(tok, TOK_BACKOFF_MAX_MS);
 			if (!tok->mon_kick && !atomic_load(&tok->card_present))
 				continue;
 		}
 		tok->mon_kick = 0;
+		/* Each attempt doubles the wait before the next one, until a signature succeeds. */
+		tok->backoff_ms = tok->backoff_ms * 2 > TOK_BACKOFF_MAX_MS ? TOK_BACKOFF_MAX_MS
+		                                                           : tok->backoff_ms * 2;
+		reinit = tok->attempts > 0 && tok->pcsc == NULL;
 		pthread_mutex_unlock(&tok->mon_lock);
-		r = recover(tok, why, sizeof(why));
+		r = recover(tok, reinit, why, sizeof(why));
 		pthread_mutex_lock(&tok->mon_lock);
-		attempts++;
+		tok->attempts++;
 		if (r == TOK_OK) {
+			atomic_store(&tok->proven, 0);
 			took = tok_now_ms() - tok->down_since;
 			atomic_store(&tok->last_down_ms, took);
 			atomic_fetch_add(&tok->n_up, 1);
 			logmsg("up again after %lld ms (%d attempt%s): new sessions, logged in",
-			       (long long)took, attempts, attempts == 1 ? "" : "s");
+			       (long long)took, tok->attempts, tok->attempts == 1 ? "" : "s");
 			continue;
 		}
 		if (r == TOK_ERR_PIN)
 			continue;
 		/* Say why once per distinct reason, not once per attempt. */
 		if (why[0] != '\0' && strcmp(why, last_why) != 0) {
-			logmsg("still down: %s", why);
+			logmsg("still down: %s (retrying with backoff, up to %d ms apart)", why,
+			       TOK_BACKOFF_MAX_MS);
 			snprintf(last_why, sizeof(last_why), "%s", why);
 		}
-		if (tok->mon_kick || tok->mon_stop)
+		if (tok->mon_stop)
 			continue;
-		timed_wait(tok, backoff);
-		backoff = backoff * 2 > TOK_BACKOFF_MAX_MS ? TOK_BACKOFF_MAX_MS : backoff * 2;
+		now = tok_now_ms() + tok->backoff_ms;
+		if (now > tok->settle_until)
+			tok->settle_until = now;
 	}
 	pthread_mutex_unlock(&tok->mon_lock);
 	return NULL;
@@ -605,6 +627,8 @@ static void pcsc_event(void *arg, int present)
 		return;
 	}
 	pthread_mutex_lock(&tok->mon_lock);
+	/* A card is back: try now rather than after the backoff. */
+	tok->settle_until = 0;
 	tok->mon_kick = 1;
 	pthread_cond_signal(&tok->mon_cond);
 	pthread_mutex_unlock(&tok->mon_lock);
@@ -627,6 +651,7 @@ int tok_monitor_init(struct token *tok)
 		return TOK_ERR_INTERNAL;
 	}
 	tok->mon_ok = 1;
+	tok->backoff_ms = TOK_BACKOFF_MIN_MS;
 	atomic_store(&tok->card_present, 1);
 	return TOK_OK;
 }

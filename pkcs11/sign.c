@@ -5,10 +5,12 @@
  * and for ECDSA the DER conversion. A token that is down is not entered: TOK_ERR_UNAVAILABLE
  * at once. Inputs are checked before the token sees them, so bad requests cost nothing on
  * the token and cannot leave an operation half-open. */
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/asn1.h>
 #include <openssl/bn.h>
+#include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/objects.h>
 #include <openssl/x509.h>
@@ -125,25 +127,114 @@ out:
 	return r;
 }
 
-int tok_sign_digest(struct token *tok, const struct tok_key *key, const struct tok_sign_params *p,
-                    const uint8_t *dig, size_t dlen, uint8_t *sig, size_t *siglen)
-{
-	int r = TOK_ERR_BAD_INPUT;
-	const struct hash_info *h, *mgf;
-	/* ECDSA: raw r||s from the token; PKCS#1 v1.5: the DigestInfo to sign. */
-	uint8_t buf[2 * TOK_EC_MAX_FIELD > TOK_MAX_DIGEST + 32 ? 2 * TOK_EC_MAX_FIELD
-	                                                       : TOK_MAX_DIGEST + 32];
-	size_t dilen = 0, emlen, modlen;
+/* One signature's module work, run by a worker (worker.c): heap-allocated, because a caller
+ * that gave up on it leaves it to the worker. */
+struct sign_job {
+	struct tok_job j;
+	const struct tok_key *key; /* owned by the token until tok_close */
 	CK_MECHANISM mech;
 	CK_RSA_PKCS_PSS_PARAMS pss;
-	CK_BYTE_PTR in, outp;
-	CK_ULONG inlen, outlen;
+	CK_BYTE in[TOK_MAX_DIGEST + 32];
+	CK_ULONG inlen;
+	CK_BYTE out[TOK_MAX_SIG > 2 * TOK_EC_MAX_FIELD ? TOK_MAX_SIG : 2 * TOK_EC_MAX_FIELD];
+	CK_ULONG outlen;
+};
+
+static void sign_job_drop(struct tok_job *j)
+{
+	struct sign_job *sj = (struct sign_job *)j;
+
+	OPENSSL_cleanse(sj, sizeof(*sj));
+	free(sj);
+}
+
+/* On a worker: C_SignInit (and the context-specific login) and C_Sign on the worker's own
+ * session, holding the read side of op_lock. */
+static int sign_job_run(struct token *tok, struct tok_job *j)
+{
+	struct sign_job *sj = (struct sign_job *)j;
+	const struct tok_key *key = sj->key;
 	struct tok_sess *ts = NULL;
 	CK_OBJECT_HANDLE priv;
 	CK_FUNCTION_LIST *fl;
 	CK_RV rv = CKR_OK;
 	const char *pin;
 	size_t pinlen = 0;
+	int r;
+
+	r = tok_use_begin(tok);
+	if (r != TOK_OK)
+		return r;
+	r = tok_key_fresh(tok, key);
+	if (r == TOK_OK)
+		r = tok_sess_get(tok, &ts);
+	if (r != TOK_OK)
+		goto done;
+	fl = tok->fl;
+	priv = __atomic_load_n(&key->priv, __ATOMIC_RELAXED);
+	if (sj->mech.mechanism == CKM_RSA_PKCS_PSS) {
+		sj->mech.pParameter = &sj->pss;
+		sj->mech.ulParameterLen = sizeof(sj->pss);
+	}
+	atomic_store(&ts->busy_since, tok_now_ms());
+	rv = fl->C_SignInit(ts->h, &sj->mech, priv);
+	if (rv == CKR_OK && key->always_auth) {
+		/* CKA_ALWAYS_AUTHENTICATE: the user login does not cover this key; one login per
+		 * signature, between C_SignInit and C_Sign. */
+		pin = tok_pin(tok, &pinlen);
+		if (pin == NULL) {
+			atomic_store(&ts->busy_since, 0);
+			r = TOK_ERR_PIN;
+			tok_session_failed(tok, CKR_OPERATION_ACTIVE);
+			goto done;
+		}
+		rv = fl->C_Login(ts->h, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR *)pin, (CK_ULONG)pinlen);
+		if (rv != CKR_OK) {
+			atomic_store(&ts->busy_since, 0);
+			r = tok_login_failed(tok, CKU_CONTEXT_SPECIFIC, rv);
+			if (r == TOK_ERR_UNAVAILABLE)
+				tok_mark_down(tok, ts->gen,
+				              "context-specific login lost the token");
+			/* The signing operation is still open on the session: close it. */
+			tok_session_failed(tok, CKR_OPERATION_ACTIVE);
+			goto done;
+		}
+	}
+	if (rv == CKR_OK)
+		rv = fl->C_Sign(ts->h, sj->in, sj->inlen, sj->out, &sj->outlen);
+	atomic_store(&ts->busy_since, 0);
+	if (rv == CKR_OK) {
+		r = TOK_OK;
+		/* The token signs again: the next outage starts from the shortest backoff. */
+		if (!atomic_load_explicit(&tok->proven, memory_order_relaxed))
+			atomic_store(&tok->proven, 1);
+	} else if (tok->removable && (rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED)) {
+		/* A card says this when it was pulled mid-APDU (before PC/SC tells us) or lost
+		 * its login to a reset by another PC/SC client: both are "log in again", and the
+		 * request was checked before it got here. */
+		tok_mark_down_settle(tok, ts->gen, "the card failed a signature",
+		                     TOK_CARD_SETTLE_MS);
+		tok_session_failed(tok, rv);
+		r = TOK_ERR_UNAVAILABLE;
+	} else {
+		r = tok_session_failed(tok, rv);
+		if (r == TOK_OK)
+			r = TOK_ERR_INTERNAL;
+	}
+done:
+	tok_use_end(tok);
+	return r;
+}
+
+int tok_sign_digest(struct token *tok, const struct tok_key *key, const struct tok_sign_params *p,
+                    const uint8_t *dig, size_t dlen, uint8_t *sig, size_t *siglen)
+{
+	int r = TOK_ERR_BAD_INPUT;
+	const struct hash_info *h, *mgf;
+	struct sign_job *sj = NULL;
+	size_t dilen = 0, emlen, modlen, outmax;
+	unsigned gen;
+	int st, gone = 0;
 
 	if (siglen != NULL)
 		*siglen = 0;
@@ -153,31 +244,30 @@ int tok_sign_digest(struct token *tok, const struct tok_key *key, const struct t
 	if (h == NULL || dlen != h->len)
 		goto out;
 	modlen = (key->bits + 7) / 8;
-
-	mech.pParameter = NULL;
-	mech.ulParameterLen = 0;
-	in = (CK_BYTE_PTR)dig;
-	inlen = (CK_ULONG)dlen;
-	outp = sig;
-	outlen = TOK_MAX_SIG;
+	if ((sj = calloc(1, sizeof(*sj))) == NULL)
+		return TOK_ERR_INTERNAL;
+	sj->j.run = sign_job_run;
+	sj->j.drop = sign_job_drop;
+	sj->key = key;
+	memcpy(sj->in, dig, dlen);
+	sj->inlen = (CK_ULONG)dlen;
+	outmax = TOK_MAX_SIG;
 	switch (p->scheme) {
 	case TOK_ECDSA:
-		if (key->type != TOK_KEY_EC || 2 * modlen > sizeof(buf))
+		if (key->type != TOK_KEY_EC || 2 * modlen > 2 * TOK_EC_MAX_FIELD)
 			goto out;
-		mech.mechanism = CKM_ECDSA;
-		outp = buf;
-		outlen = sizeof(buf);
+		sj->mech.mechanism = CKM_ECDSA;
+		outmax = 2 * TOK_EC_MAX_FIELD;
 		break;
 	case TOK_RSA_PKCS1:
 		if (key->type != TOK_KEY_RSA || modlen > TOK_MAX_SIG)
 			goto out;
-		r = tok_digestinfo(h->nid, dig, dlen, buf, &dilen);
+		r = tok_digestinfo(h->nid, dig, dlen, sj->in, &dilen);
 		if (r != TOK_OK)
 			goto out;
 		r = TOK_ERR_BAD_INPUT;
-		mech.mechanism = CKM_RSA_PKCS;
-		in = buf;
-		inlen = (CK_ULONG)dilen;
+		sj->mech.mechanism = CKM_RSA_PKCS;
+		sj->inlen = (CK_ULONG)dilen;
 		break;
 	case TOK_RSA_PSS:
 		/* bits >= 2 keeps "bits - 1" below from wrapping. */
@@ -191,86 +281,51 @@ int tok_sign_digest(struct token *tok, const struct tok_key *key, const struct t
 		emlen = (key->bits - 1 + 7) / 8;
 		if (p->salt_len > emlen || emlen - p->salt_len < h->len + 2)
 			goto out;
-		pss.hashAlg = h->ckm;
-		pss.mgf = mgf->mgf;
-		pss.sLen = (CK_ULONG)p->salt_len;
-		mech.mechanism = CKM_RSA_PKCS_PSS;
-		mech.pParameter = &pss;
-		mech.ulParameterLen = sizeof(pss);
+		sj->pss.hashAlg = h->ckm;
+		sj->pss.mgf = mgf->mgf;
+		sj->pss.sLen = (CK_ULONG)p->salt_len;
+		sj->mech.mechanism = CKM_RSA_PKCS_PSS;
 		break;
 	default:
 		goto out;
 	}
+	sj->outlen = (CK_ULONG)outmax;
 
-	r = tok_use_begin(tok);
+	/* Down: answered at once, no worker involved. */
+	if ((st = atomic_load(&tok->state)) != ST_UP) {
+		atomic_fetch_add(&tok->n_fast_fail, 1);
+		r = st == ST_PIN_FAILED ? TOK_ERR_PIN : TOK_ERR_UNAVAILABLE;
+		goto out;
+	}
+	gen = atomic_load(&tok->gen);
+	r = tok_job_run(tok, &sj->j, TOK_CALL_DEADLINE_MS, &gone);
+	if (gone) {
+		/* Still in the module: the worker owns the job now. */
+		sj = NULL;
+		tok_mark_down(tok, gen,
+		              "a signature took longer than 1.5 s; the module has not "
+		              "returned");
+		r = TOK_ERR_UNAVAILABLE;
+		goto out;
+	}
 	if (r != TOK_OK)
 		goto out;
-	r = tok_key_fresh(tok, key);
-	if (r == TOK_OK)
-		r = tok_sess_get(tok, &ts);
-	if (r != TOK_OK) {
-		tok_use_end(tok);
-		goto out;
-	}
-	fl = tok->fl;
-	priv = __atomic_load_n(&key->priv, __ATOMIC_RELAXED);
-	atomic_store(&ts->busy_since, tok_now_ms());
-	rv = fl->C_SignInit(ts->h, &mech, priv);
-	if (rv == CKR_OK && key->always_auth) {
-		/* CKA_ALWAYS_AUTHENTICATE: the user login does not cover this key; one login per
-		 * signature, between C_SignInit and C_Sign. */
-		pin = tok_pin(tok, &pinlen);
-		if (pin == NULL) {
-			r = TOK_ERR_PIN;
-			tok_session_failed(tok, CKR_OPERATION_ACTIVE);
-			goto done;
-		}
-		rv = fl->C_Login(ts->h, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR *)pin, (CK_ULONG)pinlen);
-		if (rv != CKR_OK) {
-			r = tok_login_failed(tok, CKU_CONTEXT_SPECIFIC, rv);
-			if (r == TOK_ERR_UNAVAILABLE)
-				tok_mark_down(tok, ts->gen,
-				              "context-specific login lost the token");
-			/* The signing operation is still open on the session: close it. */
-			tok_session_failed(tok, CKR_OPERATION_ACTIVE);
-			goto done;
-		}
-	}
-	if (rv == CKR_OK)
-		rv = fl->C_Sign(ts->h, in, inlen, outp, &outlen);
-	atomic_store(&ts->busy_since, 0);
-	if (rv != CKR_OK && tok->removable &&
-	    (rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED)) {
-		/* A card says this when it was pulled mid-APDU (before PC/SC tells us) or lost
-		 * its login to a reset by another PC/SC client: both are "log in again", and the
-		 * request was checked before it got here. */
-		tok_mark_down_settle(tok, ts->gen, "the card failed a signature",
-		                     TOK_CARD_SETTLE_MS);
-		tok_session_failed(tok, rv);
-		r = TOK_ERR_UNAVAILABLE;
-	} else if (rv != CKR_OK) {
-		r = tok_session_failed(tok, rv);
-	}
-done:
-	tok_use_end(tok);
-	if (r != TOK_OK || rv != CKR_OK) {
-		if (r == TOK_OK)
-			r = TOK_ERR_INTERNAL;
-		goto out;
-	}
 
 	r = TOK_ERR_INTERNAL;
 	if (p->scheme == TOK_ECDSA) {
 		/* r||s, each exactly the field size: anything else is not a signature we know. */
-		if (outlen != 2 * modlen)
+		if (sj->outlen != 2 * modlen)
 			goto out;
-		r = tok_ecdsa_raw_to_der(buf, outlen, sig, siglen);
+		r = tok_ecdsa_raw_to_der(sj->out, sj->outlen, sig, siglen);
 		goto out;
 	}
-	if (outlen != modlen)
+	if (sj->outlen != modlen)
 		goto out;
-	*siglen = outlen;
+	memcpy(sig, sj->out, sj->outlen);
+	*siglen = sj->outlen;
 	r = TOK_OK;
 out:
+	if (sj != NULL)
+		sign_job_drop(&sj->j);
 	return r;
 }

@@ -266,6 +266,19 @@ void tok_close(struct token *tok)
 		return;
 	/* First the threads that could start a recovery or mark the token down. */
 	tok_monitor_stop(tok);
+	/* Then the workers. One stuck in the module keeps the module (and this struct, which it
+	 * uses) alive: finalising or unloading under it would crash the process on its way
+	 * out. */
+	if (tok_pool_stop(tok, TOK_CLOSE_WAIT_MS) != TOK_OK) {
+		fprintf(stderr,
+		        "iamsign token: a call is still inside the PKCS#11 module after "
+		        "%d s; leaving the module loaded\n",
+		        TOK_CLOSE_WAIT_MS / 1000);
+		/* The PIN too: that call may still need it, and a wiped one would be a wrong
+		 * one, spending a PIN try. The process is exiting; the mapping is locked and
+		 * left out of core dumps. */
+		return;
+	}
 	cache_free_all(tok);
 	/* Delete the key first: exiting threads then no longer run the destructor. */
 	if (tok->tkey_ok)
@@ -326,6 +339,8 @@ int tok_open(const struct tok_opts *opts, struct token **out, char *err, size_t 
 		goto out;
 	tok->tkey_ok = 1;
 	if (tok_monitor_init(tok) != TOK_OK)
+		goto out;
+	if (tok_pool_init(tok) != TOK_OK)
 		goto out;
 	tok->require_initialized = opts->require_initialized;
 	if (opts->uri != NULL && (tok->uri = strdup(opts->uri)) == NULL)

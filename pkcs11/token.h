@@ -134,7 +134,9 @@ struct tok_sign_params {
 	size_t salt_len; /* PSS only */
 };
 
-/* Sign a digest with the calling thread's session. Keys with CKA_ALWAYS_AUTHENTICATE get the
+/* Sign a digest, on a worker thread's own session, waiting at most 1.5 s: a token that does not
+ * answer by then gives TOK_ERR_UNAVAILABLE (and is marked down); the late result is discarded.
+ * Keys with CKA_ALWAYS_AUTHENTICATE get the
  * context-specific login (C_Login CKU_CONTEXT_SPECIFIC after C_SignInit) with the held PIN.
  * After a token outage the key's handle is found again by its URI (same key type, size and
  * RSA modulus or EC curve and CKA_ID, else TOK_ERR_NOT_FOUND). ECDSA results are DER

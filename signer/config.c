@@ -12,7 +12,7 @@
 
 #define CFG_MAX_URI 1024
 #define CFG_MAX_THREADS 64
-#define CFG_DEFAULT_THREADS 4
+#define CFG_DEFAULT_THREADS 16
 #define CFG_DEFAULT_MODE 0660
 #define CFG_MAX_LIST 64 /* module_dirs, sad_issuers */
 #define CFG_DEFAULT_AUDIT_KEY "pkcs11:object=iamsign-audit;type=private"
@@ -219,6 +219,132 @@ static int parse_ledger(struct loader *L, yaml_node_t *map)
 	return 0;
 }
 
+void config_limits_default(struct config_limits *l)
+{
+	l->body_size = CFG_DEFAULT_BODY_SIZE;
+	l->header_size = CFG_DEFAULT_HEADER_SIZE;
+	l->hashes = CFG_DEFAULT_HASHES;
+	l->json_depth = CFG_DEFAULT_JSON_DEPTH;
+	l->connections = CFG_DEFAULT_CONNECTIONS;
+	l->per_uid = CFG_DEFAULT_PER_UID;
+	l->read_timeout = CFG_DEFAULT_READ_TIMEOUT;
+	l->idle_timeout = CFG_DEFAULT_IDLE_TIMEOUT;
+}
+
+/* A size in bytes: "65536", "64KiB" or "1MiB", between CFG_MIN_SIZE and max. */
+static int get_size(struct loader *L, yaml_node_t *n, const char *key, size_t max, size_t *out)
+{
+	const char *s, *unit;
+	uint64_t v = 0, mul = 1;
+	size_t i;
+
+	if (yf_str(&L->yf, n, key, &s) != 0)
+		return -1;
+	for (i = 0; s[i] >= '0' && s[i] <= '9'; i++) {
+		if (i >= 9)
+			return yf_error(&L->yf, n, key,
+			                "size '%s' is too large (at most %zu bytes)", s, max);
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	unit = s + i;
+	if (strcmp(unit, "KiB") == 0)
+		mul = 1024;
+	else if (strcmp(unit, "MiB") == 0)
+		mul = 1024 * 1024;
+	else if (unit[0] != '\0')
+		i = 0;
+	if (i == 0 || (i > 1 && s[0] == '0'))
+		return yf_error(&L->yf, n, key,
+		                "expected a size in bytes such as 65536, 64KiB or 1MiB, found '%s'",
+		                s);
+	v *= mul;
+	if (v < CFG_MIN_SIZE || v > max)
+		return yf_error(&L->yf, n, key, "must be between %d and %zu bytes", CFG_MIN_SIZE,
+		                max);
+	*out = (size_t)v;
+	return 0;
+}
+
+/* An integer in lo..hi. */
+static int get_uint_range(struct loader *L, yaml_node_t *n, const char *key, unsigned lo,
+                          unsigned hi, unsigned *out)
+{
+	uint64_t u;
+
+	if (yf_uint(&L->yf, n, key, hi, &u) != 0)
+		return -1;
+	if (u < lo)
+		return yf_error(&L->yf, n, key, "must be between %u and %u", lo, hi);
+	*out = (unsigned)u;
+	return 0;
+}
+
+/* A duration of 1 s .. CFG_MAX_TIMEOUT. */
+static int get_timeout(struct loader *L, yaml_node_t *n, const char *key, unsigned *out)
+{
+	uint64_t u;
+
+	if (yf_duration(&L->yf, n, key, &u) != 0)
+		return -1;
+	if (u < 1 || u > CFG_MAX_TIMEOUT)
+		return yf_error(&L->yf, n, key, "must be between 1s and 1h (%d seconds)",
+		                CFG_MAX_TIMEOUT);
+	*out = (unsigned)u;
+	return 0;
+}
+
+static int parse_limits(struct loader *L, yaml_node_t *map)
+{
+	struct yfile *yf = &L->yf;
+	struct config_limits *l = &L->c->limits;
+	yaml_node_t *v, *per_uid = NULL;
+	const char *k;
+	char key[80];
+	int n, i, r;
+
+	n = yf_map_size(yf, map, "limits");
+	if (n < 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		yf_pair(yf, map, i, &k, &v);
+		snprintf(key, sizeof(key), "limits.%.60s", k);
+		if (strcmp(k, "body_size") == 0) {
+			r = get_size(L, v, key, CFG_MAX_BODY_SIZE, &l->body_size);
+		} else if (strcmp(k, "header_size") == 0) {
+			r = get_size(L, v, key, CFG_MAX_HEADER_SIZE, &l->header_size);
+		} else if (strcmp(k, "hashes") == 0) {
+			r = get_uint_range(L, v, key, 1, CFG_MAX_HASHES, &l->hashes);
+		} else if (strcmp(k, "json_depth") == 0) {
+			r = get_uint_range(L, v, key, CFG_MIN_JSON_DEPTH, CFG_MAX_JSON_DEPTH,
+			                   &l->json_depth);
+		} else if (strcmp(k, "connections") == 0) {
+			r = get_uint_range(L, v, key, 1, CFG_MAX_CONNECTIONS, &l->connections);
+		} else if (strcmp(k, "connections_per_uid") == 0) {
+			r = get_uint_range(L, v, key, 1, CFG_MAX_CONNECTIONS, &l->per_uid);
+			per_uid = v;
+		} else if (strcmp(k, "read_timeout") == 0) {
+			r = get_timeout(L, v, key, &l->read_timeout);
+		} else if (strcmp(k, "idle_timeout") == 0) {
+			r = get_timeout(L, v, key, &l->idle_timeout);
+		} else {
+			return yf_error(yf, yf_pair_key(yf, map, i), key,
+			                "unknown key in limits (expected body_size, header_size, "
+			                "hashes, json_depth, connections, connections_per_uid, "
+			                "read_timeout, idle_timeout)");
+		}
+		if (r != 0)
+			return -1;
+	}
+	/* Left out, the per-uid cap follows a lowered total; given, it must fit in it. */
+	if (per_uid == NULL && l->per_uid > l->connections)
+		l->per_uid = l->connections;
+	if (l->per_uid > l->connections)
+		return yf_error(yf, per_uid, "limits.connections_per_uid",
+		                "%u is more than limits.connections (%u)", l->per_uid,
+		                l->connections);
+	return 0;
+}
+
 static int parse_root(struct loader *L)
 {
 	struct yfile *yf = &L->yf;
@@ -257,10 +383,13 @@ static int parse_root(struct loader *L)
 		} else if (strcmp(k, "ledger") == 0) {
 			if (parse_ledger(L, v) != 0)
 				return -1;
+		} else if (strcmp(k, "limits") == 0) {
+			if (parse_limits(L, v) != 0)
+				return -1;
 		} else {
 			return yf_error(yf, yf_pair_key(yf, root, i), k,
 			                "unknown key (expected token, listen, state_dir, policy, "
-			                "sad_issuers, trust_anchors, ledger)");
+			                "sad_issuers, trust_anchors, ledger, limits)");
 		}
 	}
 	if (token == NULL)
@@ -298,6 +427,7 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	c->threads = CFG_DEFAULT_THREADS;
 	c->ledger_checkpoint_every = CFG_DEFAULT_CHECKPOINT_EVERY;
 	c->ledger_checkpoint_secs = CFG_DEFAULT_CHECKPOINT_SECS;
+	config_limits_default(&c->limits);
 	L.c = c;
 	if (parse_root(&L) != 0)
 		goto out;

@@ -5,6 +5,39 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/* limits: caps on what a caller may send (docs/config.md "limits"). Defaults and ranges: */
+#define CFG_DEFAULT_BODY_SIZE (64 * 1024) /* limits.body_size, 1 KiB..1 MiB */
+#define CFG_MAX_BODY_SIZE (1024 * 1024)
+#define CFG_DEFAULT_HEADER_SIZE (16 * 1024) /* limits.header_size, 1 KiB..1 MiB */
+#define CFG_MAX_HEADER_SIZE (1024 * 1024)
+#define CFG_MIN_SIZE 1024
+#define CFG_DEFAULT_HASHES 64 /* limits.hashes, 1..SVC_MAX_HASHES (64) */
+#define CFG_MAX_HASHES 64
+#define CFG_DEFAULT_JSON_DEPTH 32 /* limits.json_depth, 4..1024 */
+#define CFG_MIN_JSON_DEPTH 4      /* a signDoc request is 4 deep */
+#define CFG_MAX_JSON_DEPTH 1024
+#define CFG_DEFAULT_CONNECTIONS 512 /* limits.connections, 1..10000 */
+#define CFG_MAX_CONNECTIONS 10000
+#define CFG_DEFAULT_PER_UID 32      /* limits.connections_per_uid, 1..limits.connections */
+#define CFG_DEFAULT_READ_TIMEOUT 10 /* limits.read_timeout, seconds, 1..3600 */
+#define CFG_DEFAULT_IDLE_TIMEOUT 30 /* limits.idle_timeout, seconds, 1..3600 */
+#define CFG_MAX_TIMEOUT 3600
+
+struct config_limits {
+	size_t body_size;      /* bytes of one request body */
+	size_t header_size;    /* bytes of one request's line and headers */
+	unsigned hashes;       /* hashes in one sign request */
+	unsigned json_depth;   /* nesting of arrays and objects in a body */
+	unsigned connections;  /* connections at once, all callers */
+	unsigned per_uid;      /* connections at once from one uid (SO_PEERCRED) */
+	unsigned read_timeout; /* seconds for a request to arrive once its first line has */
+	unsigned idle_timeout; /* seconds a connection may wait for its next request, or stay
+	                          silent in the middle of one */
+};
+
+/* Fill l with the defaults above. */
+void config_limits_default(struct config_limits *l);
+
 struct config {
 	char *path;
 	/* token: */
@@ -16,7 +49,7 @@ struct config {
 	char *socket_path;
 	mode_t socket_mode; /* default 0660 */
 	char *socket_group; /* NULL: daemon's group */
-	unsigned threads;   /* listen.threads: worker threads, default 4, 1..64 */
+	unsigned threads;   /* listen.threads: worker threads, default 16, 1..64 */
 	/* top level */
 	char *state_dir;
 	char *policy_path;
@@ -27,6 +60,8 @@ struct config {
 	char *ledger_audit_key;           /* PKCS#11 URI of the checkpoint signing key */
 	unsigned ledger_checkpoint_every; /* records between checkpoints, 1..1000000 (1000) */
 	unsigned ledger_checkpoint_secs;  /* seconds between checkpoints, 1..86400 (60) */
+	/* limits: */
+	struct config_limits limits;
 };
 
 /* Parse and validate: required keys token.module, token.uri, token.pin_file, listen.socket,

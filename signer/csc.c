@@ -20,6 +20,55 @@
 #define CSC_MAX_PSS_PARAMS 256 /* base64 of DER RSASSA-PSS-params */
 #define CSC_MAX_RESULTS 1000
 
+_Static_assert(CSC_MAX_BODY == CFG_DEFAULT_BODY_SIZE, "limits.body_size default is CSC_MAX_BODY");
+_Static_assert(CFG_MAX_HASHES == SVC_MAX_HASHES, "limits.hashes may lower SVC_MAX_HASHES only");
+
+/* The service's limits, or the defaults when it has no configuration (tests, fuzzing). */
+static const struct config_limits *limits(const struct service *s)
+{
+	static const struct config_limits defaults = {
+	    .body_size = CFG_DEFAULT_BODY_SIZE,
+	    .header_size = CFG_DEFAULT_HEADER_SIZE,
+	    .hashes = CFG_DEFAULT_HASHES,
+	    .json_depth = CFG_DEFAULT_JSON_DEPTH,
+	    .connections = CFG_DEFAULT_CONNECTIONS,
+	    .per_uid = CFG_DEFAULT_PER_UID,
+	    .read_timeout = CFG_DEFAULT_READ_TIMEOUT,
+	    .idle_timeout = CFG_DEFAULT_IDLE_TIMEOUT,
+	};
+
+	return s != NULL && s->cfg != NULL ? &s->cfg->limits : &defaults;
+}
+
+/* Whether the arrays and objects of a JSON text nest deeper than max. Brackets are counted
+ * outside strings only (a backslash escapes the next byte, as in jansson's lexer), and the scan
+ * stops at the first level beyond max. jansson 2.14 has no depth option (only its fixed 2048),
+ * so the configured cap is checked on the bytes before anything is parsed or allocated. */
+static int json_too_deep(const char *text, size_t len, size_t max)
+{
+	size_t depth = 0;
+	int in_str = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char ch = text[i];
+
+		if (in_str) {
+			if (ch == '\\')
+				i++;
+			else if (ch == '"')
+				in_str = 0;
+		} else if (ch == '"') {
+			in_str = 1;
+		} else if (ch == '[' || ch == '{') {
+			if (++depth > max)
+				return 1;
+		} else if ((ch == ']' || ch == '}') && depth > 0) {
+			depth--;
+		}
+	}
+	return 0;
+}
+
 /* A 400 invalid_request whose reason is the CSC code itself. */
 __attribute__((format(printf, 2, 3))) static int bad(struct svc_error *e, const char *fmt, ...)
 {
@@ -501,6 +550,13 @@ static int handle_sign(struct service *s, const struct peer *p, json_t *root, in
 		return svc_fail(e, 500, "server_error", "internal_error", "out of memory");
 	if ((doc ? csc_decode_sign_doc(root, req, e) : csc_decode_sign_hash(root, req, e)) != 0)
 		goto out;
+	/* The decoders hold a request to SVC_MAX_HASHES; the configuration may lower that. */
+	if (req->nhashes > limits(s)->hashes) {
+		svc_fail(e, 400, "invalid_request", "too_many_hashes",
+		         "Invalid parameter %s: more than %u hashes (limits.hashes)",
+		         doc ? "documentDigests" : "hashes", limits(s)->hashes);
+		goto out;
+	}
 	if (svc_sign(s, p, req, &res, rec, e) != 0)
 		goto out;
 	arr = json_array();
@@ -534,11 +590,18 @@ void csc_handle(struct service *s, const struct peer *p, const char *method, con
 		resp = handle_info();
 		goto done;
 	}
-	if (len > CSC_MAX_BODY) {
-		svc_fail(&e, 413, "invalid_request", "body_too_large", "request body over %d bytes",
-		         CSC_MAX_BODY);
+	if (len > limits(s)->body_size) {
+		svc_fail(&e, 413, "invalid_request", "body_too_large",
+		         "request body over %zu bytes", limits(s)->body_size);
 		goto done;
 	}
+	if (json_too_deep(body, len, limits(s)->json_depth)) {
+		svc_fail(&e, 400, "invalid_request", "json_too_deep",
+		         "JSON nested deeper than %u levels", limits(s)->json_depth);
+		goto done;
+	}
+	/* jansson refuses duplicate keys (asked), \u0000 in strings (JSON_ALLOW_NUL not given),
+	 * invalid UTF-8 and control characters in strings. */
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL) {
 		svc_fail(&e, 400, "invalid_request", "malformed_json",

@@ -3,10 +3,15 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -18,25 +23,89 @@
 #include "signer/csc.h"
 
 #define CSC_PREFIX "/csc/v2/"
-#define HTTP_MAX_CONNECTIONS 512
-#define HTTP_IDLE_TIMEOUT 30 /* seconds */
-#define HTTP_CONN_MEMORY (96 * 1024)
+/* MHD's per-connection memory pool holds the request line and headers, the header list, the
+ * read buffer and the answer's headers: limits.header_size plus this much. */
+#define HTTP_POOL_SLACK (16 * 1024)
+#define HTTP_SPARE_FDS 64 /* descriptors beyond the connections: ledger, token, logs */
+
+/* Where a connection's current request stands, for the read and idle deadlines. */
+enum conn_phase {
+	CONN_WAIT, /* waiting for a request line: deadline idle_timeout after open or last answer */
+	CONN_READ, /* request line in: headers and body due read_timeout after it */
+	CONN_BUSY, /* request complete: being served or answered (no deadline here) */
+};
+
+/* One connection: the kernel's word on the caller, taken when it opens, and its deadline. */
+struct conn {
+	struct peer peer;
+	int has_peer; /* SO_PEERCRED worked; without it every request is refused */
+	int fd;       /* MHD's socket; ours to shut down while listed in h->conns */
+	int refused;  /* over limits.connections_per_uid: shut down at once */
+	int shut;     /* shut down by us (deadline or refusal) */
+	enum conn_phase phase;
+	int64_t deadline; /* CLOCK_MONOTONIC milliseconds; for CONN_WAIT and CONN_READ */
+	struct conn *prev, *next;
+};
 
 struct http_server {
 	struct service *svc;
 	struct MHD_Daemon *mhd;
+	struct config_limits lim;
 	int fd;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	atomic_long in_flight;
 	atomic_ulong requests, errors4, errors5;
+	/* Connections and the reaper that enforces their deadlines. MHD calls the notify
+	 * callback (which unlinks) before it closes a socket, so a listed fd is still MHD's
+	 * open socket and shutdown() on it under mu is safe. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t reaper;
+	int reaper_started, stopping;
+	struct conn *conns;
+	unsigned long reaped, refused, refused_all; /* since the reaper last logged them */
+	uid_t refused_uid;
+	int64_t log_window;        /* libmicrohttpd's messages: start of this second */
+	unsigned log_lines;        /* lines written in it */
+	unsigned long log_dropped; /* lines not written, since the reaper reported */
 };
 
 /* Per request: the body collected so far. */
 struct req_ctx {
 	char *body;
-	size_t len;
-	int too_large;
+	size_t len, cap;
 };
+
+/* CLOCK_MONOTONIC in milliseconds. */
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The connection MHD keeps for c (NULL if none). */
+static struct conn *conn_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci != NULL ? ci->socket_context : NULL;
+}
+
+static void conn_set_phase(struct http_server *h, struct conn *k, enum conn_phase phase)
+{
+	if (k == NULL)
+		return;
+	pthread_mutex_lock(&h->mu);
+	k->phase = phase;
+	if (phase == CONN_WAIT)
+		k->deadline = now_ms() + (int64_t)h->lim.idle_timeout * 1000;
+	else if (phase == CONN_READ)
+		k->deadline = now_ms() + (int64_t)h->lim.read_timeout * 1000;
+	pthread_mutex_unlock(&h->mu);
+}
 
 /* "PATH: WHAT: strerror(errno)"; returns -1. */
 static int fail(char *err, size_t errlen, const char *path, const char *what)
@@ -104,7 +173,8 @@ static int listen_socket(const struct config *cfg, char *err, size_t errlen)
 		fail(err, errlen, cfg->socket_path, "chmod");
 		goto bad_unlink;
 	}
-	if (listen(fd, 128) != 0) {
+	/* The kernel's largest backlog: a burst of callers waits in it rather than failing. */
+	if (listen(fd, SOMAXCONN) != 0) {
 		fail(err, errlen, cfg->socket_path, "listen");
 		goto bad_unlink;
 	}
@@ -116,30 +186,166 @@ bad:
 	return -1;
 }
 
-/* The kernel's word on who is calling, taken once per connection. */
+/* The kernel's word on who is calling, taken once per connection; the per-uid cap is counted
+ * here, over the connections open now. */
 static void notify_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
                               enum MHD_ConnectionNotificationCode code)
 {
+	struct http_server *h = cls;
 	const union MHD_ConnectionInfo *ci;
-	struct peer *p;
+	struct conn *k = *socket_ctx, *o;
 	struct ucred uc;
 	socklen_t len = sizeof(uc);
+	unsigned same = 0, all = 0;
 
 	if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-		free(*socket_ctx);
+		if (k == NULL)
+			return;
+		pthread_mutex_lock(&h->mu);
+		if (k->prev != NULL)
+			k->prev->next = k->next;
+		else
+			h->conns = k->next;
+		if (k->next != NULL)
+			k->next->prev = k->prev;
+		pthread_mutex_unlock(&h->mu);
+		free(k);
 		*socket_ctx = NULL;
 		return;
 	}
 	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-	if (ci == NULL || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0 ||
-	    len != sizeof(uc))
-		return; /* no identity: every request on it is refused */
-	if ((p = malloc(sizeof(*p))) == NULL)
+	if (ci == NULL)
+		return; /* no socket context: every request on it is refused */
+	if ((k = calloc(1, sizeof(*k))) == NULL) {
+		shutdown(ci->connect_fd, SHUT_RDWR); /* untracked: no deadline could hold it */
 		return;
-	p->pid = uc.pid;
-	p->uid = uc.uid;
-	p->gid = uc.gid;
-	*socket_ctx = p;
+	}
+	k->fd = ci->connect_fd;
+	if (getsockopt(k->fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == 0 && len == sizeof(uc)) {
+		k->peer.pid = uc.pid;
+		k->peer.uid = uc.uid;
+		k->peer.gid = uc.gid;
+		k->has_peer = 1;
+	}
+	k->phase = CONN_WAIT;
+	pthread_mutex_lock(&h->mu);
+	k->deadline = now_ms() + (int64_t)h->lim.idle_timeout * 1000;
+	for (o = h->conns; o != NULL; o = o->next) {
+		if (o->shut)
+			continue;
+		all++;
+		if (o->has_peer && k->has_peer && o->peer.uid == k->peer.uid)
+			same++;
+	}
+	/* Over a cap: closed before a byte is read, so the excess cannot hold a slot. The total
+	 * is counted here rather than left to MHD, which splits its limit evenly over the
+	 * worker threads while one thread may accept nearly every connection. */
+	if (all >= h->lim.connections || (k->has_peer && same >= h->lim.per_uid)) {
+		k->refused = k->shut = 1;
+		shutdown(k->fd, SHUT_RDWR);
+		if (all >= h->lim.connections) {
+			h->refused_all++;
+		} else {
+			h->refused++;
+			h->refused_uid = k->peer.uid;
+		}
+	}
+	k->next = h->conns;
+	if (h->conns != NULL)
+		h->conns->prev = k;
+	h->conns = k;
+	pthread_mutex_unlock(&h->mu);
+	*socket_ctx = k;
+}
+
+#define HTTP_LOG_PER_SEC 10
+
+/* libmicrohttpd writes a line for every connection it closes on an error: at most
+ * HTTP_LOG_PER_SEC of them a second reach the log, so that a flood of bad connections cannot
+ * flood it; the reaper counts the rest. */
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	struct http_server *h = cls;
+	int64_t now = now_ms();
+	int emit;
+
+	pthread_mutex_lock(&h->mu);
+	if (now - h->log_window >= 1000) {
+		h->log_window = now;
+		h->log_lines = 0;
+	}
+	emit = h->log_lines < HTTP_LOG_PER_SEC;
+	if (emit)
+		h->log_lines++;
+	else
+		h->log_dropped++;
+	pthread_mutex_unlock(&h->mu);
+	if (emit) {
+		fputs("iamsignd: libmicrohttpd: ", stderr);
+		vfprintf(stderr, fmt, ap);
+	}
+}
+
+/* MHD has the request line: from now on the rest of the request is due within read_timeout. */
+static void *request_line(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	conn_set_phase(cls, conn_of(c), CONN_READ);
+	return NULL; /* the request context starts empty (see handle) */
+}
+
+/* Once a second: shut down connections past their deadline (a slowloris caller trickling a
+ * request byte by byte resets MHD's idle timeout forever, but not this), and log in one line
+ * what was closed or refused, so a flood of connections cannot flood the log. */
+static void *reaper_main(void *arg)
+{
+	struct http_server *h = arg;
+	struct timespec until;
+	unsigned long reaped, refused, refused_all, dropped;
+	uid_t uid;
+
+	pthread_mutex_lock(&h->mu);
+	while (!h->stopping) {
+		int64_t now = now_ms();
+
+		for (struct conn *k = h->conns; k != NULL; k = k->next) {
+			if (k->shut || k->phase == CONN_BUSY || now < k->deadline)
+				continue;
+			shutdown(k->fd, SHUT_RDWR);
+			k->shut = 1;
+			h->reaped++;
+		}
+		reaped = h->reaped;
+		refused = h->refused;
+		refused_all = h->refused_all;
+		uid = h->refused_uid;
+		dropped = h->log_dropped;
+		h->reaped = h->refused = h->refused_all = h->log_dropped = 0;
+		if (dropped > 0)
+			fprintf(stderr, "iamsignd: %lu more libmicrohttpd message(s) not logged\n",
+			        dropped);
+		if (reaped > 0)
+			fprintf(
+			    stderr,
+			    "iamsignd: closed %lu connection(s) whose request did not arrive in "
+			    "time (limits.read_timeout %us, limits.idle_timeout %us)\n",
+			    reaped, h->lim.read_timeout, h->lim.idle_timeout);
+		if (refused > 0)
+			fprintf(
+			    stderr,
+			    "iamsignd: refused %lu connection(s) over limits.connections_per_uid "
+			    "(%u; last uid=%u)\n",
+			    refused, h->lim.per_uid, (unsigned)uid);
+		if (refused_all > 0)
+			fprintf(
+			    stderr,
+			    "iamsignd: refused %lu connection(s) over limits.connections (%u)\n",
+			    refused_all, h->lim.connections);
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += 1;
+		pthread_cond_timedwait(&h->cv, &h->mu, &until);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
 }
 
 static enum MHD_Result reply(struct http_server *h, struct MHD_Connection *c, int status,
@@ -176,7 +382,10 @@ static enum MHD_Result reply_error(struct http_server *h, struct MHD_Connection 
 static char *metrics_text(struct http_server *h)
 {
 	char *s = NULL;
+	struct tok_stats ts;
 
+	/* Atomic loads only: /metrics never waits on, or enters, a failing token. */
+	tok_stats(h->svc->tok, &ts);
 	if (asprintf(&s,
 	             "# HELP iamsign_requests_total HTTP requests answered.\n"
 	             "# TYPE iamsign_requests_total counter\n"
@@ -189,9 +398,29 @@ static char *metrics_text(struct http_server *h)
 	             "iamsign_server_errors_total %lu\n"
 	             "# HELP iamsign_requests_in_flight Requests being served.\n"
 	             "# TYPE iamsign_requests_in_flight gauge\n"
-	             "iamsign_requests_in_flight %ld\n",
+	             "iamsign_requests_in_flight %ld\n"
+	             "# HELP iamsign_token_state Token state: 0 up, 1 down (being recovered), 2 "
+	             "PIN refused (no login is tried again; restart with a fixed PIN).\n"
+	             "# TYPE iamsign_token_state gauge\n"
+	             "iamsign_token_state %d\n"
+	             "# HELP iamsign_token_outages_total Times the token went down.\n"
+	             "# TYPE iamsign_token_outages_total counter\n"
+	             "iamsign_token_outages_total %llu\n"
+	             "# HELP iamsign_token_recoveries_total Times the token came back by itself.\n"
+	             "# TYPE iamsign_token_recoveries_total counter\n"
+	             "iamsign_token_recoveries_total %llu\n"
+	             "# HELP iamsign_token_refused_while_down_total Signatures refused at once "
+	             "because the token was down.\n"
+	             "# TYPE iamsign_token_refused_while_down_total counter\n"
+	             "iamsign_token_refused_while_down_total %llu\n"
+	             "# HELP iamsign_token_last_outage_seconds Length of the last outage that "
+	             "ended.\n"
+	             "# TYPE iamsign_token_last_outage_seconds gauge\n"
+	             "iamsign_token_last_outage_seconds %.3f\n",
 	             atomic_load(&h->requests), atomic_load(&h->errors4), atomic_load(&h->errors5),
-	             atomic_load(&h->in_flight)) < 0)
+	             atomic_load(&h->in_flight), ts.state, (unsigned long long)ts.downs,
+	             (unsigned long long)ts.recoveries, (unsigned long long)ts.fast_failures,
+	             (double)ts.last_outage_ms / 1000.0) < 0)
 		return NULL;
 	return s;
 }
@@ -203,52 +432,160 @@ static void log_refusal(const struct peer *p, const char *method, int status, co
 	        method, status, body != NULL ? body : "");
 }
 
+/* Content-Length as MHD passed it: decimal digits only; -1 if anything else. */
+static long long content_length(const char *s)
+{
+	long long v = 0;
+	size_t i;
+
+	for (i = 0; s[i] >= '0' && s[i] <= '9'; i++) {
+		if (i >= 18)
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return i == 0 || s[i] != '\0' ? -1 : v;
+}
+
+/* What the headers add up to: their size, and how often the body is framed. */
+struct hdr_sum {
+	size_t bytes;
+	unsigned clen, te;
+};
+
+static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+	struct hdr_sum *sum = cls;
+
+	sum->bytes += strlen(key) + (value != NULL ? strlen(value) : 0) + 4; /* ": " CRLF */
+	if (kind == MHD_HEADER_KIND && strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+		sum->clen++;
+	if (kind == MHD_HEADER_KIND && strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+		sum->te++;
+	return MHD_YES;
+}
+
+/* The first call, with the request line and headers only: every cap that can be judged before
+ * a byte of the body is read. Returns 0, or the status of the refusal already queued. */
+static int first_call(struct http_server *h, struct MHD_Connection *c, const char *url,
+                      const char *method, struct req_ctx *rc, enum MHD_Result *ret)
+{
+	const struct conn *k = conn_of(c);
+	struct hdr_sum sum = {strlen(method) + strlen(url) + strlen("  HTTP/1.1\r\n\r\n"), 0, 0};
+	const char *clen;
+	long long n;
+
+	if (k != NULL && k->refused) {
+		*ret = reply_error(h, c, 503, "temporarily_unavailable", "too_many_connections",
+		                   "too many connections (limits.connections or "
+		                   "limits.connections_per_uid)");
+		return 503;
+	}
+	MHD_get_connection_values(c, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, add_header, &sum);
+	if (sum.bytes > h->lim.header_size) {
+		*ret = reply_error(h, c, 431, "invalid_request", "header_too_large",
+		                   "request line and headers too large");
+		return 431;
+	}
+	/* MHD 0.9.75 takes the first of several Content-Length headers and lets
+	 * Transfer-Encoding override one: a body framed two ways is refused instead. */
+	if (sum.clen > 1 || (sum.clen > 0 && sum.te > 0) || sum.te > 1) {
+		*ret = reply_error(h, c, 400, "invalid_request", "bad_content_length",
+		                   "body length given more than once");
+		return 400;
+	}
+	clen = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (clen == NULL)
+		return 0;
+	if ((n = content_length(clen)) < 0) {
+		*ret = reply_error(h, c, 400, "invalid_request", "bad_content_length",
+		                   "malformed Content-Length");
+		return 400;
+	}
+	if ((unsigned long long)n > h->lim.body_size) {
+		*ret = reply_error(h, c, 413, "invalid_request", "body_too_large",
+		                   "request body too large");
+		return 413;
+	}
+	/* Announced and within the cap: one allocation for the whole body. */
+	if (n > 0) {
+		if ((rc->body = malloc((size_t)n + 1)) == NULL) {
+			*ret = MHD_NO;
+			return 500;
+		}
+		rc->cap = (size_t)n + 1;
+	}
+	return 0;
+}
+
+/* A piece of the body: kept while within limits.body_size. 0, or -1 to close the connection
+ * (MHD 0.9.75 cannot queue an answer in the middle of a body: a body that outgrows the cap
+ * without having announced its length, or arrives too late, gets a closed connection). */
+static int body_piece(struct http_server *h, struct MHD_Connection *c, struct req_ctx *rc,
+                      const char *upload, size_t n)
+{
+	struct conn *k = conn_of(c);
+	int late = 0;
+
+	if (k != NULL) {
+		pthread_mutex_lock(&h->mu);
+		late = k->phase != CONN_BUSY && now_ms() >= k->deadline;
+		pthread_mutex_unlock(&h->mu);
+	}
+	if (late || n > h->lim.body_size - rc->len)
+		return -1;
+	if (rc->len + n + 1 > rc->cap) {
+		size_t cap = rc->cap < 1024 ? 1024 : rc->cap;
+		char *nb;
+
+		while (cap < rc->len + n + 1)
+			cap *= 2;
+		if (cap > h->lim.body_size + 1)
+			cap = h->lim.body_size + 1;
+		if ((nb = realloc(rc->body, cap)) == NULL)
+			return -1;
+		rc->body = nb;
+		rc->cap = cap;
+	}
+	memcpy(rc->body + rc->len, upload, n);
+	rc->len += n;
+	rc->body[rc->len] = '\0';
+	return 0;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version, const char *upload,
                               size_t *upload_size, void **req_cls)
 {
 	struct http_server *h = cls;
 	struct req_ctx *rc = *req_cls;
-	const union MHD_ConnectionInfo *ci;
+	const struct conn *k;
 	const struct peer *p;
-	const char *clen;
+	enum MHD_Result ret = MHD_YES;
 	char *body = NULL;
 	int status;
 
 	if (rc == NULL) {
-		/* First call: headers only. Refuse an announced oversize body before reading
-		 * it. */
+		/* First call: headers only. Refuse what the caps refuse before reading a body. */
 		if ((rc = calloc(1, sizeof(*rc))) == NULL)
 			return MHD_NO;
 		*req_cls = rc;
 		atomic_fetch_add(&h->in_flight, 1);
-		clen =
-		    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (clen != NULL && strtoull(clen, NULL, 10) > CSC_MAX_BODY)
-			return reply_error(h, c, 413, "invalid_request", "body_too_large",
-			                   "request body too large");
-		return MHD_YES;
+		if (first_call(h, c, url, method, rc, &ret) != 0)
+			conn_set_phase(h, conn_of(c), CONN_BUSY);
+		return ret;
 	}
 	if (*upload_size != 0) {
-		if (!rc->too_large && rc->len + *upload_size <= CSC_MAX_BODY) {
-			char *nb = realloc(rc->body, rc->len + *upload_size + 1);
-
-			if (nb == NULL)
-				return MHD_NO;
-			rc->body = nb;
-			memcpy(rc->body + rc->len, upload, *upload_size);
-			rc->len += *upload_size;
-			rc->body[rc->len] = '\0';
-		} else {
-			rc->too_large = 1;
-		}
+		if (body_piece(h, c, rc, upload, *upload_size) != 0)
+			return MHD_NO;
 		*upload_size = 0;
 		return MHD_YES;
 	}
 
 	atomic_fetch_add(&h->requests, 1);
-	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	p = ci != NULL ? ci->socket_context : NULL;
+	conn_set_phase(h, conn_of(c), CONN_BUSY);
+	k = conn_of(c);
+	p = k != NULL && k->has_peer ? &k->peer : NULL;
 	if (p == NULL)
 		return reply_error(h, c, 403, "access_denied", "unknown_caller",
 		                   "caller identity unavailable");
@@ -276,9 +613,6 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
 		return reply_error(h, c, 405, "invalid_request", "method_not_allowed",
 		                   "use POST for CSC methods");
-	if (rc->too_large)
-		return reply_error(h, c, 413, "invalid_request", "body_too_large",
-		                   "request body too large");
 	csc_handle(h->svc, p, url + strlen(CSC_PREFIX), rc->body != NULL ? rc->body : "", rc->len,
 	           &status, &body);
 	if (status != 200)
@@ -298,36 +632,92 @@ static void completed(void *cls, struct MHD_Connection *c, void **req_cls,
 	free(rc);
 	*req_cls = NULL;
 	atomic_fetch_sub(&h->in_flight, 1);
+	/* Answered (or abandoned): the connection may wait idle_timeout for its next request. */
+	conn_set_phase(h, conn_of(c), CONN_WAIT);
+}
+
+/* Room for limits.connections sockets plus the daemon's own files: raise the soft limit towards
+ * the hard one if it is short (systemd's default soft limit is 1024), and say so when even that
+ * is not enough. */
+static void fit_nofile(unsigned connections)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)connections + HTTP_SPARE_FDS;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur < want)
+		fprintf(stderr,
+		        "iamsignd: warning: RLIMIT_NOFILE %llu is short of limits.connections (%u) "
+		        "plus %d\n",
+		        (unsigned long long)rl.rlim_cur, connections, HTTP_SPARE_FDS);
+}
+
+static void reaper_stop(struct http_server *h)
+{
+	if (!h->reaper_started)
+		return;
+	pthread_mutex_lock(&h->mu);
+	h->stopping = 1;
+	pthread_cond_signal(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	pthread_join(h->reaper, NULL);
+	h->reaper_started = 0;
+}
+
+static void server_free(struct http_server *h)
+{
+	reaper_stop(h);
+	pthread_cond_destroy(&h->cv);
+	pthread_mutex_destroy(&h->mu);
+	free(h);
 }
 
 int http_start(struct service *svc, const struct config *cfg, struct http_server **out, char *err,
                size_t errlen)
 {
 	struct http_server *h;
+	pthread_condattr_t ca;
 
 	if ((h = calloc(1, sizeof(*h))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	h->svc = svc;
+	h->lim = cfg->limits;
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+		snprintf(err, errlen, "cannot start the connection reaper thread");
+		server_free(h);
+		return -1;
+	}
+	h->reaper_started = 1;
 	if ((h->fd = listen_socket(cfg, err, errlen)) < 0) {
-		free(h);
+		server_free(h);
 		return -1;
 	}
 	snprintf(h->path, sizeof(h->path), "%s", cfg->socket_path);
+	fit_nofile(h->lim.connections);
 	h->mhd = MHD_start_daemon(
 	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0,
 	    NULL, NULL, handle, h, MHD_OPTION_LISTEN_SOCKET, h->fd, MHD_OPTION_THREAD_POOL_SIZE,
-	    (unsigned)cfg->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNECTIONS,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-	    MHD_OPTION_NOTIFY_CONNECTION, notify_connection, h, MHD_OPTION_NOTIFY_COMPLETED,
-	    completed, h, MHD_OPTION_END);
+	    (unsigned)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
+	    (unsigned)h->lim.connections * cfg->threads, MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned)h->lim.idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	    h->lim.header_size + (size_t)HTTP_POOL_SLACK, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+	    MHD_OPTION_URI_LOG_CALLBACK, request_line, h, MHD_OPTION_NOTIFY_CONNECTION,
+	    notify_connection, h, MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_END);
 	if (h->mhd == NULL) {
 		snprintf(err, errlen, "%s: cannot start the HTTP server", cfg->socket_path);
 		unlink(h->path);
 		close(h->fd);
-		free(h);
+		server_free(h);
 		return -1;
 	}
 	*out = h;
@@ -350,5 +740,5 @@ void http_stop(struct http_server *h, int timeout_ms)
 	MHD_stop_daemon(h->mhd);
 	if (listen_fd != MHD_INVALID_SOCKET)
 		close(listen_fd);
-	free(h);
+	server_free(h);
 }

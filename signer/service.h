@@ -39,7 +39,7 @@ struct svc_error {
 int svc_fail(struct svc_error *e, int http, const char *error, const char *reason, const char *fmt,
              ...) __attribute__((format(printf, 5, 6)));
 
-#define SVC_MAX_HASHES 64 /* hard cap per request; the policy's max_hashes is lower */
+#define SVC_MAX_HASHES 64 /* hard cap per request; limits.hashes and max_hashes may lower it */
 #define SVC_MAX_SAD 8192
 
 struct sign_req {

@@ -149,7 +149,7 @@ static void test_minimal_defaults(void **state)
 	if (config_load(fixture("config-minimal.yaml"), &c, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
 	assert_int_equal(c->socket_mode, 0660);
-	assert_int_equal(c->threads, 4);
+	assert_int_equal(c->threads, 16);
 	assert_null(c->socket_group);
 	assert_null(c->token_module_dirs);
 	assert_non_null(c->sad_issuers);
@@ -159,6 +159,15 @@ static void test_minimal_defaults(void **state)
 	assert_string_equal(c->ledger_audit_key, "pkcs11:object=iamsign-audit;type=private");
 	assert_int_equal(c->ledger_checkpoint_every, 1000);
 	assert_int_equal(c->ledger_checkpoint_secs, 60);
+	/* no limits: the safe defaults */
+	assert_int_equal(c->limits.body_size, 64 * 1024);
+	assert_int_equal(c->limits.header_size, 16 * 1024);
+	assert_int_equal(c->limits.hashes, 64);
+	assert_int_equal(c->limits.json_depth, 32);
+	assert_int_equal(c->limits.connections, 512);
+	assert_int_equal(c->limits.per_uid, 32);
+	assert_int_equal(c->limits.read_timeout, 10);
+	assert_int_equal(c->limits.idle_timeout, 30);
 	config_free(c);
 }
 
@@ -460,6 +469,123 @@ static void test_ledger(void **state)
 	            ":11: checkpoint_every: duplicate key", NULL);
 }
 
+static struct config *load_ok(const char *text)
+{
+	struct config *c = NULL;
+
+	if (config_load(write_tmp(text, 0600), &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	return c;
+}
+
+static void test_limits(void **state)
+{
+	struct config *c;
+
+	c = load_ok(TOKEN LISTEN TAIL "limits:\n"
+	                              "  body_size: 32KiB\n"
+	                              "  header_size: 8192\n"
+	                              "  hashes: 8\n"
+	                              "  json_depth: 10\n"
+	                              "  connections: 100\n"
+	                              "  connections_per_uid: 10\n"
+	                              "  read_timeout: 5s\n"
+	                              "  idle_timeout: 1m\n");
+	assert_int_equal(c->limits.body_size, 32 * 1024);
+	assert_int_equal(c->limits.header_size, 8192);
+	assert_int_equal(c->limits.hashes, 8);
+	assert_int_equal(c->limits.json_depth, 10);
+	assert_int_equal(c->limits.connections, 100);
+	assert_int_equal(c->limits.per_uid, 10);
+	assert_int_equal(c->limits.read_timeout, 5);
+	assert_int_equal(c->limits.idle_timeout, 60);
+	config_free(c);
+
+	/* each key alone; the others keep their defaults */
+	c = load_ok(TOKEN LISTEN TAIL "limits:\n  body_size: 1MiB\n");
+	assert_int_equal(c->limits.body_size, 1024 * 1024);
+	assert_int_equal(c->limits.header_size, 16 * 1024);
+	assert_int_equal(c->limits.hashes, 64);
+	assert_int_equal(c->limits.per_uid, 32);
+	config_free(c);
+	c = load_ok(TOKEN LISTEN TAIL "limits:\n  header_size: 1KiB\n  hashes: 1\n"
+	                              "  json_depth: 4\n  read_timeout: 1\n"
+	                              "  idle_timeout: 1h\n");
+	assert_int_equal(c->limits.header_size, 1024);
+	assert_int_equal(c->limits.hashes, 1);
+	assert_int_equal(c->limits.json_depth, 4);
+	assert_int_equal(c->limits.read_timeout, 1);
+	assert_int_equal(c->limits.idle_timeout, 3600);
+	assert_int_equal(c->limits.body_size, 64 * 1024);
+	config_free(c);
+	c = load_ok(TOKEN LISTEN TAIL "limits: {}\n");
+	assert_int_equal(c->limits.connections, 512);
+	config_free(c);
+	/* a total below the per-uid default lowers it; an explicit one must fit */
+	c = load_ok(TOKEN LISTEN TAIL "limits:\n  connections: 8\n");
+	assert_int_equal(c->limits.connections, 8);
+	assert_int_equal(c->limits.per_uid, 8);
+	config_free(c);
+	c = load_ok(TOKEN LISTEN TAIL "limits:\n  connections_per_uid: 512\n"
+	                              "  connections: 10000\n");
+	assert_int_equal(c->limits.per_uid, 512);
+	assert_int_equal(c->limits.connections, 10000);
+	config_free(c);
+
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  connections: 8\n  connections_per_uid: 9\n",
+	            ":11: limits.connections_per_uid:", "more than limits.connections", NULL);
+	/* sizes */
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  body_size: 1023\n",
+	            ":10: limits.body_size:", "between 1024 and 1048576", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  body_size: 2MiB\n",
+	            ":10: limits.body_size:", "between", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  header_size: 1048577\n",
+	            ":10: limits.header_size:", "between", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  body_size: 64kb\n", "limits.body_size:", "64KiB",
+	            NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  body_size: KiB\n",
+	            "limits.body_size:", "expected a size", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  body_size: 064KiB\n",
+	            "limits.body_size:", "expected a size", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  body_size: -1\n", "limits.body_size:", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  body_size: 99999999999999999999KiB\n",
+	            "limits.body_size:", "too large", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  body_size: [1]\n",
+	            "limits.body_size:", "found a list", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  body_size:\n",
+	            "limits.body_size:", "missing value", NULL);
+	/* counts */
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  hashes: 65\n", ":10: limits.hashes:", "too large",
+	            NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  hashes: 0\n",
+	            ":10: limits.hashes:", "between 1 and 64", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  json_depth: 3\n",
+	            ":10: limits.json_depth:", "between 4 and 1024", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  json_depth: 1025\n",
+	            "limits.json_depth:", "too large", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  connections: 0\n",
+	            "limits.connections:", "between 1 and 10000", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  connections: 10001\n",
+	            "limits.connections:", "too large", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  connections_per_uid: 0\n",
+	            "limits.connections_per_uid:", "between", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  hashes: many\n",
+	            "limits.hashes:", "non-negative integer", NULL);
+	/* timeouts */
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  read_timeout: 0s\n",
+	            ":10: limits.read_timeout:", "between 1s and 1h", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  idle_timeout: 2h\n",
+	            "limits.idle_timeout:", "between 1s and 1h", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  idle_timeout: soon\n",
+	            "limits.idle_timeout:", "duration", NULL);
+	/* structure */
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  body: 1KiB\n",
+	            ":10: limits.body:", "unknown key in limits", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits: 64KiB\n", ":9: limits:", "expected a mapping", NULL);
+	expect_fail(TOKEN LISTEN TAIL "limits:\n  hashes: 5\n  hashes: 6\n",
+	            ":11: hashes: duplicate key", NULL);
+}
+
 /* Loading must fail, naming the file and saying why. */
 static void expect_refused(const char *path, const char *needle)
 {
@@ -562,6 +688,7 @@ int main(void)
 	    cmocka_unit_test(test_aliases),
 	    cmocka_unit_test(test_file_checks),
 	    cmocka_unit_test(test_ledger),
+	    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_permissions),
 	    cmocka_unit_test(test_small_error_buffer),
 	};

@@ -1,0 +1,202 @@
+/* Module calls with a deadline: the request path hands its token work to a pool of worker
+ * threads and waits at most a deadline for the answer.
+ *
+ * A thread inside C_Sign cannot be called back: a token that stops answering keeps it there
+ * for as long as the module likes. So the request's thread never enters the module on the
+ * signing path; a worker does (with its own session), and the request gives up after the
+ * deadline, answers "unavailable" and marks the token down. The worker comes back whenever
+ * the module lets it and throws the late result away; until then recovery waits for it (it
+ * holds op_lock's read side), and requests fail fast in the meantime.
+ *
+ * Workers start on demand, up to TOK_MAX_WORKERS; idle ones wait for the next job. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pkcs11/internal.h"
+
+enum { JOB_QUEUED = 0, JOB_RUNNING = 1, JOB_DONE = 2, JOB_ABANDONED = 3 };
+
+int tok_pool_init(struct token *tok)
+{
+	pthread_condattr_t ca;
+
+	if (pthread_mutex_init(&tok->pool_lock, NULL) != 0)
+		return TOK_ERR_INTERNAL;
+	if (pthread_condattr_init(&ca) != 0)
+		goto fail_mutex;
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (pthread_cond_init(&tok->pool_cond, &ca) != 0)
+		goto fail_attr;
+	if (pthread_cond_init(&tok->pool_exit, &ca) != 0)
+		goto fail_cond;
+	if (pthread_cond_init(&tok->pool_done, &ca) != 0)
+		goto fail_exit;
+	pthread_condattr_destroy(&ca);
+	tok->pool_ok = 1;
+	return TOK_OK;
+fail_exit:
+	pthread_cond_destroy(&tok->pool_exit);
+fail_cond:
+	pthread_cond_destroy(&tok->pool_cond);
+fail_attr:
+	pthread_condattr_destroy(&ca);
+fail_mutex:
+	pthread_mutex_destroy(&tok->pool_lock);
+	return TOK_ERR_INTERNAL;
+}
+
+static void deadline_at(struct timespec *ts, int ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+static void *worker(void *arg)
+{
+	struct token *tok = arg;
+	struct tok_job *job;
+	int r;
+
+	pthread_mutex_lock(&tok->pool_lock);
+	while (!tok->pool_stop) {
+		job = tok->queue_head;
+		if (job == NULL) {
+			tok->nidle++;
+			pthread_cond_wait(&tok->pool_cond, &tok->pool_lock);
+			tok->nidle--;
+			continue;
+		}
+		tok->queue_head = job->next;
+		if (tok->queue_head == NULL)
+			tok->queue_tail = NULL;
+		tok->nqueued--;
+		job->state = JOB_RUNNING;
+		pthread_mutex_unlock(&tok->pool_lock);
+
+		r = job->run(tok, job);
+
+		pthread_mutex_lock(&tok->pool_lock);
+		job->result = r;
+		if (job->state == JOB_ABANDONED) {
+			/* Its caller answered long ago; the late result goes nowhere. */
+			pthread_mutex_unlock(&tok->pool_lock);
+			job->drop(job);
+			pthread_mutex_lock(&tok->pool_lock);
+		} else {
+			job->state = JOB_DONE;
+			pthread_cond_broadcast(&tok->pool_done);
+		}
+	}
+	tok->nworkers--;
+	pthread_cond_broadcast(&tok->pool_exit);
+	pthread_mutex_unlock(&tok->pool_lock);
+	return NULL;
+}
+
+/* Caller holds pool_lock. */
+static void unqueue(struct token *tok, struct tok_job *job)
+{
+	struct tok_job **pp, *prev = NULL;
+
+	for (pp = &tok->queue_head; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+		if (*pp == job) {
+			*pp = job->next;
+			if (tok->queue_tail == job)
+				tok->queue_tail = prev;
+			tok->nqueued--;
+			return;
+		}
+	}
+}
+
+int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *gone)
+{
+	struct timespec until;
+	pthread_attr_t at;
+	pthread_t t;
+	int spawned = 0, rc = 0;
+
+	*gone = 0;
+	if (!tok->pool_ok)
+		return TOK_ERR_INTERNAL;
+	job->state = JOB_QUEUED;
+	job->next = NULL;
+	job->result = TOK_ERR_UNAVAILABLE;
+	deadline_at(&until, deadline_ms);
+
+	pthread_mutex_lock(&tok->pool_lock);
+	if (tok->pool_stop) {
+		pthread_mutex_unlock(&tok->pool_lock);
+		return TOK_ERR_UNAVAILABLE;
+	}
+	if (tok->queue_tail != NULL)
+		tok->queue_tail->next = job;
+	else
+		tok->queue_head = job;
+	tok->queue_tail = job;
+	tok->nqueued++;
+	if (tok->nqueued > tok->nidle && tok->nworkers < TOK_MAX_WORKERS) {
+		if (pthread_attr_init(&at) == 0) {
+			pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+			if (pthread_create(&t, &at, worker, tok) == 0) {
+				tok->nworkers++;
+				spawned = 1;
+			}
+			pthread_attr_destroy(&at);
+		}
+		if (!spawned && tok->nworkers == 0) {
+			unqueue(tok, job);
+			pthread_mutex_unlock(&tok->pool_lock);
+			return TOK_ERR_INTERNAL;
+		}
+	}
+	pthread_cond_signal(&tok->pool_cond);
+	while (job->state != JOB_DONE && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&tok->pool_done, &tok->pool_lock, &until);
+	if (job->state == JOB_DONE) {
+		pthread_mutex_unlock(&tok->pool_lock);
+		return job->result;
+	}
+	if (job->state == JOB_QUEUED) {
+		/* No worker got to it: every one is busy, most likely stuck in the module. */
+		unqueue(tok, job);
+	} else {
+		job->state = JOB_ABANDONED;
+		*gone = 1;
+	}
+	pthread_mutex_unlock(&tok->pool_lock);
+	return TOK_ERR_UNAVAILABLE;
+}
+
+int tok_pool_stop(struct token *tok, int wait_ms)
+{
+	struct timespec until;
+	int rc = 0, left;
+
+	if (!tok->pool_ok)
+		return TOK_OK;
+	deadline_at(&until, wait_ms);
+	pthread_mutex_lock(&tok->pool_lock);
+	tok->pool_stop = 1;
+	pthread_cond_broadcast(&tok->pool_cond);
+	while (tok->nworkers > 0 && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&tok->pool_exit, &tok->pool_lock, &until);
+	left = tok->nworkers;
+	pthread_mutex_unlock(&tok->pool_lock);
+	if (left > 0)
+		return TOK_ERR_UNAVAILABLE;
+	pthread_cond_destroy(&tok->pool_cond);
+	pthread_cond_destroy(&tok->pool_exit);
+	pthread_cond_destroy(&tok->pool_done);
+	pthread_mutex_destroy(&tok->pool_lock);
+	tok->pool_ok = 0;
+	return TOK_OK;
+}
