@@ -78,7 +78,8 @@ struct tok_job {
 	int (*run)(struct token *tok, struct tok_job *job);
 	void (*drop)(struct tok_job *job);
 	int result;
-	int state; /* worker.c; under pool_lock */
+	int state;           /* worker.c; under pool_lock */
+	pthread_cond_t done; /* signalled for this job's requester alone */
 	struct tok_job *next;
 };
 
@@ -136,9 +137,9 @@ struct token {
 
 	/* Worker pool (worker.c). */
 	pthread_mutex_t pool_lock;
-	pthread_cond_t pool_cond; /* a job was queued, or stop */
-	pthread_cond_t pool_done; /* a job finished */
-	pthread_cond_t pool_exit; /* a worker exited */
+	pthread_cond_t pool_cond;     /* a job was queued, or stop */
+	pthread_condattr_t job_cattr; /* CLOCK_MONOTONIC, for each job's own condition */
+	pthread_cond_t pool_exit;     /* a worker exited */
 	int pool_ok;
 	int pool_stop;
 	int nworkers, nidle, nqueued;

@@ -32,13 +32,11 @@ int tok_pool_init(struct token *tok)
 		goto fail_attr;
 	if (pthread_cond_init(&tok->pool_exit, &ca) != 0)
 		goto fail_cond;
-	if (pthread_cond_init(&tok->pool_done, &ca) != 0)
-		goto fail_exit;
-	pthread_condattr_destroy(&ca);
+	/* Kept for the jobs: each has a condition of its own, so a finished signature wakes its
+	 * requester only, not every request waiting on the token. */
+	tok->job_cattr = ca;
 	tok->pool_ok = 1;
 	return TOK_OK;
-fail_exit:
-	pthread_cond_destroy(&tok->pool_exit);
 fail_cond:
 	pthread_cond_destroy(&tok->pool_cond);
 fail_attr:
@@ -88,11 +86,12 @@ static void *worker(void *arg)
 		if (job->state == JOB_ABANDONED) {
 			/* Its caller answered long ago; the late result goes nowhere. */
 			pthread_mutex_unlock(&tok->pool_lock);
+			pthread_cond_destroy(&job->done);
 			job->drop(job);
 			pthread_mutex_lock(&tok->pool_lock);
 		} else {
 			job->state = JOB_DONE;
-			pthread_cond_broadcast(&tok->pool_done);
+			pthread_cond_signal(&job->done);
 		}
 	}
 	tok->nworkers--;
@@ -125,7 +124,7 @@ int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *go
 	int spawned = 0, rc = 0;
 
 	*gone = 0;
-	if (!tok->pool_ok)
+	if (!tok->pool_ok || pthread_cond_init(&job->done, &tok->job_cattr) != 0)
 		return TOK_ERR_INTERNAL;
 	job->state = JOB_QUEUED;
 	job->next = NULL;
@@ -135,6 +134,7 @@ int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *go
 	pthread_mutex_lock(&tok->pool_lock);
 	if (tok->pool_stop) {
 		pthread_mutex_unlock(&tok->pool_lock);
+		pthread_cond_destroy(&job->done);
 		return TOK_ERR_UNAVAILABLE;
 	}
 	if (tok->queue_tail != NULL)
@@ -155,23 +155,28 @@ int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *go
 		if (!spawned && tok->nworkers == 0) {
 			unqueue(tok, job);
 			pthread_mutex_unlock(&tok->pool_lock);
+			pthread_cond_destroy(&job->done);
 			return TOK_ERR_INTERNAL;
 		}
 	}
 	pthread_cond_signal(&tok->pool_cond);
 	while (job->state != JOB_DONE && rc != ETIMEDOUT)
-		rc = pthread_cond_timedwait(&tok->pool_done, &tok->pool_lock, &until);
+		rc = pthread_cond_timedwait(&job->done, &tok->pool_lock, &until);
 	if (job->state == JOB_DONE) {
 		pthread_mutex_unlock(&tok->pool_lock);
+		pthread_cond_destroy(&job->done);
 		return job->result;
 	}
 	if (job->state == JOB_QUEUED) {
 		/* No worker got to it: every one is busy, most likely stuck in the module. */
 		unqueue(tok, job);
-	} else {
-		job->state = JOB_ABANDONED;
-		*gone = 1;
+		pthread_mutex_unlock(&tok->pool_lock);
+		pthread_cond_destroy(&job->done);
+		return TOK_ERR_UNAVAILABLE;
 	}
+	/* The worker destroys the condition when the module lets it go. */
+	job->state = JOB_ABANDONED;
+	*gone = 1;
 	pthread_mutex_unlock(&tok->pool_lock);
 	return TOK_ERR_UNAVAILABLE;
 }
@@ -195,7 +200,7 @@ int tok_pool_stop(struct token *tok, int wait_ms)
 		return TOK_ERR_UNAVAILABLE;
 	pthread_cond_destroy(&tok->pool_cond);
 	pthread_cond_destroy(&tok->pool_exit);
-	pthread_cond_destroy(&tok->pool_done);
+	pthread_condattr_destroy(&tok->job_cattr);
 	pthread_mutex_destroy(&tok->pool_lock);
 	tok->pool_ok = 0;
 	return TOK_OK;
