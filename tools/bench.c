@@ -2,8 +2,9 @@
  *
  * Daemon mode: N client threads, each with one persistent libcurl handle (HTTP keep-alive on
  * the Unix socket), send signatures/signHash with one SHA-256 digest in a loop.
- * Raw mode: N threads call tok_sign_digest() on the configured token and key in-process, the
- * ceiling the daemon is measured against.
+ * Raw mode: N threads call the module's C_SignInit/C_Sign on the configured token and key
+ * in-process (after one checked tok_sign_digest() warm-up): the ceiling the daemon is
+ * measured against.
  * Each run prints one machine-readable line:
  *   daemon clients=2 ops=... rate=.../s p50_us=... p99_us=... errors=0
  *   raw threads=2 ops=... rate=.../s p50_us=... p99_us=... errors=0
@@ -260,9 +261,15 @@ static void raw_worker(struct worker *w)
 	size_t siglen = sizeof(sig);
 	uint64_t deadline, t0, t1;
 	EVP_PKEY_CTX *vctx = NULL;
+	CK_FUNCTION_LIST *fl;
+	CK_SESSION_HANDLE sess;
+	CK_MECHANISM mech = {0};
+	uint8_t di[TOK_MAX_DIGEST + 32];
+	const uint8_t *in;
+	size_t inlen, dilen = 0;
 	int e;
 
-	/* warm-up: opens this thread's session; the signature is checked once */
+	/* warm-up through the token layer; the signature is checked once */
 	if ((e = tok_sign_digest(run->tok, run->key, &run->sp, run->dig, sizeof(run->dig), sig,
 	                         &siglen)) != TOK_OK) {
 		set_error(w, "tok_sign_digest: %s", tok_strerror(e));
@@ -280,19 +287,44 @@ static void raw_worker(struct worker *w)
 		w->errors++;
 	if (wait_start(run) != 0 || w->setup_failed)
 		return;
+	/* The timed loop is the module's own C_SignInit + C_Sign on this thread's session, as
+	 * bare as a PKCS#11 client gets: the baseline the daemon is measured against. */
+	fl = tok_functions(run->tok);
+	if ((e = tok_session(run->tok, &sess)) != TOK_OK) {
+		set_error(w, "tok_session: %s", tok_strerror(e));
+		w->errors++;
+		return;
+	}
+	if (run->key->type == TOK_KEY_EC) {
+		mech.mechanism = CKM_ECDSA;
+		in = run->dig;
+		inlen = sizeof(run->dig);
+	} else {
+		mech.mechanism = CKM_RSA_PKCS;
+		if (tok_digestinfo(NID_sha256, run->dig, sizeof(run->dig), di, &dilen) != TOK_OK) {
+			set_error(w, "cannot build the DigestInfo");
+			w->errors++;
+			return;
+		}
+		in = di;
+		inlen = dilen;
+	}
 	deadline = now_ns() + (uint64_t)run->seconds * 1000000000u;
 	do {
-		siglen = sizeof(sig);
+		CK_ULONG outlen = sizeof(sig);
+		CK_RV rv;
+
 		t0 = now_ns();
-		e = tok_sign_digest(run->tok, run->key, &run->sp, run->dig, sizeof(run->dig), sig,
-		                    &siglen);
+		rv = fl->C_SignInit(sess, &mech, run->key->priv);
+		if (rv == CKR_OK)
+			rv = fl->C_Sign(sess, (CK_BYTE_PTR)in, (CK_ULONG)inlen, sig, &outlen);
 		t1 = now_ns();
-		if (e == TOK_OK) {
+		if (rv == CKR_OK) {
 			w->ops++;
 			record(w, t1 - t0);
 		} else {
 			w->errors++;
-			set_error(w, "tok_sign_digest: %s", tok_strerror(e));
+			set_error(w, "C_Sign: %s", tok_strerror(tok_err_from_rv(rv)));
 		}
 	} while (t1 < deadline);
 }
