@@ -298,9 +298,15 @@ kill -0 "$DAEMON_PID" 2>/dev/null && pass "daemon ran through $CYCLES pulls with
 	fail "daemon died during the cycles"
 [ "$fds" -le "$base_fd" ] && pass "open fds after $CYCLES cycles: $fds (baseline $base_fd)" ||
 	fail "open fds grew: $base_fd -> $fds"
-[ "$rss" -le $((base_rss + RSS_TOLERANCE_KB)) ] &&
-	pass "VmRSS after $CYCLES cycles: $rss KiB (baseline $base_rss KiB, tolerance $RSS_TOLERANCE_KB)" ||
-	fail "VmRSS grew: $base_rss -> $rss KiB"
+if [ "${IAMSIGN_SANITIZE:-}" = 1 ]; then
+	# Under ASan the allocator's quarantine and shadow memory decide the RSS; LeakSanitizer
+	# checks for leaks at the daemon's exit instead, which is what this check stands in for.
+	echo "VmRSS after $CYCLES cycles: $rss KiB (baseline $base_rss KiB): not judged under ASan; LeakSanitizer checks leaks"
+else
+	[ "$rss" -le $((base_rss + RSS_TOLERANCE_KB)) ] &&
+		pass "VmRSS after $CYCLES cycles: $rss KiB (baseline $base_rss KiB, tolerance $RSS_TOLERANCE_KB)" ||
+		fail "VmRSS grew: $base_rss -> $rss KiB"
+fi
 [ "$slowest_req" -le 1000 ] && pass "slowest request while the card was out: $slowest_req ms" ||
 	fail "a request took $slowest_req ms while the card was out"
 echo "figures: worst removal-to-503 $worst_down ms, worst insertion-to-200 $worst_up ms, slowest request while out $slowest_req ms"
