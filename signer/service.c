@@ -372,9 +372,11 @@ static STACK_OF(X509) * load_chain(const char *pem)
 	return sk;
 }
 
-/* The signing certificate: present, trusted, valid long enough, not revoked, nonRepudiation. */
+/* The signing certificate: present, trusted, valid long enough, not revoked, nonRepudiation.
+ * The credential's chain is parsed only when a check is due (*chain keeps it for the CMS). */
 static int check_cert(struct service *s, const struct svc_rules *rules, const struct tok_key *key,
-                      STACK_OF(X509) * chain, time_t now, struct svc_error *e)
+                      const struct reg_cred *rc, STACK_OF(X509) * *chain, time_t now,
+                      struct svc_error *e)
 {
 	const struct pol_credentials *pc = &rules->set.pol->creds;
 	enum cert_result cr;
@@ -385,7 +387,9 @@ static int check_cert(struct service *s, const struct svc_rules *rules, const st
 		                "the credential has no certificate");
 	if (cert_cached(s->cert_cache, key, rules->generation, now))
 		return 0;
-	cr = cert_check(rules->set.certs, key->cert, chain, now, pc->min_cert_validity,
+	if (*chain == NULL)
+		*chain = load_chain(rc->chain_pem);
+	cr = cert_check(rules->set.certs, key->cert, *chain, now, pc->min_cert_validity,
 	                pc->require_non_repudiation, &good_until);
 	if (cr != CERT_OK)
 		return svc_fail(e, 403, "access_denied", cert_reason(cr),
@@ -607,11 +611,12 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 		         key->type == TOK_KEY_EC ? "EC" : "RSA");
 		goto out;
 	}
-	chain = load_chain(rc.chain_pem);
-	if (check_cert(s, rules, key, chain, now, e) != 0 ||
+	if (check_cert(s, rules, key, &rc, &chain, now, e) != 0 ||
 	    check_sad(s, rules, req, &rc, purpose, now, rec, e) != 0 ||
 	    check_quota(s, rules, &rc, req->nhashes, now, rec, e) != 0)
 		goto out;
+	if (req->cms && chain == NULL)
+		chain = load_chain(rc.chain_pem); /* carried in the CMS */
 	if (make_signatures(s, req, key, chain, out, e) != 0)
 		goto out;
 

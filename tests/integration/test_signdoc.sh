@@ -73,4 +73,12 @@ else
 	pass "iamsign verify refuses a tampered document"
 fi
 
+# A stored chain is carried in the CMS (here the CA certificate itself stands in for it).
+check "import-cert with --chain" admin import-cert --credential cit-ec --cert "$WORK/cit-ec.pem" --chain "$WORK/ca.pem"
+sign_doc cit-ec 1.2.840.10045.4.3.2
+grep -q "iamsign test CA" <(openssl cms -cmsout -inform DER -in "$WORK/cit-ec.p7s" -print) &&
+	[ "$(openssl cms -cmsout -inform DER -in "$WORK/cit-ec.p7s" -print | grep -c "cert_info:")" = 2 ] &&
+	pass "the chain is carried in the CMS (2 certificates)" || fail "the CMS does not carry the stored chain"
+cms_verify "$WORK/form.txt" "$WORK/cit-ec.p7s" && pass "openssl cms -verify with the chain carried" || fail "verify with chain: $(cat "$WORK/verify.err")"
+
 stop_daemon
