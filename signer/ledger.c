@@ -986,18 +986,20 @@ int ledger_append(struct ledger *l, struct audit_rec *rec)
 
 /* ---- reads ---- */
 
-int64_t ledger_quota_used(struct ledger *l, const char *cred, int64_t day)
+/* One count from a read statement: its first parameter the key text, its second (when
+ * with_day) the day. 0 when no row, -1 on error. */
+static int64_t read_count(struct ledger *l, int which, const char *key, int with_day, int64_t day)
 {
 	sqlite3_stmt *st;
 	int64_t v = -1;
 	int rc;
 
-	if (l == NULL || cred == NULL)
+	if (l == NULL || key == NULL)
 		return -1;
 	pthread_mutex_lock(&l->rmu);
-	st = l->r[R_QUOTA];
-	if (sqlite3_bind_text(st, 1, cred, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_bind_int64(st, 2, day) == SQLITE_OK) {
+	st = l->r[which];
+	if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    (!with_day || sqlite3_bind_int64(st, 2, day) == SQLITE_OK)) {
 		rc = sqlite3_step(st);
 		if (rc == SQLITE_ROW)
 			v = sqlite3_column_int64(st, 0);
@@ -1009,26 +1011,14 @@ int64_t ledger_quota_used(struct ledger *l, const char *cred, int64_t day)
 	return v;
 }
 
+int64_t ledger_quota_used(struct ledger *l, const char *cred, int64_t day)
+{
+	return read_count(l, R_QUOTA, cred, 1, day);
+}
+
 int64_t ledger_jti_used(struct ledger *l, const char *jti)
 {
-	sqlite3_stmt *st;
-	int64_t v = -1;
-	int rc;
-
-	if (l == NULL || jti == NULL)
-		return -1;
-	pthread_mutex_lock(&l->rmu);
-	st = l->r[R_JTI];
-	if (sqlite3_bind_text(st, 1, jti, -1, SQLITE_STATIC) == SQLITE_OK) {
-		rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW)
-			v = sqlite3_column_int64(st, 0);
-		else if (rc == SQLITE_DONE)
-			v = 0;
-	}
-	reset(st);
-	pthread_mutex_unlock(&l->rmu);
-	return v;
+	return read_count(l, R_JTI, jti, 0, 0);
 }
 
 /* ---- reading records back (verify, export) ---- */
