@@ -44,7 +44,7 @@ bad_request "unknown method" 404 unknown_method '{}' signatures/signEverything
 
 # Oversized body: refused before it is read.
 head -c 100000 /dev/zero | tr '\0' 'a' > "$WORK/big.json"
-status=$(curl -s -o "$WORK/resp.json" -w '%{http_code}' --unix-socket "$WORK/iamsign.sock" -H 'Content-Type: application/json' --data-binary @"$WORK/big.json" http://localhost/csc/v2/signatures/signHash || true)
+status=$(curl -s -o "$WORK/resp.json" -w '%{http_code}' --unix-socket "$WORK/iamsign.sock" -H 'Content-Type: application/json' -H 'Expect: 100-continue' --data-binary @"$WORK/big.json" http://localhost/csc/v2/signatures/signHash || true)
 expect_status "100 kB body" 413 "$status"
 still_serving "100 kB body"
 status=$(curl -s -o "$WORK/resp.json" -w '%{http_code}' --unix-socket "$WORK/iamsign.sock" http://localhost/csc/v2/signatures/signHash)
