@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,7 +231,76 @@ void tok_module_unload(void *dl, CK_FUNCTION_LIST *fl, int finalize)
 		dlclose(dl);
 }
 
+/* PIN files read ahead by tok_pin_preload: path and content (secure heap). */
+#define TOK_PRELOAD_MAX 2
+static struct {
+	char *path;
+	char *pin;
+	size_t len;
+} preloaded[TOK_PRELOAD_MAX];
+static pthread_mutex_t preload_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int pin_read_file(const char *path, char **pin, size_t *len);
+
 int tok_pin_read(const char *path, char **pin, size_t *len)
+{
+	int r = -1;
+
+	if (path != NULL && pin != NULL && len != NULL) {
+		pthread_mutex_lock(&preload_mu);
+		for (size_t i = 0; i < TOK_PRELOAD_MAX && r < 0; i++) {
+			if (preloaded[i].path == NULL || strcmp(preloaded[i].path, path) != 0)
+				continue;
+			r = TOK_ERR_INTERNAL;
+			if ((*pin = OPENSSL_secure_malloc(preloaded[i].len + 1)) != NULL) {
+				memcpy(*pin, preloaded[i].pin, preloaded[i].len + 1);
+				*len = preloaded[i].len;
+				r = TOK_OK;
+			}
+		}
+		pthread_mutex_unlock(&preload_mu);
+	}
+	return r >= 0 ? r : pin_read_file(path, pin, len);
+}
+
+int tok_pin_preload(const char *path)
+{
+	char *pin = NULL, *copy;
+	size_t len = 0, i;
+	int r;
+
+	if ((r = pin_read_file(path, &pin, &len)) != TOK_OK)
+		return r;
+	pthread_mutex_lock(&preload_mu);
+	for (i = 0; i < TOK_PRELOAD_MAX; i++)
+		if (preloaded[i].path == NULL || strcmp(preloaded[i].path, path) == 0)
+			break;
+	if (i == TOK_PRELOAD_MAX || (copy = strdup(path)) == NULL) {
+		pthread_mutex_unlock(&preload_mu);
+		tok_pin_free(pin, len);
+		return TOK_ERR_INTERNAL;
+	}
+	free(preloaded[i].path);
+	tok_pin_free(preloaded[i].pin, preloaded[i].len);
+	preloaded[i].path = copy;
+	preloaded[i].pin = pin;
+	preloaded[i].len = len;
+	pthread_mutex_unlock(&preload_mu);
+	return TOK_OK;
+}
+
+void tok_pin_preload_clear(void)
+{
+	pthread_mutex_lock(&preload_mu);
+	for (size_t i = 0; i < TOK_PRELOAD_MAX; i++) {
+		free(preloaded[i].path);
+		tok_pin_free(preloaded[i].pin, preloaded[i].len);
+		memset(&preloaded[i], 0, sizeof(preloaded[i]));
+	}
+	pthread_mutex_unlock(&preload_mu);
+}
+
+static int pin_read_file(const char *path, char **pin, size_t *len)
 {
 	int r = TOK_ERR_PIN;
 	int fd = -1;

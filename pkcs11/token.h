@@ -60,6 +60,13 @@ int tok_module_allowed(const char *module, const char *const *dirs);
 int tok_pin_read(const char *path, char **pin, size_t *len);
 void tok_pin_free(char *pin, size_t len);
 
+/* For a process about to give up the right to read its PIN files (iamsignd and iamsign-admin
+ * before they drop to the configured user): read path now, with the checks of tok_pin_read;
+ * tok_pin_read(path) then returns this content without opening the file. At most two paths
+ * (user and SO PIN). tok_pin_preload_clear wipes them. TOK_OK or tok_pin_read's error. */
+int tok_pin_preload(const char *path);
+void tok_pin_preload_clear(void);
+
 /* Load the module (allowlisted), C_Initialize (CKF_OS_LOCKING_OK), find the token matching the
  * URI, and log in with the PIN file if one is given. The PIN is then kept for logging in again
  * after the token comes back, in mlock()ed memory that is left out of core dumps and wiped by

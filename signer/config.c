@@ -1,10 +1,14 @@
 /* iamsignd.yaml loading. See config.h and docs/config.md. */
 #include "signer/config.h"
 
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -345,6 +349,54 @@ static int parse_limits(struct loader *L, yaml_node_t *map)
 	return 0;
 }
 
+/* A user or group name: 1..32 of [a-z0-9_.-], not starting with '-' (what useradd accepts,
+ * less the odd cases). */
+static int check_name(struct loader *L, yaml_node_t *n, const char *key, const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > 32 || s[0] == '-' ||
+	    strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_.-") != len)
+		return yf_error(&L->yf, n, key, "not a user or group name: '%.40s'", s);
+	return 0;
+}
+
+/* listener: the process that parses requests (user, group). */
+static int parse_listener(struct loader *L, yaml_node_t *map)
+{
+	struct yfile *yf = &L->yf;
+	struct config *c = L->c;
+	yaml_node_t *v;
+	const char *k;
+	char key[80];
+	int n, i;
+
+	n = yf_map_size(yf, map, "listener");
+	if (n < 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		yf_pair(yf, map, i, &k, &v);
+		if (strcmp(k, "user") == 0) {
+			free(c->listener_user);
+			c->listener_user = NULL;
+			if (yf_strdup(yf, v, "listener.user", &c->listener_user) != 0 ||
+			    check_name(L, v, "listener.user", c->listener_user) != 0)
+				return -1;
+		} else if (strcmp(k, "group") == 0) {
+			free(c->listener_group);
+			c->listener_group = NULL;
+			if (yf_strdup(yf, v, "listener.group", &c->listener_group) != 0 ||
+			    check_name(L, v, "listener.group", c->listener_group) != 0)
+				return -1;
+		} else {
+			snprintf(key, sizeof(key), "listener.%.60s", k);
+			return yf_error(yf, yf_pair_key(yf, map, i), key,
+			                "unknown key (expected user, group)");
+		}
+	}
+	return 0;
+}
+
 static int parse_root(struct loader *L)
 {
 	struct yfile *yf = &L->yf;
@@ -380,6 +432,21 @@ static int parse_root(struct loader *L)
 		} else if (strcmp(k, "trust_anchors") == 0) {
 			if (yf_path(&L->yf, v, "trust_anchors", &c->trust_anchors) != 0)
 				return -1;
+		} else if (strcmp(k, "user") == 0) {
+			free(c->user);
+			c->user = NULL;
+			if (yf_strdup(yf, v, "user", &c->user) != 0 ||
+			    check_name(L, v, "user", c->user) != 0)
+				return -1;
+		} else if (strcmp(k, "group") == 0) {
+			free(c->group);
+			c->group = NULL;
+			if (yf_strdup(yf, v, "group", &c->group) != 0 ||
+			    check_name(L, v, "group", c->group) != 0)
+				return -1;
+		} else if (strcmp(k, "listener") == 0) {
+			if (parse_listener(L, v) != 0)
+				return -1;
 		} else if (strcmp(k, "ledger") == 0) {
 			if (parse_ledger(L, v) != 0)
 				return -1;
@@ -387,9 +454,11 @@ static int parse_root(struct loader *L)
 			if (parse_limits(L, v) != 0)
 				return -1;
 		} else {
-			return yf_error(yf, yf_pair_key(yf, root, i), k,
-			                "unknown key (expected token, listen, state_dir, policy, "
-			                "sad_issuers, trust_anchors, ledger, limits)");
+			return yf_error(
+			    yf, yf_pair_key(yf, root, i), k,
+			    "unknown key (expected token, listen, listener, user, group, "
+			    "state_dir, policy, sad_issuers, trust_anchors, ledger, "
+			    "limits)");
 		}
 	}
 	if (token == NULL)
@@ -431,8 +500,9 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	L.c = c;
 	if (parse_root(&L) != 0)
 		goto out;
-	if (c->ledger_audit_key == NULL &&
-	    (c->ledger_audit_key = strdup(CFG_DEFAULT_AUDIT_KEY)) == NULL) {
+	if ((c->ledger_audit_key == NULL &&
+	     (c->ledger_audit_key = strdup(CFG_DEFAULT_AUDIT_KEY)) == NULL) ||
+	    (c->listener_user == NULL && (c->listener_user = strdup("nobody")) == NULL)) {
 		yf_error(&L.yf, NULL, NULL, "out of memory");
 		goto out;
 	}
@@ -456,10 +526,50 @@ void config_free(struct config *c)
 	yf_strv_free(c->token_module_dirs);
 	free(c->socket_path);
 	free(c->socket_group);
+	free(c->user);
+	free(c->group);
+	free(c->listener_user);
+	free(c->listener_group);
 	free(c->state_dir);
 	free(c->policy_path);
 	yf_strv_free(c->sad_issuers);
 	free(c->trust_anchors);
 	free(c->ledger_audit_key);
 	free(c);
+}
+
+int config_become_user(const struct config *c, char *err, size_t errlen)
+{
+	struct passwd pw, *pwp = NULL;
+	struct group gr, *grp = NULL;
+	char buf[4096];
+	gid_t gid;
+
+	if (c->user == NULL)
+		return 0;
+	if (getpwnam_r(c->user, &pw, buf, sizeof(buf), &pwp) != 0 || pwp == NULL) {
+		snprintf(err, errlen, "%s: user: no such user: %s", c->path, c->user);
+		return -1;
+	}
+	gid = pw.pw_gid;
+	if (c->group != NULL) {
+		if (getgrnam_r(c->group, &gr, buf, sizeof(buf), &grp) != 0 || grp == NULL) {
+			snprintf(err, errlen, "%s: group: no such group: %s", c->path, c->group);
+			return -1;
+		}
+		gid = gr.gr_gid;
+	}
+	if (getuid() == pw.pw_uid && geteuid() == pw.pw_uid && getgid() == gid && getegid() == gid)
+		return 0; /* already that user */
+	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(pw.pw_uid) != 0) {
+		snprintf(err, errlen, "cannot become user %s: %s", c->user, strerror(errno));
+		return -1;
+	}
+	if (pw.pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+		snprintf(err, errlen, "cannot become user %s: root could be regained", c->user);
+		return -1;
+	}
+	/* A change of user makes the process dumpable again. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	return 0;
 }

@@ -51,6 +51,11 @@ struct config {
 	char *socket_group; /* NULL: daemon's group */
 	unsigned threads;   /* listen.threads: worker threads, default 16, 1..64 */
 	/* top level */
+	char *user;  /* the signing core drops to this user once the token and ledger are open;
+	              * NULL: it keeps the user it was started as */
+	char *group; /* and this group (NULL: the user's primary group) */
+	char *listener_user;  /* listener.user: the listener process's user (default nobody) */
+	char *listener_group; /* listener.group: its group (default: that user's group) */
 	char *state_dir;
 	char *policy_path;
 	char **sad_issuers; /* NULL-terminated, may be empty */
@@ -69,5 +74,11 @@ struct config {
  * paths are taken relative to the configuration file's directory. */
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
 void config_free(struct config *c);
+
+/* Become `user` and `group` (that user's primary group by default; no supplementary groups),
+ * with the process non-dumpable again afterwards. 0 when done or when no user is configured,
+ * else -1 with err set. iamsignd's core and iamsign-admin call it once their PIN files are
+ * read (tok_pin_preload), so that what they create belongs to that user. */
+int config_become_user(const struct config *c, char *err, size_t errlen);
 
 #endif

@@ -296,7 +296,11 @@ out:
 
 /* ---- configuration, token, registry ---- */
 
-static int load_config(const char *path, struct config **cfg)
+/* Load the configuration; run as root with `user` configured, become that user (as the
+ * daemon's core does), so that what this tool creates (database, token files) belongs to it.
+ * The PIN files (the user PIN's, and extra_pin when given), which stay root's, are read
+ * first. */
+static int load_config_pins(const char *path, const char *extra_pin, struct config **cfg)
 {
 	char err[512];
 
@@ -304,7 +308,23 @@ static int load_config(const char *path, struct config **cfg)
 		msg("%s", err);
 		return EXIT_FAIL;
 	}
+	if ((*cfg)->user == NULL || geteuid() != 0)
+		return EXIT_OK;
+	/* A PIN file that cannot be read is reported by the command that needs it. */
+	tok_pin_preload((*cfg)->token_pin_file);
+	if (extra_pin != NULL)
+		tok_pin_preload(extra_pin);
+	if (config_become_user(*cfg, err, sizeof(err)) != 0) {
+		msg("%s", err);
+		tok_pin_preload_clear();
+		return EXIT_FAIL;
+	}
 	return EXIT_OK;
+}
+
+static int load_config(const char *path, struct config **cfg)
+{
+	return load_config_pins(path, NULL, cfg);
 }
 
 static int open_token(const struct config *cfg, int login, int require_initialized,
@@ -729,7 +749,7 @@ static int cmd_init_token(const char *config_path, const struct args *a)
 		return EXIT_USAGE;
 	}
 	/* The state directory may not exist yet: opening the ledger creates it. */
-	if (load_config(config_path, &cfg) != EXIT_OK ||
+	if (load_config_pins(config_path, a->v[OPT_SO_PIN_FILE], &cfg) != EXIT_OK ||
 	    audit_begin(&au, cfg, "admin.init-token", NULL, NULL) != EXIT_OK)
 		goto out;
 	audit_detail(&au, "label=%s", label);
@@ -2406,6 +2426,7 @@ int main(int argc, char **argv)
 		return r;
 	}
 	r = cmd->run(config_path, &a);
+	tok_pin_preload_clear();
 	if (r == EXIT_USAGE)
 		fprintf(stderr, "usage: " PROG " [-c CONFIG] %s %s\n", cmd->name, cmd->usage);
 	return r;

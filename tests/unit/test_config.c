@@ -249,6 +249,43 @@ static void test_threads(void **state)
 	config_free(c);
 }
 
+/* user, group, listener.user, listener.group: names only, checked; the listener's default. */
+static void test_users(void **state)
+{
+	struct config *c = NULL;
+
+	assert_int_equal(config_load(write_tmp(TOKEN LISTEN TAIL, 0600), &c, err, sizeof(err)), 0);
+	assert_null(c->user);
+	assert_null(c->group);
+	assert_string_equal(c->listener_user, "nobody");
+	assert_null(c->listener_group);
+	config_free(c);
+	c = NULL;
+	assert_int_equal(
+	    config_load(write_tmp(TOKEN LISTEN TAIL "user: iamsign\ngroup: iamsign\n"
+	                                            "listener:\n  user: iamsign-listener\n"
+	                                            "  group: nogroup\n",
+	                          0600),
+	                &c, err, sizeof(err)),
+	    0);
+	assert_string_equal(c->user, "iamsign");
+	assert_string_equal(c->group, "iamsign");
+	assert_string_equal(c->listener_user, "iamsign-listener");
+	assert_string_equal(c->listener_group, "nogroup");
+	config_free(c);
+	expect_fail(TOKEN LISTEN TAIL "user: \"root; rm\"\n",
+	            ":9: user:", "not a user or group name", NULL);
+	expect_fail(TOKEN LISTEN TAIL "group: -x\n", ":9: group:", NULL);
+	expect_fail(TOKEN LISTEN TAIL "user: Admin\n", ":9: user:", NULL);
+	expect_fail(TOKEN LISTEN TAIL "user: abcdefghijabcdefghijabcdefghijabc\n",
+	            ":9: user:", NULL);
+	expect_fail(TOKEN LISTEN TAIL "user: [a]\n", ":9: user", NULL);
+	expect_fail(TOKEN LISTEN TAIL "listener:\n  user: ''\n", ":10: listener.user:", NULL);
+	expect_fail(TOKEN LISTEN TAIL "listener:\n  chroot: /x\n",
+	            ":10: listener.chroot:", "unknown key", NULL);
+	expect_fail(TOKEN LISTEN TAIL "listener: nobody\n", ":9: listener", NULL);
+}
+
 static void test_socket_and_uri(void **state)
 {
 	char text[1024], longpath[200];
@@ -680,6 +717,7 @@ int main(void)
 	    cmocka_unit_test(test_missing_required),
 	    cmocka_unit_test(test_mode),
 	    cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_users),
 	    cmocka_unit_test(test_socket_and_uri),
 	    cmocka_unit_test(test_relative_paths),
 	    cmocka_unit_test(test_malformed),
