@@ -1,0 +1,1237 @@
+/* The listener <-> core protocol: framing, descriptor passing, the caller's identity, and one
+ * encoder and one decoder per message. See wire.h and docs/protocol.md.
+ *
+ * Decoders read through a cursor that never passes the payload's end, check each field before
+ * anything is allocated, and on error leave their output cleared (freed and wiped). Encoders
+ * check the same bounds, so the sending side never emits a payload the other side must refuse;
+ * an encoder that refuses its input poisons the buffer (oom), so that wire_send refuses it. */
+#include "signer/wire.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "policy/algs.h"
+
+#define WIRE_MAX_CODE 47  /* error and reason: 1..47 of [a-z0-9_] */
+#define WIRE_MAX_DESC 199 /* description: 0..199 printable ASCII */
+#define WIRE_RECV_FDS 8   /* control room per read: more than one descriptor is seen and closed */
+
+_Static_assert(REG_MAX_ID <= UINT8_MAX && REG_MAX_USER <= UINT8_MAX &&
+                   WIRE_MAX_PURPOSE <= UINT8_MAX && SVC_MAX_HASHES <= UINT8_MAX,
+               "u8 lengths and counts");
+_Static_assert(SVC_MAX_SAD <= UINT16_MAX && WIRE_MAX_IDS <= UINT16_MAX, "u16 lengths and counts");
+_Static_assert(WIRE_MAX_CODE + 1 == sizeof(((struct wire_record *)0)->error) &&
+                   WIRE_MAX_CODE + 1 == sizeof(((struct wire_error_strs *)0)->reason) &&
+                   WIRE_MAX_DESC + 1 == sizeof(((struct svc_error *)0)->desc) &&
+                   WIRE_MAX_DESC + 1 == sizeof(((struct wire_record *)0)->desc),
+               "string fields hold their caps");
+_Static_assert(WIRE_MAX_REQ < WIRE_MAX_RESP && WIRE_MAX_RESP <= UINT32_MAX, "caps");
+
+__attribute__((format(printf, 3, 4))) static int fail(char *why, size_t whylen, const char *fmt,
+                                                      ...)
+{
+	va_list ap;
+
+	if (why != NULL && whylen > 0) {
+		va_start(ap, fmt);
+		vsnprintf(why, whylen, fmt, ap);
+		va_end(ap);
+	}
+	return -1;
+}
+
+static void why_clear(char *why, size_t whylen)
+{
+	if (why != NULL && whylen > 0)
+		why[0] = '\0';
+}
+
+/* --- Methods --- */
+
+static const char *const method_names[] = {
+    [WM_INFO] = "info",
+    [WM_LIST] = "credentials/list",
+    [WM_CRED_INFO] = "credentials/info",
+    [WM_SIGN_HASH] = "signatures/signHash",
+    [WM_SIGN_DOC] = "signatures/signDoc",
+    [WM_UNKNOWN] = "unknown",
+};
+
+const char *wire_method_name(enum wire_method m)
+{
+	if ((int)m < WM_INFO || (int)m > WM_UNKNOWN)
+		return NULL;
+	return method_names[m];
+}
+
+enum wire_method wire_method_of(const char *path)
+{
+	if (path == NULL)
+		return WM_UNKNOWN;
+	for (int m = WM_INFO; m < WM_UNKNOWN; m++)
+		if (strcmp(path, method_names[m]) == 0)
+			return (enum wire_method)m;
+	return WM_UNKNOWN;
+}
+
+static int method_valid(unsigned m)
+{
+	return m >= WM_INFO && m <= WM_UNKNOWN;
+}
+
+/* --- Character classes --- */
+
+/* error and reason: 1..WIRE_MAX_CODE of [a-z0-9_]. */
+static int code_valid(const char *s, size_t n)
+{
+	if (n == 0 || n > WIRE_MAX_CODE)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			return 0;
+	return 1;
+}
+
+static int printable(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+/* --- Encode buffer --- */
+
+void wire_buf_init(struct wire_buf *b, size_t max)
+{
+	memset(b, 0, sizeof(*b));
+	b->max = max;
+}
+
+void wire_buf_free(struct wire_buf *b)
+{
+	if (b->p != NULL) {
+		OPENSSL_cleanse(b->p, b->cap);
+		free(b->p);
+	}
+	b->p = NULL;
+	b->len = b->cap = 0;
+	b->oom = 0;
+}
+
+/* Room for n more bytes, or oom. Grown by a fresh allocation and the old one wiped: realloc
+ * could leave a SAD behind in freed memory. */
+static int buf_room(struct wire_buf *b, size_t n)
+{
+	size_t want, cap;
+	uint8_t *p;
+
+	if (b->oom)
+		return -1;
+	if (n > b->max || b->len > b->max - n) {
+		b->oom = 1;
+		return -1;
+	}
+	want = b->len + n;
+	if (want <= b->cap)
+		return 0;
+	cap = b->cap > 0 ? b->cap : 256;
+	while (cap < want)
+		cap *= 2; /* want <= max <= WIRE_MAX_RESP: no overflow */
+	if (cap > b->max)
+		cap = b->max;
+	if ((p = malloc(cap)) == NULL) {
+		b->oom = 1;
+		return -1;
+	}
+	if (b->p != NULL) {
+		memcpy(p, b->p, b->len);
+		OPENSSL_cleanse(b->p, b->cap);
+		free(b->p);
+	}
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+static void put_bytes(struct wire_buf *b, const void *v, size_t n)
+{
+	if (n == 0 || buf_room(b, n) != 0)
+		return;
+	memcpy(b->p + b->len, v, n);
+	b->len += n;
+}
+
+static void put_u8(struct wire_buf *b, uint8_t v)
+{
+	put_bytes(b, &v, sizeof(v));
+}
+
+static void put_u16(struct wire_buf *b, uint16_t v)
+{
+	put_bytes(b, &v, sizeof(v));
+}
+
+static void put_u32(struct wire_buf *b, uint32_t v)
+{
+	put_bytes(b, &v, sizeof(v));
+}
+
+static void put_u64(struct wire_buf *b, uint64_t v)
+{
+	put_bytes(b, &v, sizeof(v));
+}
+
+/* A string or byte string after its length, in width bytes (1, 2 or 4); n fits (checked). */
+static void put_str(struct wire_buf *b, int width, const void *s, size_t n)
+{
+	if (width == 1)
+		put_u8(b, (uint8_t)n);
+	else if (width == 2)
+		put_u16(b, (uint16_t)n);
+	else
+		put_u32(b, (uint32_t)n);
+	put_bytes(b, s, n);
+}
+
+/* The encoders' end: -1 (and b poisoned) when the input was refused or b ran out. */
+static int enc_done(struct wire_buf *b, int input_ok)
+{
+	if (!input_ok)
+		b->oom = 1;
+	return b->oom ? -1 : 0;
+}
+
+/* --- Decode cursor --- */
+
+struct rd {
+	const uint8_t *p;
+	size_t len, off;
+	char *why;
+	size_t whylen;
+};
+
+static void rd_init(struct rd *r, const uint8_t *p, size_t len, char *why, size_t whylen)
+{
+	r->p = p;
+	r->len = len;
+	r->off = 0;
+	r->why = why;
+	r->whylen = whylen;
+	why_clear(why, whylen);
+}
+
+/* The next n bytes; *out is NULL when n is 0. */
+static int rd_take(struct rd *r, const char *field, size_t n, const uint8_t **out)
+{
+	*out = NULL;
+	if (n > r->len - r->off)
+		return fail(r->why, r->whylen, "%s: truncated", field);
+	*out = n > 0 ? r->p + r->off : NULL;
+	r->off += n;
+	return 0;
+}
+
+static int rd_u8(struct rd *r, const char *field, uint8_t *v)
+{
+	const uint8_t *s;
+
+	if (rd_take(r, field, sizeof(*v), &s) != 0)
+		return -1;
+	memcpy(v, s, sizeof(*v));
+	return 0;
+}
+
+static int rd_u16(struct rd *r, const char *field, uint16_t *v)
+{
+	const uint8_t *s;
+
+	if (rd_take(r, field, sizeof(*v), &s) != 0)
+		return -1;
+	memcpy(v, s, sizeof(*v));
+	return 0;
+}
+
+static int rd_u32(struct rd *r, const char *field, uint32_t *v)
+{
+	const uint8_t *s;
+
+	if (rd_take(r, field, sizeof(*v), &s) != 0)
+		return -1;
+	memcpy(v, s, sizeof(*v));
+	return 0;
+}
+
+static int rd_u64(struct rd *r, const char *field, uint64_t *v)
+{
+	const uint8_t *s;
+
+	if (rd_take(r, field, sizeof(*v), &s) != 0)
+		return -1;
+	memcpy(v, s, sizeof(*v));
+	return 0;
+}
+
+/* A length in width bytes (1, 2 or 4), within min..max. */
+static int rd_len(struct rd *r, const char *field, int width, size_t min, size_t max, size_t *n)
+{
+	uint8_t v8;
+	uint16_t v16;
+	uint32_t v32;
+
+	if (width == 1) {
+		if (rd_u8(r, field, &v8) != 0)
+			return -1;
+		*n = v8;
+	} else if (width == 2) {
+		if (rd_u16(r, field, &v16) != 0)
+			return -1;
+		*n = v16;
+	} else {
+		if (rd_u32(r, field, &v32) != 0)
+			return -1;
+		*n = v32;
+	}
+	if (*n < min || *n > max)
+		return fail(r->why, r->whylen, "%s: length %zu not in %zu..%zu", field, *n, min,
+		            max);
+	return 0;
+}
+
+/* A string after its length into dst (room for max + 1): min..max bytes, no NUL. */
+static int rd_str(struct rd *r, const char *field, int width, size_t min, size_t max, char *dst,
+                  size_t *outlen)
+{
+	const uint8_t *s;
+	size_t n;
+
+	if (rd_len(r, field, width, min, max, &n) != 0 || rd_take(r, field, n, &s) != 0)
+		return -1;
+	if (n > 0 && memchr(s, '\0', n) != NULL)
+		return fail(r->why, r->whylen, "%s: NUL byte inside", field);
+	if (n > 0)
+		memcpy(dst, s, n);
+	dst[n] = '\0';
+	if (outlen != NULL)
+		*outlen = n;
+	return 0;
+}
+
+static int rd_end(struct rd *r)
+{
+	if (r->off != r->len)
+		return fail(r->why, r->whylen, "%zu trailing bytes", r->len - r->off);
+	return 0;
+}
+
+/* --- Shared pieces: the error of a record or an error answer --- */
+
+/* u16 status (400..599), then error, reason, description. */
+static int put_error(struct wire_buf *b, const struct svc_error *e)
+{
+	char desc[WIRE_MAX_DESC + 1];
+	size_t elen, rlen, dlen;
+
+	if (e == NULL || e->http < 400 || e->http > 599 || e->error == NULL || e->reason == NULL)
+		return -1;
+	elen = strnlen(e->error, WIRE_MAX_CODE + 1);
+	rlen = strnlen(e->reason, WIRE_MAX_CODE + 1);
+	if (!code_valid(e->error, elen) || !code_valid(e->reason, rlen))
+		return -1;
+	/* The description may quote the caller's bytes (an unknown JSON key): anything outside
+	 * printable ASCII becomes '?' rather than costing the answer. */
+	dlen = strnlen(e->desc, WIRE_MAX_DESC);
+	for (size_t i = 0; i < dlen; i++)
+		desc[i] = (unsigned char)e->desc[i] >= 0x20 && (unsigned char)e->desc[i] <= 0x7e
+		              ? e->desc[i]
+		              : '?';
+	put_u16(b, (uint16_t)e->http);
+	put_str(b, 1, e->error, elen);
+	put_str(b, 1, e->reason, rlen);
+	put_str(b, 1, desc, dlen);
+	return 0;
+}
+
+static int rd_error_strs(struct rd *r, char error[WIRE_MAX_CODE + 1],
+                         char reason[WIRE_MAX_CODE + 1], char desc[WIRE_MAX_DESC + 1])
+{
+	size_t n;
+
+	if (rd_str(r, "error", 1, 1, WIRE_MAX_CODE, error, &n) != 0)
+		return -1;
+	if (!code_valid(error, n))
+		return fail(r->why, r->whylen, "error: not [a-z0-9_]");
+	if (rd_str(r, "reason", 1, 1, WIRE_MAX_CODE, reason, &n) != 0)
+		return -1;
+	if (!code_valid(reason, n))
+		return fail(r->why, r->whylen, "reason: not [a-z0-9_]");
+	if (rd_str(r, "description", 1, 0, WIRE_MAX_DESC, desc, &n) != 0)
+		return -1;
+	if (!printable(desc, n))
+		return fail(r->why, r->whylen, "description: not printable ASCII");
+	return 0;
+}
+
+static int rd_status(struct rd *r, uint16_t *status)
+{
+	if (rd_u16(r, "status", status) != 0)
+		return -1;
+	if (*status < 400 || *status > 599)
+		return fail(r->why, r->whylen, "status: %u not in 400..599", (unsigned)*status);
+	return 0;
+}
+
+/* --- WIRE_REQ_SIGN --- */
+
+static int hash_valid(unsigned h)
+{
+	return h == HASH_SHA256 || h == HASH_SHA384 || h == HASH_SHA512;
+}
+
+static int family_valid(unsigned f)
+{
+	return f == ALG_ECDSA || f == ALG_RSA_PKCS1 || f == ALG_RSA_PSS;
+}
+
+int wire_enc_sign(struct wire_buf *b, enum wire_method m, const struct sign_req *req)
+{
+	size_t dlen, plen = 0, slen = 0;
+	int ok;
+
+	ok = req != NULL && (m == WM_SIGN_HASH || m == WM_SIGN_DOC) &&
+	     (req->cms != 0) == (m == WM_SIGN_DOC) && family_valid(req->fam) &&
+	     hash_valid(req->hash) && req->pss_salt <= 64 && reg_valid_id(req->cred) &&
+	     req->nhashes >= 1 && req->nhashes <= SVC_MAX_HASHES;
+	if (!ok)
+		return enc_done(b, 0);
+	dlen = alg_hash_len(req->hash);
+	if (req->fam != ALG_RSA_PSS && req->pss_salt != dlen)
+		return enc_done(b, 0);
+	if (req->purpose != NULL &&
+	    ((plen = strnlen(req->purpose, WIRE_MAX_PURPOSE + 1)) == 0 || plen > WIRE_MAX_PURPOSE))
+		return enc_done(b, 0);
+	if (req->sad != NULL &&
+	    ((slen = strnlen(req->sad, SVC_MAX_SAD + 1)) == 0 || slen > SVC_MAX_SAD))
+		return enc_done(b, 0);
+	put_u8(b, (uint8_t)m);
+	put_u8(b, (uint8_t)req->fam);
+	put_u8(b, (uint8_t)req->hash);
+	put_u8(b, (uint8_t)req->pss_salt);
+	put_str(b, 1, req->cred, strlen(req->cred));
+	put_str(b, 1, req->purpose, plen);
+	put_str(b, 2, req->sad, slen);
+	put_u8(b, (uint8_t)req->nhashes);
+	for (size_t i = 0; i < req->nhashes; i++)
+		put_bytes(b, req->hashes[i], dlen);
+	return enc_done(b, 1);
+}
+
+int wire_dec_sign(const uint8_t *p, size_t len, struct wire_sign *out, char *why, size_t whylen)
+{
+	struct rd r;
+	struct sign_req *q = &out->req;
+	uint8_t m, fam, hash, salt, n;
+	size_t dlen, plen, slen;
+	const uint8_t *d;
+	int ret = -1;
+
+	memset(out, 0, sizeof(*out));
+	rd_init(&r, p, len, why, whylen);
+	if (rd_u8(&r, "method", &m) != 0)
+		goto out;
+	if (m != WM_SIGN_HASH && m != WM_SIGN_DOC) {
+		fail(why, whylen, "method: %u is not a signing method", m);
+		goto out;
+	}
+	if (rd_u8(&r, "family", &fam) != 0)
+		goto out;
+	if (!family_valid(fam)) {
+		fail(why, whylen, "family: %u unknown", fam);
+		goto out;
+	}
+	if (rd_u8(&r, "hash", &hash) != 0)
+		goto out;
+	if (!hash_valid(hash)) {
+		fail(why, whylen, "hash: %u unknown", hash);
+		goto out;
+	}
+	dlen = alg_hash_len((enum alg_hash)hash);
+	if (rd_u8(&r, "pss_salt", &salt) != 0)
+		goto out;
+	if (salt > 64 || (fam != ALG_RSA_PSS && salt != dlen)) {
+		fail(why, whylen, "pss_salt: %u not allowed", salt);
+		goto out;
+	}
+	if (rd_str(&r, "cred", 1, 1, REG_MAX_ID, q->cred, NULL) != 0)
+		goto out;
+	if (!reg_valid_id(q->cred)) {
+		fail(why, whylen, "cred: not a credential ID");
+		goto out;
+	}
+	if (rd_str(&r, "purpose", 1, 0, WIRE_MAX_PURPOSE, out->purpose, &plen) != 0 ||
+	    rd_str(&r, "SAD", 2, 0, SVC_MAX_SAD, out->sad, &slen) != 0 ||
+	    rd_u8(&r, "nhashes", &n) != 0)
+		goto out;
+	if (n < 1 || n > SVC_MAX_HASHES) {
+		fail(why, whylen, "nhashes: %u not in 1..%d", n, SVC_MAX_HASHES);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (rd_take(&r, "hashes", dlen, &d) != 0)
+			goto out;
+		memcpy(q->hashes[i], d, dlen);
+	}
+	if (rd_end(&r) != 0)
+		goto out;
+	out->method = (enum wire_method)m;
+	q->fam = (enum alg_family)fam;
+	q->hash = (enum alg_hash)hash;
+	q->pss_salt = salt;
+	q->purpose = plen > 0 ? out->purpose : NULL;
+	q->sad = slen > 0 ? out->sad : NULL;
+	q->nhashes = n;
+	q->cms = m == WM_SIGN_DOC;
+	ret = 0;
+out:
+	if (ret != 0)
+		OPENSSL_cleanse(out, sizeof(*out)); /* the SAD, if it got that far */
+	return ret;
+}
+
+/* --- WIRE_REQ_CRED_INFO --- */
+
+int wire_enc_cred_info_req(struct wire_buf *b, const char *cred)
+{
+	if (!reg_valid_id(cred))
+		return enc_done(b, 0);
+	put_str(b, 1, cred, strlen(cred));
+	return enc_done(b, 1);
+}
+
+int wire_dec_cred_info_req(const uint8_t *p, size_t len, char cred[REG_MAX_ID + 1], char *why,
+                           size_t whylen)
+{
+	struct rd r;
+
+	memset(cred, 0, REG_MAX_ID + 1);
+	rd_init(&r, p, len, why, whylen);
+	if (rd_str(&r, "cred", 1, 1, REG_MAX_ID, cred, NULL) != 0)
+		goto bad;
+	if (!reg_valid_id(cred)) {
+		fail(why, whylen, "cred: not a credential ID");
+		goto bad;
+	}
+	if (rd_end(&r) != 0)
+		goto bad;
+	return 0;
+bad:
+	memset(cred, 0, REG_MAX_ID + 1);
+	return -1;
+}
+
+/* --- WIRE_REQ_LIST --- */
+
+int wire_enc_list_req(struct wire_buf *b, const char *user, const char *after, unsigned max)
+{
+	if ((user != NULL && !reg_valid_user(user)) || (after != NULL && !reg_valid_id(after)) ||
+	    max < 1 || max > WIRE_MAX_IDS)
+		return enc_done(b, 0);
+	put_str(b, 1, user, user != NULL ? strlen(user) : 0);
+	put_str(b, 1, after, after != NULL ? strlen(after) : 0);
+	put_u16(b, (uint16_t)max);
+	return enc_done(b, 1);
+}
+
+int wire_dec_list_req(const uint8_t *p, size_t len, struct wire_list_req *out, char *why,
+                      size_t whylen)
+{
+	struct rd r;
+	size_t ulen, alen;
+	uint16_t max;
+
+	memset(out, 0, sizeof(*out));
+	rd_init(&r, p, len, why, whylen);
+	if (rd_str(&r, "user", 1, 0, REG_MAX_USER, out->user, &ulen) != 0)
+		goto bad;
+	if (ulen > 0 && !reg_valid_user(out->user)) {
+		fail(why, whylen, "user: not a userID");
+		goto bad;
+	}
+	if (rd_str(&r, "after", 1, 0, REG_MAX_ID, out->after, &alen) != 0)
+		goto bad;
+	if (alen > 0 && !reg_valid_id(out->after)) {
+		fail(why, whylen, "after: not a credential ID");
+		goto bad;
+	}
+	if (rd_u16(&r, "max", &max) != 0)
+		goto bad;
+	if (max < 1 || max > WIRE_MAX_IDS) {
+		fail(why, whylen, "max: %u not in 1..%d", (unsigned)max, WIRE_MAX_IDS);
+		goto bad;
+	}
+	if (rd_end(&r) != 0)
+		goto bad;
+	out->has_user = ulen > 0;
+	out->has_after = alen > 0;
+	out->max = max;
+	return 0;
+bad:
+	memset(out, 0, sizeof(*out));
+	return -1;
+}
+
+/* --- WIRE_REQ_RECORD --- */
+
+int wire_enc_record(struct wire_buf *b, enum wire_method m, const struct svc_error *refusal)
+{
+	if (!method_valid(m) || (refusal == NULL && m != WM_INFO))
+		return enc_done(b, 0);
+	put_u8(b, (uint8_t)m);
+	if (refusal == NULL) {
+		put_u16(b, 200);
+		return enc_done(b, 1);
+	}
+	return enc_done(b, put_error(b, refusal) == 0);
+}
+
+int wire_dec_record(const uint8_t *p, size_t len, struct wire_record *out, char *why, size_t whylen)
+{
+	struct rd r;
+	uint8_t m;
+	uint16_t status;
+
+	memset(out, 0, sizeof(*out));
+	rd_init(&r, p, len, why, whylen);
+	if (rd_u8(&r, "method", &m) != 0)
+		goto bad;
+	if (!method_valid(m)) {
+		fail(why, whylen, "method: %u unknown", m);
+		goto bad;
+	}
+	if (rd_u16(&r, "status", &status) != 0)
+		goto bad;
+	if (status == 200) {
+		if (m != WM_INFO) {
+			fail(why, whylen, "status: 200 recorded only for info");
+			goto bad;
+		}
+	} else if (status < 400 || status > 599) {
+		fail(why, whylen, "status: %u not 200 or in 400..599", (unsigned)status);
+		goto bad;
+	} else if (rd_error_strs(&r, out->error, out->reason, out->desc) != 0) {
+		goto bad;
+	}
+	if (rd_end(&r) != 0)
+		goto bad;
+	out->method = (enum wire_method)m;
+	out->status = status;
+	return 0;
+bad:
+	memset(out, 0, sizeof(*out));
+	return -1;
+}
+
+/* --- WIRE_RESP_ERROR --- */
+
+int wire_enc_error(struct wire_buf *b, const struct svc_error *e)
+{
+	return enc_done(b, put_error(b, e) == 0);
+}
+
+int wire_dec_error(const uint8_t *p, size_t len, struct svc_error *e,
+                   struct wire_error_strs *out_strs, char *why, size_t whylen)
+{
+	struct rd r;
+	uint16_t status;
+
+	memset(e, 0, sizeof(*e));
+	memset(out_strs, 0, sizeof(*out_strs));
+	rd_init(&r, p, len, why, whylen);
+	if (rd_status(&r, &status) != 0 ||
+	    rd_error_strs(&r, out_strs->error, out_strs->reason, e->desc) != 0 || rd_end(&r) != 0)
+		goto bad;
+	e->http = status;
+	e->error = out_strs->error;
+	e->reason = out_strs->reason;
+	return 0;
+bad:
+	memset(e, 0, sizeof(*e));
+	memset(out_strs, 0, sizeof(*out_strs));
+	return -1;
+}
+
+/* --- WIRE_RESP_SIGN --- */
+
+int wire_enc_sign_result(struct wire_buf *b, const struct sign_result *r)
+{
+	if (r == NULL || r->n < 1 || r->n > SVC_MAX_HASHES)
+		return enc_done(b, 0);
+	for (size_t i = 0; i < r->n; i++)
+		if (r->sig[i] == NULL || r->len[i] < 1 || r->len[i] > WIRE_MAX_SIG)
+			return enc_done(b, 0);
+	put_u8(b, (uint8_t)r->n);
+	for (size_t i = 0; i < r->n; i++)
+		put_str(b, 4, r->sig[i], r->len[i]);
+	return enc_done(b, 1);
+}
+
+int wire_dec_sign_result(const uint8_t *p, size_t len, struct sign_result *out, char *why,
+                         size_t whylen)
+{
+	struct rd r;
+	uint8_t n;
+	size_t slen;
+	const uint8_t *s;
+	int ret = -1;
+
+	memset(out, 0, sizeof(*out));
+	rd_init(&r, p, len, why, whylen);
+	if (rd_u8(&r, "n", &n) != 0)
+		goto out;
+	if (n < 1 || n > SVC_MAX_HASHES) {
+		fail(why, whylen, "n: %u not in 1..%d", n, SVC_MAX_HASHES);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		/* Taken from the payload before the copy is allocated: no larger than what came. */
+		if (rd_len(&r, "signature", 4, 1, WIRE_MAX_SIG, &slen) != 0 ||
+		    rd_take(&r, "signature", slen, &s) != 0)
+			goto out;
+		if ((out->sig[i] = OPENSSL_malloc(slen)) == NULL) {
+			fail(why, whylen, "out of memory");
+			goto out;
+		}
+		memcpy(out->sig[i], s, slen);
+		out->len[i] = slen;
+		out->n = i + 1;
+	}
+	if (rd_end(&r) != 0)
+		goto out;
+	ret = 0;
+out:
+	if (ret != 0) {
+		sign_result_clear(out);
+		memset(out, 0, sizeof(*out));
+	}
+	return ret;
+}
+
+/* --- WIRE_RESP_CRED_INFO --- */
+
+static int key_valid(int type, int curve_nid)
+{
+	return (type == TOK_KEY_RSA && curve_nid == 0) || (type == TOK_KEY_EC && curve_nid > 0);
+}
+
+int wire_enc_cred_info(struct wire_buf *b, const struct wire_cred_info *ci)
+{
+	size_t olen, clen;
+
+	if (ci == NULL || ci->reg_status < REG_ACTIVE || ci->reg_status > REG_REVOKED ||
+	    !reg_valid_user(ci->owner) || !key_valid(ci->key_type, ci->curve_nid) ||
+	    ci->bits > UINT16_MAX || ci->cert_len > WIRE_MAX_CERT ||
+	    (ci->cert_len > 0 && ci->cert_der == NULL))
+		return enc_done(b, 0);
+	olen = strlen(ci->owner);
+	clen = ci->chain_pem != NULL ? strnlen(ci->chain_pem, WIRE_MAX_CHAIN + 1) : 0;
+	if (clen > WIRE_MAX_CHAIN)
+		return enc_done(b, 0);
+	put_u8(b, (uint8_t)ci->reg_status);
+	put_str(b, 1, ci->owner, olen);
+	put_u8(b, (uint8_t)ci->key_type);
+	put_u16(b, (uint16_t)ci->bits);
+	put_u32(b, (uint32_t)ci->curve_nid);
+	put_str(b, 4, ci->cert_der, ci->cert_len);
+	put_str(b, 4, ci->chain_pem, clen);
+	return enc_done(b, 1);
+}
+
+int wire_dec_cred_info(const uint8_t *p, size_t len, struct wire_cred_info *out, char *why,
+                       size_t whylen)
+{
+	struct rd r;
+	uint8_t st, type;
+	uint16_t bits;
+	uint32_t nid;
+	int32_t curve;
+	size_t n;
+	const uint8_t *s;
+	int ret = -1;
+
+	memset(out, 0, sizeof(*out));
+	rd_init(&r, p, len, why, whylen);
+	if (rd_u8(&r, "registry status", &st) != 0)
+		goto out;
+	if (st < REG_ACTIVE || st > REG_REVOKED) {
+		fail(why, whylen, "registry status: %u unknown", st);
+		goto out;
+	}
+	if (rd_str(&r, "owner", 1, 1, REG_MAX_USER, out->owner, NULL) != 0)
+		goto out;
+	if (!reg_valid_user(out->owner)) {
+		fail(why, whylen, "owner: not a userID");
+		goto out;
+	}
+	if (rd_u8(&r, "key type", &type) != 0 || rd_u16(&r, "bits", &bits) != 0 ||
+	    rd_u32(&r, "curve", &nid) != 0)
+		goto out;
+	memcpy(&curve, &nid, sizeof(curve));
+	if (!key_valid(type, curve)) {
+		fail(why, whylen, "key type %u with curve %d", type, (int)curve);
+		goto out;
+	}
+	if (rd_len(&r, "certificate", 4, 0, WIRE_MAX_CERT, &n) != 0 ||
+	    rd_take(&r, "certificate", n, &s) != 0)
+		goto out;
+	if (n > 0) {
+		if ((out->cert_der = malloc(n)) == NULL) {
+			fail(why, whylen, "out of memory");
+			goto out;
+		}
+		memcpy(out->cert_der, s, n);
+		out->cert_len = n;
+	}
+	if (rd_len(&r, "chain", 4, 0, WIRE_MAX_CHAIN, &n) != 0 || rd_take(&r, "chain", n, &s) != 0)
+		goto out;
+	if (n > 0) {
+		if (memchr(s, '\0', n) != NULL) {
+			fail(why, whylen, "chain: NUL byte inside");
+			goto out;
+		}
+		if ((out->chain_pem = malloc(n + 1)) == NULL) {
+			fail(why, whylen, "out of memory");
+			goto out;
+		}
+		memcpy(out->chain_pem, s, n);
+		out->chain_pem[n] = '\0';
+	}
+	if (rd_end(&r) != 0)
+		goto out;
+	out->reg_status = st;
+	out->key_type = type;
+	out->bits = bits;
+	out->curve_nid = curve;
+	ret = 0;
+out:
+	if (ret != 0)
+		wire_cred_info_clear(out);
+	return ret;
+}
+
+void wire_cred_info_clear(struct wire_cred_info *ci)
+{
+	free(ci->cert_der);
+	free(ci->chain_pem);
+	memset(ci, 0, sizeof(*ci));
+}
+
+/* --- WIRE_RESP_LIST --- */
+
+int wire_enc_list(struct wire_buf *b, int more, char *const *ids, size_t n)
+{
+	if (n > WIRE_MAX_IDS || (n > 0 && ids == NULL))
+		return enc_done(b, 0);
+	for (size_t i = 0; i < n; i++)
+		if (!reg_valid_id(ids[i]))
+			return enc_done(b, 0);
+	put_u8(b, more != 0);
+	put_u16(b, (uint16_t)n);
+	for (size_t i = 0; i < n; i++)
+		put_str(b, 1, ids[i], strlen(ids[i]));
+	return enc_done(b, 1);
+}
+
+int wire_dec_list(const uint8_t *p, size_t len, struct wire_list *out, char *why, size_t whylen)
+{
+	struct rd r;
+	uint8_t more;
+	uint16_t n;
+	int ret = -1;
+
+	memset(out, 0, sizeof(*out));
+	rd_init(&r, p, len, why, whylen);
+	if (rd_u8(&r, "more", &more) != 0)
+		goto out;
+	if (more > 1) {
+		fail(why, whylen, "more: %u not 0 or 1", more);
+		goto out;
+	}
+	if (rd_u16(&r, "n", &n) != 0)
+		goto out;
+	if (n > WIRE_MAX_IDS) {
+		fail(why, whylen, "n: %u over %d", (unsigned)n, WIRE_MAX_IDS);
+		goto out;
+	}
+	/* Each ID takes at least two bytes: no array for IDs the payload cannot hold. */
+	if ((size_t)n * 2 > r.len - r.off) {
+		fail(why, whylen, "ids: truncated");
+		goto out;
+	}
+	if (n > 0 && (out->ids = calloc(n, sizeof(*out->ids))) == NULL) {
+		fail(why, whylen, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (rd_str(&r, "id", 1, 1, REG_MAX_ID, out->ids[i], NULL) != 0)
+			goto out;
+		if (!reg_valid_id(out->ids[i])) {
+			fail(why, whylen, "id %zu: not a credential ID", i);
+			goto out;
+		}
+	}
+	if (rd_end(&r) != 0)
+		goto out;
+	out->more = more;
+	out->n = n;
+	ret = 0;
+out:
+	if (ret != 0)
+		wire_list_clear(out);
+	return ret;
+}
+
+void wire_list_clear(struct wire_list *l)
+{
+	free(l->ids);
+	memset(l, 0, sizeof(*l));
+}
+
+/* --- WIRE_RESP_STATUS --- */
+
+int wire_enc_status(struct wire_buf *b, const struct tok_stats *ts)
+{
+	if (ts == NULL || ts->state < TOK_STATE_UP || ts->state > TOK_STATE_PIN_FAILED ||
+	    (ts->pcsc != 0 && ts->pcsc != 1) || ts->last_outage_ms < 0)
+		return enc_done(b, 0);
+	put_u8(b, (uint8_t)ts->state);
+	put_u8(b, (uint8_t)ts->pcsc);
+	put_u64(b, ts->downs);
+	put_u64(b, ts->recoveries);
+	put_u64(b, ts->fast_failures);
+	put_u64(b, (uint64_t)ts->last_outage_ms);
+	return enc_done(b, 1);
+}
+
+int wire_dec_status(const uint8_t *p, size_t len, struct tok_stats *out, char *why, size_t whylen)
+{
+	struct rd r;
+	uint8_t state, pcsc;
+	uint64_t downs, ups, fast, last;
+	int64_t outage;
+
+	memset(out, 0, sizeof(*out));
+	rd_init(&r, p, len, why, whylen);
+	if (rd_u8(&r, "state", &state) != 0)
+		return -1;
+	if (state > TOK_STATE_PIN_FAILED)
+		return fail(why, whylen, "state: %u unknown", state);
+	if (rd_u8(&r, "pcsc", &pcsc) != 0)
+		return -1;
+	if (pcsc > 1)
+		return fail(why, whylen, "pcsc: %u not 0 or 1", pcsc);
+	if (rd_u64(&r, "downs", &downs) != 0 || rd_u64(&r, "recoveries", &ups) != 0 ||
+	    rd_u64(&r, "fast_failures", &fast) != 0 || rd_u64(&r, "last_outage_ms", &last) != 0)
+		return -1;
+	memcpy(&outage, &last, sizeof(outage));
+	if (outage < 0)
+		return fail(why, whylen, "last_outage_ms: negative");
+	if (rd_end(&r) != 0)
+		return -1;
+	out->state = state;
+	out->pcsc = pcsc;
+	out->downs = downs;
+	out->recoveries = ups;
+	out->fast_failures = fast;
+	out->last_outage_ms = outage;
+	return 0;
+}
+
+/* --- Framing --- */
+
+static int send_all(int sock, const uint8_t *p, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		w = send(sock, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			if (w == 0)
+				errno = EIO;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int wire_send(int sock, uint32_t type, const struct wire_buf *payload, int fd)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	uint8_t hdr[WIRE_HDR_LEN];
+	uint32_t magic = WIRE_MAGIC, len32;
+	size_t len = payload != NULL ? payload->len : 0;
+	struct cmsghdr *cm;
+	struct msghdr msg;
+	struct iovec iov;
+	ssize_t w;
+
+	if (payload != NULL && (payload->oom || (len > 0 && payload->p == NULL))) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (len > WIRE_MAX_RESP) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	len32 = (uint32_t)len;
+	memcpy(hdr, &magic, 4);
+	memcpy(hdr + 4, &type, 4);
+	memcpy(hdr + 8, &len32, 4);
+	memset(&msg, 0, sizeof(msg));
+	iov.iov_base = hdr;
+	iov.iov_len = sizeof(hdr);
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	if (fd >= 0) {
+		memset(&ctl, 0, sizeof(ctl));
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = sizeof(ctl.buf);
+		cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	do
+		w = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w < 0)
+		return -1;
+	/* The descriptor went with the first byte; the rest of the header, if any, and the
+	 * payload follow without it. */
+	if (send_all(sock, hdr + w, sizeof(hdr) - (size_t)w) != 0 ||
+	    (len > 0 && send_all(sock, payload->p, len) != 0))
+		return -1;
+	return 0;
+}
+
+static void close_fds(int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/* One recvmsg into p[0..n), descriptors and all. A descriptor is accepted only with the
+ * first byte of a message (first != 0), and only one; anything else in the control data, or
+ * control data cut short, is an error after every descriptor received is closed. Returns the
+ * bytes read (0 at end of stream), or -1 with why set. */
+static ssize_t recv_some(int sock, uint8_t *p, size_t n, int first, int *fd, char *why,
+                         size_t whylen)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * WIRE_RECV_FDS)];
+	} ctl;
+	int fds[WIRE_RECV_FDS], bad = 0;
+	size_t nfds = 0, k;
+	struct cmsghdr *cm;
+	struct msghdr msg;
+	struct iovec iov;
+	ssize_t got;
+
+	memset(&msg, 0, sizeof(msg));
+	iov.iov_base = p;
+	iov.iov_len = n;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = ctl.buf;
+	msg.msg_controllen = sizeof(ctl.buf);
+	do
+		got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	while (got < 0 && errno == EINTR);
+	if (got < 0)
+		return fail(why, whylen, "recvmsg: %s", strerror(errno));
+	for (cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
+		    cm->cmsg_len < CMSG_LEN(0)) {
+			bad = 1;
+			continue;
+		}
+		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k && nfds < WIRE_RECV_FDS; i++)
+			memcpy(&fds[nfds++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+	}
+	if (bad || (msg.msg_flags & MSG_CTRUNC) || nfds > 1 || (nfds == 1 && !first)) {
+		close_fds(fds, nfds);
+		if (msg.msg_flags & MSG_CTRUNC)
+			return fail(why, whylen, "control data truncated");
+		if (bad)
+			return fail(why, whylen, "control data other than one descriptor");
+		if (nfds > 1)
+			return fail(why, whylen, "%zu descriptors attached", nfds);
+		return fail(why, whylen, "descriptor attached inside a message");
+	}
+	if (nfds == 1)
+		*fd = fds[0];
+	return got;
+}
+
+/* Exactly n bytes into p. eof_ok: an end of stream before the first byte returns 1. */
+static int recv_all(int sock, uint8_t *p, size_t n, int eof_ok, int *fd, const char *what,
+                    char *why, size_t whylen)
+{
+	size_t off = 0;
+	ssize_t got;
+
+	while (off < n) {
+		got = recv_some(sock, p + off, n - off, eof_ok && off == 0, fd, why, whylen);
+		if (got < 0)
+			return -1;
+		if (got == 0) {
+			if (eof_ok && off == 0)
+				return 1;
+			return fail(why, whylen, "end of stream inside a %s (%zu of %zu bytes)",
+			            what, off, n);
+		}
+		off += (size_t)got;
+	}
+	return 0;
+}
+
+int wire_recv(int sock, size_t cap, uint32_t *type, uint8_t **payload, size_t *len, int *fd,
+              char *why, size_t whylen)
+{
+	uint8_t hdr[WIRE_HDR_LEN], *p = NULL;
+	uint32_t magic, t, n;
+	int got_fd = -1, r;
+
+	*type = 0;
+	*payload = NULL;
+	*len = 0;
+	*fd = -1;
+	why_clear(why, whylen);
+	r = recv_all(sock, hdr, sizeof(hdr), 1, &got_fd, "header", why, whylen);
+	if (r != 0)
+		goto bad;
+	memcpy(&magic, hdr, 4);
+	memcpy(&t, hdr + 4, 4);
+	memcpy(&n, hdr + 8, 4);
+	if (magic != WIRE_MAGIC) {
+		r = fail(why, whylen, "bad magic 0x%08x", (unsigned)magic);
+		goto bad;
+	}
+	if (n > cap) {
+		r = fail(why, whylen, "payload of %u bytes over the cap of %zu", (unsigned)n, cap);
+		goto bad;
+	}
+	if (n > 0) {
+		if ((p = malloc(n)) == NULL) {
+			r = fail(why, whylen, "out of memory");
+			goto bad;
+		}
+		if ((r = recv_all(sock, p, n, 0, &got_fd, "payload", why, whylen)) != 0)
+			goto bad;
+	}
+	*type = t;
+	*payload = p;
+	*len = n;
+	*fd = got_fd;
+	return 0;
+bad:
+	if (p != NULL) {
+		OPENSSL_cleanse(p, n);
+		free(p);
+	}
+	if (got_fd >= 0)
+		close(got_fd);
+	return r;
+}
+
+/* --- The caller --- */
+
+static int sockopt_int(int fd, int opt, int *v)
+{
+	socklen_t len = sizeof(*v);
+
+	if (getsockopt(fd, SOL_SOCKET, opt, v, &len) != 0)
+		return -1;
+	if (len != sizeof(*v)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return 0;
+}
+
+int wire_peer(int fd, const char *sock_path, struct peer *out, char *why, size_t whylen)
+{
+	const size_t off = offsetof(struct sockaddr_un, sun_path);
+	struct sockaddr_un sa;
+	socklen_t salen = sizeof(sa), clen = sizeof(struct ucred);
+	struct ucred cred;
+	struct stat st;
+	size_t want, namelen;
+	int v;
+
+	memset(out, 0, sizeof(*out));
+	why_clear(why, whylen);
+	if (sock_path == NULL || (want = strlen(sock_path)) == 0 || want > sizeof(sa.sun_path))
+		return fail(why, whylen, "no usable socket path to compare with");
+	if (fstat(fd, &st) != 0)
+		return fail(why, whylen, "fstat: %s", strerror(errno));
+	if (!S_ISSOCK(st.st_mode))
+		return fail(why, whylen, "not a socket");
+	if (sockopt_int(fd, SO_DOMAIN, &v) != 0)
+		return fail(why, whylen, "SO_DOMAIN: %s", strerror(errno));
+	if (v != AF_UNIX)
+		return fail(why, whylen, "not an AF_UNIX socket (domain %d)", v);
+	if (sockopt_int(fd, SO_TYPE, &v) != 0)
+		return fail(why, whylen, "SO_TYPE: %s", strerror(errno));
+	if (v != SOCK_STREAM)
+		return fail(why, whylen, "not a stream socket (type %d)", v);
+	if (sockopt_int(fd, SO_ACCEPTCONN, &v) != 0)
+		return fail(why, whylen, "SO_ACCEPTCONN: %s", strerror(errno));
+	if (v != 0)
+		return fail(why, whylen, "a listening socket, not a connection");
+	memset(&sa, 0, sizeof(sa));
+	if (getsockname(fd, (struct sockaddr *)&sa, &salen) != 0)
+		return fail(why, whylen, "getsockname: %s", strerror(errno));
+	if (salen > sizeof(sa))
+		return fail(why, whylen, "local address longer than a sockaddr_un");
+	if (salen <= off || sa.sun_family != AF_UNIX)
+		return fail(why, whylen, "local address unnamed");
+	if (sa.sun_path[0] == '\0')
+		return fail(why, whylen, "local address abstract");
+	/* Linux counts the terminating NUL in a pathname address, except when the path fills
+	 * sun_path: at most one byte after the name, and that a NUL. */
+	namelen = strnlen(sa.sun_path, salen - off);
+	if (salen - off - namelen > 1)
+		return fail(why, whylen, "local address malformed");
+	if (namelen != want || memcmp(sa.sun_path, sock_path, want) != 0)
+		return fail(why, whylen, "local address is not the daemon's socket");
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0)
+		return fail(why, whylen, "SO_PEERCRED: %s", strerror(errno));
+	if (clen != sizeof(cred))
+		return fail(why, whylen, "SO_PEERCRED: short answer");
+	/* An unconnected socket reports uid and gid -1. */
+	if (cred.uid == (uid_t)-1 || cred.gid == (gid_t)-1)
+		return fail(why, whylen, "no peer credentials");
+	out->pid = cred.pid;
+	out->uid = cred.uid;
+	out->gid = cred.gid;
+	return 0;
+}

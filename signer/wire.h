@@ -1,0 +1,194 @@
+/* The protocol between the listener process (HTTP and JSON, no PIN, no module, no ledger) and
+ * the signing core (token, policy, SAD, ledger), over a socketpair per listener thread. See
+ * docs/protocol.md.
+ *
+ * A message is a 12-byte header, then the payload: magic (WIRE_MAGIC), type, payload length,
+ * each a 32-bit unsigned integer in host byte order (both ends are the same binary on the same
+ * host). Payload fields, in order, are fixed-width integers in host byte order and strings or
+ * byte strings preceded by their length (u8, u16 or u32 as each message says). Every request
+ * but WIRE_REQ_STATUS carries the caller's connection as an SCM_RIGHTS descriptor, from which
+ * the core takes the caller's identity itself (wire_peer). Nothing is trusted on either side:
+ * every decoder checks lengths, caps, enumerations and that the payload ends where the last
+ * field ends, and the core decodes into its own buffers. */
+#ifndef IAMSIGN_SIGNER_WIRE_H
+#define IAMSIGN_SIGNER_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pkcs11/token.h"
+#include "signer/registry.h"
+#include "signer/service.h"
+
+#define WIRE_MAGIC 0x31574149u /* "IAW1" read as a little-endian u32 */
+#define WIRE_HDR_LEN 12
+#define WIRE_MAX_REQ (16 * 1024)        /* largest request payload */
+#define WIRE_MAX_RESP (4 * 1024 * 1024) /* largest response payload */
+#define WIRE_MAX_PURPOSE 64
+#define WIRE_MAX_IDS 1000 /* credentials/list maxResults cap */
+#define WIRE_MAX_CERT (64 * 1024)
+#define WIRE_MAX_CHAIN (256 * 1024)
+#define WIRE_MAX_SIG (64 * 1024) /* one signature or CMS ContentInfo */
+
+/* The CSC method of a request (fixed names for the ledger's op field). */
+enum wire_method {
+	WM_INFO = 1,
+	WM_LIST = 2,
+	WM_CRED_INFO = 3,
+	WM_SIGN_HASH = 4,
+	WM_SIGN_DOC = 5,
+	WM_UNKNOWN = 6, /* a path under /csc/v2/ that names no method */
+};
+/* "info", "credentials/list", "credentials/info", "signatures/signHash", "signatures/signDoc",
+ * "unknown"; NULL for a value outside the enumeration. */
+const char *wire_method_name(enum wire_method m);
+/* The method a path after /csc/v2/ names; WM_UNKNOWN if none. */
+enum wire_method wire_method_of(const char *path);
+
+enum wire_type {
+	/* listener -> core */
+	WIRE_REQ_SIGN = 1,      /* fd; wire_enc_sign */
+	WIRE_REQ_CRED_INFO = 2, /* fd; wire_enc_cred_info_req */
+	WIRE_REQ_LIST = 3,      /* fd; wire_enc_list_req */
+	WIRE_REQ_RECORD = 4,    /* fd; an answer the listener gave alone, for the ledger */
+	WIRE_REQ_STATUS = 5,    /* no fd, empty payload: token state for /healthz, /metrics */
+	/* core -> listener: WIRE_RESP_ERROR answers any request; otherwise the matching one */
+	WIRE_RESP_ERROR = 64,
+	WIRE_RESP_SIGN = 65,
+	WIRE_RESP_CRED_INFO = 66,
+	WIRE_RESP_LIST = 67,
+	WIRE_RESP_RECORD = 68, /* empty payload: recorded */
+	WIRE_RESP_STATUS = 69,
+};
+
+/* A growing encode buffer. oom is set (and later puts ignored) when an allocation fails, the
+ * payload would pass cap, or an encoder refuses its input (a value its decoder would refuse);
+ * wire_send refuses a buffer with oom set. Every wire_enc_* returns 0, or -1 with oom set. */
+struct wire_buf {
+	uint8_t *p;
+	size_t len, cap, max;
+	int oom;
+};
+void wire_buf_init(struct wire_buf *b, size_t max); /* max: WIRE_MAX_REQ or WIRE_MAX_RESP */
+void wire_buf_free(struct wire_buf *b);             /* wipes, then frees */
+
+/* Framing. wire_send writes the header and payload (one sendmsg for the header with fd
+ * attached when fd >= 0, then the rest); 0, or -1 with errno set. wire_recv reads one
+ * message: *payload is malloc'ed (NULL when empty; the caller wipes and frees it), *fd the
+ * descriptor received with it or -1 (received with MSG_CMSG_CLOEXEC; more than one, or a
+ * truncated control message, is an error and all received descriptors are closed). Returns 0,
+ * 1 on a clean end of stream before a header, -1 on an I/O or framing error (bad magic, a
+ * length over cap, a short read) with why set. EINTR is retried. */
+int wire_send(int sock, uint32_t type, const struct wire_buf *payload, int fd);
+int wire_recv(int sock, size_t cap, uint32_t *type, uint8_t **payload, size_t *len, int *fd,
+              char *why, size_t whylen);
+
+/* The caller behind a connection passed over SCM_RIGHTS: fd must be a connected AF_UNIX
+ * SOCK_STREAM socket (not a listening one) whose local address is exactly sock_path, that is
+ * a connection accepted on the daemon's own socket; then SO_PEERCRED gives the caller. 0, or
+ * -1 with why set. Does not close fd. */
+int wire_peer(int fd, const char *sock_path, struct peer *out, char *why, size_t whylen);
+
+/* --- Requests (listener -> core) --- */
+
+/* WIRE_REQ_SIGN payload: u8 method (WM_SIGN_HASH or WM_SIGN_DOC), u8 family, u8 hash, u8
+ * pss_salt, u8 cred length + cred, u8 purpose length + purpose (0: absent), u16 SAD length +
+ * SAD (0: absent), u8 nhashes, then nhashes digests of the hash's length. */
+struct wire_sign {
+	enum wire_method method;
+	struct sign_req req; /* req.purpose and req.sad point into the buffers below, or NULL */
+	char purpose[WIRE_MAX_PURPOSE + 1];
+	char sad[SVC_MAX_SAD + 1];
+};
+int wire_enc_sign(struct wire_buf *b, enum wire_method m, const struct sign_req *req);
+/* Checks: method; family and hash known; pss_salt <= 64, and equal to the digest length
+ * unless the family is RSASSA-PSS; cred a valid credential ID (reg_valid_id); purpose
+ * 1..WIRE_MAX_PURPOSE and SAD 1..SVC_MAX_SAD bytes without NUL; 1..SVC_MAX_HASHES digests;
+ * req.cms set from the method. 0, or -1 with why naming the field. */
+int wire_dec_sign(const uint8_t *p, size_t len, struct wire_sign *out, char *why, size_t whylen);
+
+/* WIRE_REQ_CRED_INFO payload: u8 cred length + cred. */
+int wire_enc_cred_info_req(struct wire_buf *b, const char *cred);
+int wire_dec_cred_info_req(const uint8_t *p, size_t len, char cred[REG_MAX_ID + 1], char *why,
+                           size_t whylen);
+
+/* WIRE_REQ_LIST payload: u8 user length + user (0: absent), u8 after length + after (0:
+ * absent), u16 max (1..WIRE_MAX_IDS). user must pass reg_valid_user, after reg_valid_id. */
+struct wire_list_req {
+	int has_user, has_after;
+	char user[REG_MAX_USER + 1];
+	char after[REG_MAX_ID + 1];
+	unsigned max;
+};
+int wire_enc_list_req(struct wire_buf *b, const char *user, const char *after, unsigned max);
+int wire_dec_list_req(const uint8_t *p, size_t len, struct wire_list_req *out, char *why,
+                      size_t whylen);
+
+/* WIRE_REQ_RECORD payload: u8 method, u16 status, then for a refusal the error: u8 length +
+ * error, u8 length + reason, u8 length + description. Status 200 (allowed, no error strings)
+ * only for WM_INFO; otherwise 400..599 with error and reason 1..47 bytes of [a-z0-9_] and a
+ * description 0..199 bytes of printable ASCII. */
+struct wire_record {
+	enum wire_method method;
+	int status;
+	char error[48], reason[48], desc[200];
+};
+int wire_enc_record(struct wire_buf *b, enum wire_method m, const struct svc_error *refusal);
+/* refusal NULL: allowed (WM_INFO only). */
+int wire_dec_record(const uint8_t *p, size_t len, struct wire_record *out, char *why,
+                    size_t whylen);
+
+/* --- Responses (core -> listener) --- */
+
+/* WIRE_RESP_ERROR payload: u16 status (400..599), u8 length + error, u8 length + reason, u8
+ * length + description (the same character rules as a record). Decoded into e, whose error
+ * and reason then point into out_strs (which must outlive e). */
+struct wire_error_strs {
+	char error[48], reason[48];
+};
+int wire_enc_error(struct wire_buf *b, const struct svc_error *e);
+int wire_dec_error(const uint8_t *p, size_t len, struct svc_error *e,
+                   struct wire_error_strs *out_strs, char *why, size_t whylen);
+
+/* WIRE_RESP_SIGN payload: u8 n (1..SVC_MAX_HASHES), then n times u32 length (1..WIRE_MAX_SIG)
+ * + bytes. Decoded into a sign_result whose signatures are malloc'ed (sign_result_clear). */
+int wire_enc_sign_result(struct wire_buf *b, const struct sign_result *r);
+int wire_dec_sign_result(const uint8_t *p, size_t len, struct sign_result *out, char *why,
+                         size_t whylen);
+
+/* WIRE_RESP_CRED_INFO payload: u8 registry status (enum reg_status), u8 owner length + owner,
+ * u8 key type (enum tok_keytype), u16 bits, i32 curve NID (0 for RSA), u32 certificate length
+ * + DER (0: none; at most WIRE_MAX_CERT), u32 chain length + PEM (0: none; at most
+ * WIRE_MAX_CHAIN, no NUL). */
+struct wire_cred_info {
+	int reg_status;
+	char owner[REG_MAX_USER + 1];
+	int key_type;
+	unsigned bits;
+	int curve_nid;
+	uint8_t *cert_der; /* malloc'ed, or NULL */
+	size_t cert_len;
+	char *chain_pem; /* malloc'ed and NUL-terminated, or NULL */
+};
+int wire_enc_cred_info(struct wire_buf *b, const struct wire_cred_info *ci);
+int wire_dec_cred_info(const uint8_t *p, size_t len, struct wire_cred_info *out, char *why,
+                       size_t whylen);
+void wire_cred_info_clear(struct wire_cred_info *ci);
+
+/* WIRE_RESP_LIST payload: u8 more (0 or 1), u16 n (0..WIRE_MAX_IDS), then n times u8 length
+ * + credential ID (reg_valid_id). */
+struct wire_list {
+	int more;
+	size_t n;
+	char (*ids)[REG_MAX_ID + 1]; /* malloc'ed array of n */
+};
+int wire_enc_list(struct wire_buf *b, int more, char *const *ids, size_t n);
+int wire_dec_list(const uint8_t *p, size_t len, struct wire_list *out, char *why, size_t whylen);
+void wire_list_clear(struct wire_list *l);
+
+/* WIRE_RESP_STATUS payload: u8 state (enum tok_state), u8 pcsc, u64 downs, u64 recoveries,
+ * u64 fast_failures, i64 last_outage_ms. */
+int wire_enc_status(struct wire_buf *b, const struct tok_stats *ts);
+int wire_dec_status(const uint8_t *p, size_t len, struct tok_stats *out, char *why, size_t whylen);
+
+#endif
