@@ -16,29 +16,14 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "signer/wire.h"
+
 #define CSC_MAX_STR 512        /* longest plain string field */
 #define CSC_MAX_PSS_PARAMS 256 /* base64 of DER RSASSA-PSS-params */
 #define CSC_MAX_RESULTS 1000
 
 _Static_assert(CSC_MAX_BODY == CFG_DEFAULT_BODY_SIZE, "limits.body_size default is CSC_MAX_BODY");
 _Static_assert(CFG_MAX_HASHES == SVC_MAX_HASHES, "limits.hashes may lower SVC_MAX_HASHES only");
-
-/* The service's limits, or the defaults when it has no configuration (tests, fuzzing). */
-static const struct config_limits *limits(const struct service *s)
-{
-	static const struct config_limits defaults = {
-	    .body_size = CFG_DEFAULT_BODY_SIZE,
-	    .header_size = CFG_DEFAULT_HEADER_SIZE,
-	    .hashes = CFG_DEFAULT_HASHES,
-	    .json_depth = CFG_DEFAULT_JSON_DEPTH,
-	    .connections = CFG_DEFAULT_CONNECTIONS,
-	    .per_uid = CFG_DEFAULT_PER_UID,
-	    .read_timeout = CFG_DEFAULT_READ_TIMEOUT,
-	    .idle_timeout = CFG_DEFAULT_IDLE_TIMEOUT,
-	};
-
-	return s != NULL && s->cfg != NULL ? &s->cfg->limits : &defaults;
-}
 
 /* Whether the arrays and objects of a JSON text nest deeper than max. Brackets are counted
  * outside strings only (a backslash escapes the next byte, as in jansson's lexer), and the scan
@@ -376,37 +361,99 @@ static json_t *handle_info(void)
 	                 "signAlgorithms", "algos", algos);
 }
 
-static int handle_list(struct service *s, const struct peer *p, json_t *root, json_t **out,
-                       struct audit_rec *rec, struct svc_error *e)
+/* One request on its way through the listener: where the core is, and the error so far. */
+struct csc_req {
+	struct core_link *link;
+	const struct config_limits *lim;
+	int fd;
+	struct svc_error e;
+	struct wire_error_strs strs; /* e.error and e.reason when the core gave them */
+};
+
+/* Ask the core: send b as type and expect want back. 0 with the answer's payload (for the
+ * caller to free), or -1 with q->e set; whatever the core answered it has recorded. */
+static int ask_core(struct csc_req *q, uint32_t type, struct wire_buf *b, uint32_t want,
+                    uint8_t **p, size_t *n)
+{
+	uint32_t rtype;
+	char why[160];
+
+	*p = NULL;
+	*n = 0;
+	if (b->oom)
+		return svc_fail(&q->e, 500, "server_error", "internal_error",
+		                "the request cannot be encoded for the signing core");
+	if (core_link_call(q->link, type, b, q->fd, &rtype, p, n, &q->e) != 0)
+		return -1;
+	if (rtype == want)
+		return 0;
+	if (rtype == WIRE_RESP_ERROR &&
+	    wire_dec_error(*p, *n, &q->e, &q->strs, why, sizeof(why)) == 0) {
+		q->e.recorded = 1;
+	} else {
+		fprintf(stderr, "iamsignd: listener: unexpected answer %u from the core\n",
+		        (unsigned)rtype);
+		svc_fail(&q->e, 500, "server_error", "internal_error",
+		         "unexpected answer from the signing core");
+	}
+	free(*p);
+	*p = NULL;
+	return -1;
+}
+
+static json_t *handle_list(struct csc_req *q, json_t *root)
 {
 	static const char *const keys[] = {"userID", "maxResults", "pageToken", "clientData", NULL};
-	char *ids[CSC_MAX_RESULTS];
+	struct wire_list l = {0};
+	struct wire_buf b;
 	const char *user, *page;
-	json_t *arr, *mr;
+	uint8_t *p = NULL;
 	size_t n = 0, max = 100;
-	int more = 0;
+	json_t *arr, *out = NULL, *mr;
+	char why[160];
 
-	if (only_keys(root, keys, e) != 0 ||
-	    get_str(root, "userID", 0, REG_MAX_USER, &user, e) != 0 ||
-	    get_str(root, "pageToken", 0, REG_MAX_ID, &page, e) != 0)
-		return -1;
+	if (only_keys(root, keys, &q->e) != 0 ||
+	    get_str(root, "userID", 0, REG_MAX_USER, &user, &q->e) != 0 ||
+	    get_str(root, "pageToken", 0, REG_MAX_ID, &page, &q->e) != 0)
+		return NULL;
 	if ((mr = json_object_get(root, "maxResults")) != NULL) {
 		if (!json_is_integer(mr) || json_integer_value(mr) < 1 ||
-		    json_integer_value(mr) > CSC_MAX_RESULTS)
-			return bad(e, "Invalid parameter %s", "maxResults");
+		    json_integer_value(mr) > CSC_MAX_RESULTS) {
+			bad(&q->e, "Invalid parameter %s", "maxResults");
+			return NULL;
+		}
 		max = (size_t)json_integer_value(mr);
 	}
-	if (svc_cred_list(s, p, user, page, max, ids, &n, &more, rec, e) != 0)
-		return -1;
-	arr = json_array();
-	for (size_t i = 0; i < n; i++) {
-		json_array_append_new(arr, json_string(ids[i]));
-		free(ids[i]);
+	/* What the core would refuse anyway is refused here with the CSC error. */
+	if (user != NULL && !reg_valid_user(user)) {
+		bad(&q->e, "Invalid parameter %s", "userID");
+		return NULL;
 	}
-	*out = json_pack("{s:o}", "credentialIDs", arr);
-	if (*out != NULL && more && n > 0)
-		json_object_set(*out, "nextPageToken", json_array_get(arr, n - 1));
-	return 0;
+	if (page != NULL && !reg_valid_id(page)) {
+		bad(&q->e, "Invalid parameter %s", "pageToken");
+		return NULL;
+	}
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	wire_enc_list_req(&b, user, page, (unsigned)max);
+	if (ask_core(q, WIRE_REQ_LIST, &b, WIRE_RESP_LIST, &p, &n) != 0)
+		goto out;
+	q->e.recorded = 1;
+	if (wire_dec_list(p, n, &l, why, sizeof(why)) != 0) {
+		svc_fail(&q->e, 500, "server_error", "internal_error",
+		         "malformed answer from the signing core");
+		goto out;
+	}
+	arr = json_array();
+	for (size_t i = 0; i < l.n; i++)
+		json_array_append_new(arr, json_string(l.ids[i]));
+	out = json_pack("{s:o}", "credentialIDs", arr);
+	if (out != NULL && l.more && l.n > 0)
+		json_object_set(out, "nextPageToken", json_array_get(arr, l.n - 1));
+out:
+	wire_list_clear(&l);
+	wire_buf_free(&b);
+	free(p);
+	return out;
 }
 
 static json_t *asn1_time_json(const ASN1_TIME *t)
@@ -437,9 +484,10 @@ static json_t *name_json(const X509_NAME *n)
 	return v;
 }
 
-static json_t *cert_json(const struct cred_info *ci, const char *mode, int info)
+static json_t *cert_json(const struct wire_cred_info *ci, const char *mode, int info)
 {
-	X509 *x = ci->key->cert;
+	const unsigned char *pp = ci->cert_der;
+	X509 *x = ci->cert_der != NULL ? d2i_X509(NULL, &pp, (long)ci->cert_len) : NULL;
 	json_t *c = json_object(), *certs;
 	BIGNUM *bn;
 	char *hex;
@@ -455,15 +503,13 @@ static json_t *cert_json(const struct cred_info *ci, const char *mode, int info)
 		status = "not_yet_valid";
 	json_object_set_new(c, "status", json_string(status));
 	if (strcmp(mode, "none") != 0) {
-		unsigned char *der = NULL;
-		int len = i2d_X509(x, &der);
+		unsigned char *der;
+		int len;
 
 		certs = json_array();
-		if (len > 0)
-			json_array_append_new(certs, b64_value(der, (size_t)len));
-		OPENSSL_free(der);
-		if (strcmp(mode, "chain") == 0 && ci->reg.chain_pem != NULL) {
-			BIO *b = BIO_new_mem_buf(ci->reg.chain_pem, -1);
+		json_array_append_new(certs, b64_value(ci->cert_der, ci->cert_len));
+		if (strcmp(mode, "chain") == 0 && ci->chain_pem != NULL) {
+			BIO *b = BIO_new_mem_buf(ci->chain_pem, -1);
 			X509 *y;
 
 			while (b != NULL && (y = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
@@ -489,168 +535,219 @@ static json_t *cert_json(const struct cred_info *ci, const char *mode, int info)
 		json_object_set_new(c, "validFrom", asn1_time_json(X509_get0_notBefore(x)));
 		json_object_set_new(c, "validTo", asn1_time_json(X509_get0_notAfter(x)));
 	}
+	X509_free(x);
 	return c;
 }
 
-static int handle_cred_info(struct service *s, const struct peer *p, json_t *root, json_t **out,
-                            struct audit_rec *rec, struct svc_error *e)
+static json_t *handle_cred_info(struct csc_req *q, json_t *root)
 {
 	static const char *const keys[] = {"credentialID", "certificates", "certInfo", "authInfo",
 	                                   "lang",         "clientData",   NULL};
-	struct cred_info ci;
+	struct wire_cred_info ci = {0};
+	struct wire_buf b;
 	const char *id, *mode, *status;
-	json_t *key, *ci_v;
+	uint8_t *p = NULL;
+	size_t n = 0;
+	json_t *key, *ci_v, *out = NULL;
+	char why[160];
 	int info = 0;
 
-	if (only_keys(root, keys, e) != 0 || get_str(root, "credentialID", 1, REG_MAX_ID, &id, e) ||
-	    get_str(root, "certificates", 0, 8, &mode, e) != 0)
-		return -1;
+	if (only_keys(root, keys, &q->e) != 0 ||
+	    get_str(root, "credentialID", 1, REG_MAX_ID, &id, &q->e) ||
+	    get_str(root, "certificates", 0, 8, &mode, &q->e) != 0)
+		return NULL;
 	if (mode == NULL)
 		mode = "single";
-	if (strcmp(mode, "none") != 0 && strcmp(mode, "single") != 0 && strcmp(mode, "chain") != 0)
-		return bad(e, "Invalid parameter %s", "certificates");
+	if (strcmp(mode, "none") != 0 && strcmp(mode, "single") != 0 &&
+	    strcmp(mode, "chain") != 0) {
+		bad(&q->e, "Invalid parameter %s", "certificates");
+		return NULL;
+	}
 	if ((ci_v = json_object_get(root, "certInfo")) != NULL) {
-		if (!json_is_boolean(ci_v))
-			return bad(e, "Invalid parameter %s", "certInfo");
+		if (!json_is_boolean(ci_v)) {
+			bad(&q->e, "Invalid parameter %s", "certInfo");
+			return NULL;
+		}
 		info = json_is_true(ci_v);
 	}
-	if (!reg_valid_id(id))
-		return svc_fail(e, 400, "invalid_request", "unknown_credential",
-		                "Invalid parameter credentialID");
-	if (svc_cred_info(s, p, id, &ci, rec, e) != 0)
-		return -1;
-	status = ci.reg.status == REG_ACTIVE ? "enabled" : "disabled";
-	if (ci.key->type == TOK_KEY_EC)
+	if (!reg_valid_id(id)) {
+		svc_fail(&q->e, 400, "invalid_request", "unknown_credential",
+		         "Invalid parameter credentialID");
+		return NULL;
+	}
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	wire_enc_cred_info_req(&b, id);
+	if (ask_core(q, WIRE_REQ_CRED_INFO, &b, WIRE_RESP_CRED_INFO, &p, &n) != 0)
+		goto out;
+	q->e.recorded = 1;
+	if (wire_dec_cred_info(p, n, &ci, why, sizeof(why)) != 0) {
+		svc_fail(&q->e, 500, "server_error", "internal_error",
+		         "malformed answer from the signing core");
+		goto out;
+	}
+	status = ci.reg_status == REG_ACTIVE ? "enabled" : "disabled";
+	if (ci.key_type == TOK_KEY_EC)
 		key = json_pack("{s:s, s:[s], s:i, s:s}", "status", status, "algo",
-		                "1.2.840.10045.2.1", "len", (json_int_t)ci.key->bits, "curve",
-		                ci.key->curve_nid == NID_secp384r1 ? "1.3.132.0.34"
-		                                                   : "1.2.840.10045.3.1.7");
+		                "1.2.840.10045.2.1", "len", (json_int_t)ci.bits, "curve",
+		                ci.curve_nid == NID_secp384r1 ? "1.3.132.0.34"
+		                                              : "1.2.840.10045.3.1.7");
 	else
 		key = json_pack("{s:s, s:[s,s], s:i}", "status", status, "algo",
 		                "1.2.840.113549.1.1.1", "1.2.840.113549.1.1.10", "len",
-		                (json_int_t)ci.key->bits);
-	*out = json_pack("{s:o, s:o, s:{s:s}, s:s, s:i, s:s, s:s}", "key", key, "cert",
-	                 cert_json(&ci, mode, info), "auth", "mode", "explicit", "SCAL", "2",
-	                 "multisign", (json_int_t)1, "status", reg_status_name(ci.reg.status),
-	                 "owner", ci.reg.owner);
-	cred_info_clear(&ci);
-	return 0;
+		                (json_int_t)ci.bits);
+	out = json_pack("{s:o, s:o, s:{s:s}, s:s, s:i, s:s, s:s}", "key", key, "cert",
+	                cert_json(&ci, mode, info), "auth", "mode", "explicit", "SCAL", "2",
+	                "multisign", (json_int_t)1, "status",
+	                reg_status_name((enum reg_status)ci.reg_status), "owner", ci.owner);
+out:
+	wire_cred_info_clear(&ci);
+	wire_buf_free(&b);
+	free(p);
+	return out;
 }
 
-static int handle_sign(struct service *s, const struct peer *p, json_t *root, int doc, json_t **out,
-                       struct audit_rec *rec, struct svc_error *e)
+static json_t *handle_sign(struct csc_req *q, json_t *root, enum wire_method m)
 {
+	int doc = m == WM_SIGN_DOC;
 	struct sign_req *req;
 	struct sign_result res = {0};
-	json_t *arr;
-	int r = -1;
+	struct wire_buf b;
+	uint8_t *p = NULL;
+	size_t n = 0;
+	json_t *arr, *out = NULL;
+	char why[160];
 
+	wire_buf_init(&b, WIRE_MAX_REQ);
 	/* Large (64 hashes of 64 bytes): keep it off the worker's stack. */
-	if ((req = malloc(sizeof(*req))) == NULL)
-		return svc_fail(e, 500, "server_error", "internal_error", "out of memory");
-	if ((doc ? csc_decode_sign_doc(root, req, e) : csc_decode_sign_hash(root, req, e)) != 0)
+	if ((req = malloc(sizeof(*req))) == NULL) {
+		svc_fail(&q->e, 500, "server_error", "internal_error", "out of memory");
+		return NULL;
+	}
+	if ((doc ? csc_decode_sign_doc(root, req, &q->e)
+	         : csc_decode_sign_hash(root, req, &q->e)) != 0)
 		goto out;
 	/* The decoders hold a request to SVC_MAX_HASHES; the configuration may lower that. */
-	if (req->nhashes > limits(s)->hashes) {
-		svc_fail(e, 400, "invalid_request", "too_many_hashes",
+	if (req->nhashes > q->lim->hashes) {
+		svc_fail(&q->e, 400, "invalid_request", "too_many_hashes",
 		         "Invalid parameter %s: more than %u hashes (limits.hashes)",
-		         doc ? "documentDigests" : "hashes", limits(s)->hashes);
+		         doc ? "documentDigests" : "hashes", q->lim->hashes);
 		goto out;
 	}
-	if (svc_sign(s, p, req, &res, rec, e) != 0)
+	wire_enc_sign(&b, m, req);
+	if (ask_core(q, WIRE_REQ_SIGN, &b, WIRE_RESP_SIGN, &p, &n) != 0)
 		goto out;
+	q->e.recorded = 1;
+	if (wire_dec_sign_result(p, n, &res, why, sizeof(why)) != 0) {
+		svc_fail(&q->e, 500, "server_error", "internal_error",
+		         "malformed answer from the signing core");
+		goto out;
+	}
 	arr = json_array();
 	for (size_t i = 0; i < res.n; i++)
 		json_array_append_new(arr, b64_value(res.sig[i], res.len[i]));
-	*out = json_pack("{s:o}", doc ? "SignatureObject" : "signatures", arr);
-	r = 0;
+	out = json_pack("{s:o}", doc ? "SignatureObject" : "signatures", arr);
 out:
 	sign_result_clear(&res);
+	wire_buf_free(&b);
+	free(p);
 	OPENSSL_cleanse(req, sizeof(*req));
 	free(req);
+	return out;
+}
+
+/* An answer given here without the core (info, or a refusal of what could not be decoded):
+ * the core records it. 0, or -1 with q->e set to why it could not be recorded. */
+static int record(struct csc_req *q, enum wire_method m, const struct svc_error *refusal)
+{
+	struct svc_error clean;
+	struct wire_buf b;
+	uint8_t *p = NULL;
+	size_t n = 0;
+	int r;
+
+	if (refusal != NULL) {
+		/* The description may quote the caller's bytes: printable ASCII only. */
+		clean = *refusal;
+		for (char *c = clean.desc; *c != '\0'; c++)
+			if (*c < 0x20 || *c > 0x7e)
+				*c = '?';
+		refusal = &clean;
+	}
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	wire_enc_record(&b, m, refusal);
+	r = ask_core(q, WIRE_REQ_RECORD, &b, WIRE_RESP_RECORD, &p, &n);
+	wire_buf_free(&b);
+	free(p);
 	return r;
 }
 
-void csc_handle(struct service *s, const struct peer *p, const char *method, const char *body,
-                size_t len, int *status, char **out)
+void csc_handle(struct core_link *link, const struct config_limits *lim, int conn_fd,
+                const char *method, const char *body, size_t len, int *status, char **out)
 {
-	struct svc_error e = {0};
-	struct audit_rec *rec;
+	struct csc_req q = {.link = link, .lim = lim, .fd = conn_fd};
+	enum wire_method m = wire_method_of(method);
 	json_error_t jerr;
 	json_t *root = NULL, *resp = NULL;
 
 	*out = NULL;
-	/* Every request past peer identification is recorded, allowed or refused. */
-	if ((rec = malloc(sizeof(*rec))) == NULL) {
-		svc_fail(&e, 500, "server_error", "internal_error", "out of memory");
-		goto answer;
-	}
-	svc_audit_begin(rec, p, method);
-	if (strcmp(method, "info") == 0) {
+	if (m == WM_INFO) {
 		resp = handle_info();
 		goto done;
 	}
-	if (len > limits(s)->body_size) {
-		svc_fail(&e, 413, "invalid_request", "body_too_large",
-		         "request body over %zu bytes", limits(s)->body_size);
+	if (m == WM_UNKNOWN) {
+		svc_fail(&q.e, 404, "invalid_request", "unknown_method", "no such method");
 		goto done;
 	}
-	if (json_too_deep(body, len, limits(s)->json_depth)) {
-		svc_fail(&e, 400, "invalid_request", "json_too_deep",
-		         "JSON nested deeper than %u levels", limits(s)->json_depth);
+	if (len > lim->body_size) {
+		svc_fail(&q.e, 413, "invalid_request", "body_too_large",
+		         "request body over %zu bytes", lim->body_size);
+		goto done;
+	}
+	if (json_too_deep(body, len, lim->json_depth)) {
+		svc_fail(&q.e, 400, "invalid_request", "json_too_deep",
+		         "JSON nested deeper than %u levels", lim->json_depth);
 		goto done;
 	}
 	/* jansson refuses duplicate keys (asked), \u0000 in strings (JSON_ALLOW_NUL not given),
 	 * invalid UTF-8 and control characters in strings. */
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL) {
-		svc_fail(&e, 400, "invalid_request", "malformed_json",
+		svc_fail(&q.e, 400, "invalid_request", "malformed_json",
 		         "malformed JSON: %s (line %d, column %d)", jerr.text, jerr.line,
 		         jerr.column);
 		goto done;
 	}
 	if (!json_is_object(root)) {
-		bad(&e, "%s", "The request body must be a JSON object");
+		bad(&q.e, "%s", "The request body must be a JSON object");
 		goto done;
 	}
-	if (strcmp(method, "credentials/list") == 0)
-		handle_list(s, p, root, &resp, rec, &e);
-	else if (strcmp(method, "credentials/info") == 0)
-		handle_cred_info(s, p, root, &resp, rec, &e);
-	else if (strcmp(method, "signatures/signHash") == 0)
-		handle_sign(s, p, root, 0, &resp, rec, &e);
-	else if (strcmp(method, "signatures/signDoc") == 0)
-		handle_sign(s, p, root, 1, &resp, rec, &e);
+	if (m == WM_LIST)
+		resp = handle_list(&q, root);
+	else if (m == WM_CRED_INFO)
+		resp = handle_cred_info(&q, root);
 	else
-		svc_fail(&e, 404, "invalid_request", "unknown_method", "no such method");
+		resp = handle_sign(&q, root, m);
 done:
-	if (resp == NULL && e.http == 0)
-		svc_fail(&e, 500, "server_error", "internal_error", "internal error");
-	/* A signature is recorded by the service itself (with its quota and SAD conditions);
-	 * everything else here. No answer leaves without its record. */
-	if (resp != NULL ? rec->seq == 0 : !e.recorded) {
-		struct svc_error le;
-
-		if (svc_record(s, rec, resp != NULL ? NULL : &e, &le) != 0) {
-			json_decref(resp);
-			resp = NULL;
-			e = le;
-		}
+	if (resp == NULL && q.e.http == 0)
+		svc_fail(&q.e, 500, "server_error", "internal_error", "internal error");
+	/* The core records what it answered; what was answered here, it records now. No
+	 * answer leaves without its record (the core unreachable is the one exception: nothing
+	 * could be recorded, and nothing was done). */
+	if (!q.e.recorded &&
+	    strcmp(q.e.reason != NULL ? q.e.reason : "", "core_unavailable") != 0 &&
+	    record(&q, m, resp != NULL ? NULL : &q.e) != 0) {
+		json_decref(resp);
+		resp = NULL;
 	}
-answer:
 	if (resp != NULL) {
 		*status = 200;
 		*out = json_dumps(resp, JSON_COMPACT);
 	}
 	if (*out == NULL) {
-		if (e.http == 0)
-			svc_fail(&e, 500, "server_error", "internal_error", "internal error");
-		*status = e.http;
-		*out = csc_error_body(&e);
-	}
-	if (rec != NULL) {
-		OPENSSL_cleanse(rec, sizeof(*rec));
-		free(rec);
+		if (q.e.http == 0)
+			svc_fail(&q.e, 500, "server_error", "internal_error", "internal error");
+		*status = q.e.http;
+		*out = csc_error_body(&q.e);
 	}
 	json_decref(resp);
 	json_decref(root);

@@ -1,4 +1,5 @@
-/* CSC API v2 over JSON: decode and bound every field, call the service, encode the answer. */
+/* CSC API v2 over JSON, in the listener: decode and bound every field, ask the signing core
+ * (signer/link.h), encode the answer. */
 #ifndef IAMSIGN_SIGNER_CSC_H
 #define IAMSIGN_SIGNER_CSC_H
 
@@ -6,14 +7,19 @@
 
 #include <jansson.h>
 
+#include "signer/config.h"
+#include "signer/link.h"
 #include "signer/service.h"
 
 #define CSC_MAX_BODY (64 * 1024)
 
-/* Handle one request: method is the path after /csc/v2/ ("signatures/signHash"). Always sets
- * *status and *body (a JSON text, malloc'ed) — an error answer when anything fails. */
-void csc_handle(struct service *s, const struct peer *p, const char *method, const char *body,
-                size_t len, int *status, char **out);
+/* Handle one request from the caller on connection conn_fd (passed to the core, which
+ * identifies the caller from it): method is the path after /csc/v2/ ("signatures/signHash").
+ * Always sets *status and *body (a JSON text, malloc'ed): an error answer when anything fails.
+ * Every answer is recorded in the ledger by the core, except when the core cannot be
+ * reached. */
+void csc_handle(struct core_link *link, const struct config_limits *lim, int conn_fd,
+                const char *method, const char *body, size_t len, int *status, char **out);
 
 /* Decoders, exposed for unit tests: 0, or -1 with e set (a 400). The request keeps pointers
  * into root, which must outlive it. */

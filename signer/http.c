@@ -21,6 +21,7 @@
 #include <microhttpd.h>
 
 #include "signer/csc.h"
+#include "signer/wire.h"
 
 #define CSC_PREFIX "/csc/v2/"
 /* MHD's per-connection memory pool holds the request line and headers, the header list, the
@@ -48,11 +49,9 @@ struct conn {
 };
 
 struct http_server {
-	struct service *svc;
+	struct core_link *link;
 	struct MHD_Daemon *mhd;
 	struct config_limits lim;
-	int fd;
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	atomic_long in_flight;
 	atomic_ulong requests, errors4, errors5;
 	/* Connections and the reaper that enforces their deadlines. MHD calls the notify
@@ -114,8 +113,7 @@ static int fail(char *err, size_t errlen, const char *path, const char *what)
 	return -1;
 }
 
-/* Bind the socket path, replacing a stale socket file but never a live one. */
-static int listen_socket(const struct config *cfg, char *err, size_t errlen)
+int http_bind(const struct config *cfg, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct stat st;
@@ -379,13 +377,35 @@ static enum MHD_Result reply_error(struct http_server *h, struct MHD_Connection 
 	return reply(h, c, status, csc_error_body(&e), "application/json");
 }
 
+/* The token's state from the core (atomic loads there: never waits on a failing token). */
+static int core_status(struct http_server *h, struct tok_stats *ts)
+{
+	struct wire_buf b;
+	struct svc_error e;
+	uint8_t *p = NULL;
+	size_t n = 0;
+	uint32_t type;
+	char why[160];
+	int r = -1;
+
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	if (core_link_call(h->link, WIRE_REQ_STATUS, &b, -1, &type, &p, &n, &e) == 0 &&
+	    type == WIRE_RESP_STATUS && wire_dec_status(p, n, ts, why, sizeof(why)) == 0)
+		r = 0;
+	free(p);
+	wire_buf_free(&b);
+	return r;
+}
+
 static char *metrics_text(struct http_server *h)
 {
 	char *s = NULL;
 	struct tok_stats ts;
 
-	/* Atomic loads only: /metrics never waits on, or enters, a failing token. */
-	tok_stats(h->svc->tok, &ts);
+	if (core_status(h, &ts) != 0) {
+		memset(&ts, 0, sizeof(ts));
+		ts.state = -1;
+	}
 	if (asprintf(&s,
 	             "# HELP iamsign_requests_total HTTP requests answered.\n"
 	             "# TYPE iamsign_requests_total counter\n"
@@ -400,7 +420,8 @@ static char *metrics_text(struct http_server *h)
 	             "# TYPE iamsign_requests_in_flight gauge\n"
 	             "iamsign_requests_in_flight %ld\n"
 	             "# HELP iamsign_token_state Token state: 0 up, 1 down (being recovered), 2 "
-	             "PIN refused (no login is tried again; restart with a fixed PIN).\n"
+	             "PIN refused (no login is tried again; restart with a fixed PIN), -1 the "
+	             "signing core cannot be reached.\n"
 	             "# TYPE iamsign_token_state gauge\n"
 	             "iamsign_token_state %d\n"
 	             "# HELP iamsign_token_outages_total Times the token went down.\n"
@@ -590,8 +611,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		return reply_error(h, c, 403, "access_denied", "unknown_caller",
 		                   "caller identity unavailable");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/healthz") == 0) {
-		/* One atomic load: a pulled card shows here at once, without touching it. */
-		switch (tok_state(h->svc->tok)) {
+		struct tok_stats ts;
+
+		/* Atomic loads in the core: a pulled card shows here at once, untouched. */
+		if (core_status(h, &ts) != 0)
+			return reply(h, c, 503,
+			             strdup("{\"status\":\"degraded\",\"core\":\"down\"}"),
+			             "application/json");
+		switch (ts.state) {
 		case TOK_STATE_UP:
 			return reply(h, c, 200, strdup("{\"status\":\"ok\",\"token\":\"up\"}"),
 			             "application/json");
@@ -613,8 +640,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
 		return reply_error(h, c, 405, "invalid_request", "method_not_allowed",
 		                   "use POST for CSC methods");
-	csc_handle(h->svc, p, url + strlen(CSC_PREFIX), rc->body != NULL ? rc->body : "", rc->len,
-	           &status, &body);
+	csc_handle(h->link, &h->lim, k->fd, url + strlen(CSC_PREFIX),
+	           rc->body != NULL ? rc->body : "", rc->len, &status, &body);
 	if (status != 200)
 		log_refusal(p, url, status, body);
 	return reply(h, c, status, body, "application/json");
@@ -675,8 +702,8 @@ static void server_free(struct http_server *h)
 	free(h);
 }
 
-int http_start(struct service *svc, const struct config *cfg, struct http_server **out, char *err,
-               size_t errlen)
+int http_start(struct core_link *link, const struct config *cfg, int listen_fd,
+               struct http_server **out, char *err, size_t errlen)
 {
 	struct http_server *h;
 	pthread_condattr_t ca;
@@ -685,7 +712,7 @@ int http_start(struct service *svc, const struct config *cfg, struct http_server
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	h->svc = svc;
+	h->link = link;
 	h->lim = cfg->limits;
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_condattr_init(&ca);
@@ -698,15 +725,10 @@ int http_start(struct service *svc, const struct config *cfg, struct http_server
 		return -1;
 	}
 	h->reaper_started = 1;
-	if ((h->fd = listen_socket(cfg, err, errlen)) < 0) {
-		server_free(h);
-		return -1;
-	}
-	snprintf(h->path, sizeof(h->path), "%s", cfg->socket_path);
 	fit_nofile(h->lim.connections);
 	h->mhd = MHD_start_daemon(
 	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0,
-	    NULL, NULL, handle, h, MHD_OPTION_LISTEN_SOCKET, h->fd, MHD_OPTION_THREAD_POOL_SIZE,
+	    NULL, NULL, handle, h, MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_THREAD_POOL_SIZE,
 	    (unsigned)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
 	    (unsigned)h->lim.connections * cfg->threads, MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned)h->lim.idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
@@ -715,8 +737,6 @@ int http_start(struct service *svc, const struct config *cfg, struct http_server
 	    notify_connection, h, MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_END);
 	if (h->mhd == NULL) {
 		snprintf(err, errlen, "%s: cannot start the HTTP server", cfg->socket_path);
-		unlink(h->path);
-		close(h->fd);
 		server_free(h);
 		return -1;
 	}
@@ -734,7 +754,6 @@ void http_stop(struct http_server *h, int timeout_ms)
 	/* No new connections; requests already received are answered before the stop. Once
 	 * quiesced, the listening socket is ours to close; otherwise MHD closes it. */
 	listen_fd = MHD_quiesce_daemon(h->mhd);
-	unlink(h->path);
 	for (int waited = 0; atomic_load(&h->in_flight) > 0 && waited < timeout_ms; waited += 10)
 		nanosleep(&ts, NULL);
 	MHD_stop_daemon(h->mhd);

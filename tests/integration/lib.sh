@@ -8,6 +8,7 @@
 #   provision_cred ID ALG OWNER [CLASS]
 #                               keygen, csr, certificate from the test CA, import-cert, enrol
 #   start_daemon / stop_daemon  iamsignd in the background (log: $WORK/daemon.log)
+#   listener_pid                the pid of the running daemon's listener process
 #   csc METHOD JSON             POST /csc/v2/METHOD; prints the HTTP status, body in $WORK/resp.json
 #   expect_status MSG WANT GOT  pass if the HTTP status GOT is WANT (else fail, showing the body)
 #   expect_reason REASON        pass if the last response's "reason" is REASON
@@ -252,6 +253,11 @@ start_daemon() {
 	done
 	cat "$WORK/daemon.log" >&2
 	die "iamsignd did not answer /healthz within 10 s"
+}
+
+# listener_pid: the listener the running daemon forked, as its start line names it.
+listener_pid() {
+	sed -n 's/.*(listener pid \([0-9]*\)).*/\1/p' "$WORK/daemon.log" | tail -n 1
 }
 
 # wait_exit PID SECS: 0 once PID has exited, 1 if it still runs after SECS. A child is reaped

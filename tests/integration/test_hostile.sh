@@ -157,7 +157,12 @@ post() {
 
 body() { printf '%s' "$1" >"$WORK/body.json"; }
 
-fds() { find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+# Descriptors of both processes: the listener holds the connections, the core its channels.
+fds() {
+	local l
+	l=$(listener_pid)
+	find "/proc/$pid/fd" ${l:+"/proc/$l/fd"} -mindepth 1 -maxdepth 1 2>/dev/null | wc -l
+}
 
 good_request "before anything hostile"
 base_fds=$(fds)

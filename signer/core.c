@@ -1,0 +1,354 @@
+/* The signing core's channels: the listener's decoded requests in, the service's answers out.
+ * Nothing the listener sends is trusted: the caller is who the kernel says is at the other end
+ * of the connection passed along, every field is decoded afresh and checked (wire.c), and
+ * every answer but a framing error is recorded in the ledger by the core itself. */
+#include "signer/core.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
+
+#include "signer/wire.h"
+
+struct channel {
+	struct core *core;
+	unsigned id;
+	int fd;
+	pthread_t thread;
+	int started;
+};
+
+struct core {
+	struct service *svc;
+	char sock_path[108];
+	unsigned n;
+	struct channel *ch;
+};
+
+/* A field the listener should never have sent: its bug or its compromise. Said loudly. */
+static int violation(struct svc_error *e, const struct channel *ch, const char *why)
+{
+	fprintf(stderr, "iamsignd: core: channel %u: listener sent an invalid request: %s\n",
+	        ch->id, why);
+	return svc_fail(e, 400, "invalid_request", "invalid_request",
+	                "request refused by the signing core: %s", why);
+}
+
+/* Whatever the service has not recorded yet is recorded now: no answer leaves without its
+ * record. ok: the answer is a success. Returns ok, or 0 with e set when the record failed. */
+static int finish(struct service *s, struct audit_rec *rec, int ok, struct svc_error *e)
+{
+	struct svc_error le;
+
+	if (ok ? rec->seq != 0 : e->recorded)
+		return ok;
+	if (svc_record(s, rec, ok ? NULL : e, &le) != 0) {
+		*e = le;
+		return 0;
+	}
+	return ok;
+}
+
+static int do_sign(struct channel *ch, const uint8_t *p, size_t len, const struct peer *peer,
+                   struct audit_rec *rec, struct wire_buf *out, struct svc_error *e)
+{
+	struct service *s = ch->core->svc;
+	struct wire_sign *w;
+	struct sign_result res = {0};
+	char why[160];
+	int ok = 0;
+
+	if ((w = malloc(sizeof(*w))) == NULL) {
+		svc_audit_begin(rec, peer, "signatures/signHash");
+		svc_fail(e, 500, "server_error", "internal_error", "out of memory");
+		return finish(s, rec, 0, e);
+	}
+	if (wire_dec_sign(p, len, w, why, sizeof(why)) != 0) {
+		const char *op = len > 0 ? wire_method_name((enum wire_method)p[0]) : NULL;
+
+		svc_audit_begin(rec, peer, op != NULL ? op : "unknown");
+		violation(e, ch, why);
+		goto out;
+	}
+	svc_audit_begin(rec, peer, wire_method_name(w->method));
+	/* The configuration's cap, which the listener applies too. */
+	if (s->cfg != NULL && w->req.nhashes > s->cfg->limits.hashes) {
+		svc_fail(e, 400, "invalid_request", "too_many_hashes",
+		         "Invalid parameter %s: more than %u hashes (limits.hashes)",
+		         w->req.cms ? "documentDigests" : "hashes", s->cfg->limits.hashes);
+		goto out;
+	}
+	if (svc_sign(s, peer, &w->req, &res, rec, e) != 0)
+		goto out;
+	ok = 1;
+out:
+	OPENSSL_cleanse(w, sizeof(*w));
+	free(w);
+	/* An answer that does not encode marks out (oom): handle() answers 500 for it. */
+	if ((ok = finish(s, rec, ok, e)))
+		wire_enc_sign_result(out, &res);
+	sign_result_clear(&res);
+	return ok;
+}
+
+static int do_cred_info(struct channel *ch, const uint8_t *p, size_t len, const struct peer *peer,
+                        struct audit_rec *rec, struct wire_buf *out, struct svc_error *e)
+{
+	struct service *s = ch->core->svc;
+	struct cred_info ci;
+	struct wire_cred_info w = {0};
+	char id[REG_MAX_ID + 1], why[160];
+	unsigned char *der = NULL;
+	int ok = 0, n;
+
+	svc_audit_begin(rec, peer, wire_method_name(WM_CRED_INFO));
+	if (wire_dec_cred_info_req(p, len, id, why, sizeof(why)) != 0) {
+		violation(e, ch, why);
+		return finish(s, rec, 0, e);
+	}
+	if (svc_cred_info(s, peer, id, &ci, rec, e) != 0)
+		return finish(s, rec, 0, e);
+	w.reg_status = (int)ci.reg.status;
+	snprintf(w.owner, sizeof(w.owner), "%s", ci.reg.owner);
+	w.key_type = (int)ci.key->type;
+	w.bits = (unsigned)ci.key->bits;
+	w.curve_nid = ci.key->type == TOK_KEY_EC ? ci.key->curve_nid : 0;
+	if (ci.key->cert != NULL && (n = i2d_X509(ci.key->cert, &der)) > 0) {
+		w.cert_der = der;
+		w.cert_len = (size_t)n;
+	}
+	w.chain_pem = ci.reg.chain_pem;
+	if ((ok = finish(s, rec, 1, e)))
+		wire_enc_cred_info(out, &w);
+	OPENSSL_free(der);
+	cred_info_clear(&ci);
+	return ok;
+}
+
+static int do_list(struct channel *ch, const uint8_t *p, size_t len, const struct peer *peer,
+                   struct audit_rec *rec, struct wire_buf *out, struct svc_error *e)
+{
+	struct service *s = ch->core->svc;
+	struct wire_list_req w;
+	char **ids, why[160];
+	size_t n = 0;
+	int more = 0, ok = 0;
+
+	svc_audit_begin(rec, peer, wire_method_name(WM_LIST));
+	if (wire_dec_list_req(p, len, &w, why, sizeof(why)) != 0) {
+		violation(e, ch, why);
+		return finish(s, rec, 0, e);
+	}
+	if ((ids = calloc(WIRE_MAX_IDS, sizeof(*ids))) == NULL) {
+		svc_fail(e, 500, "server_error", "internal_error", "out of memory");
+		return finish(s, rec, 0, e);
+	}
+	if (svc_cred_list(s, peer, w.has_user ? w.user : NULL, w.has_after ? w.after : NULL, w.max,
+	                  ids, &n, &more, rec, e) == 0)
+		ok = 1;
+	if ((ok = finish(s, rec, ok, e)))
+		wire_enc_list(out, more, ids, n);
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+	return ok;
+}
+
+/* An answer the listener gave by itself (info, or a refusal of what it could not decode):
+ * recorded under the caller the kernel names. */
+static int do_record(struct channel *ch, const uint8_t *p, size_t len, const struct peer *peer,
+                     struct audit_rec *rec, struct svc_error *e)
+{
+	struct service *s = ch->core->svc;
+	struct wire_record w;
+	struct svc_error outcome = {0};
+	char why[160];
+
+	if (wire_dec_record(p, len, &w, why, sizeof(why)) != 0) {
+		const char *op = len > 0 ? wire_method_name((enum wire_method)p[0]) : NULL;
+
+		svc_audit_begin(rec, peer, op != NULL ? op : "unknown");
+		violation(e, ch, why);
+		return finish(s, rec, 0, e);
+	}
+	svc_audit_begin(rec, peer, wire_method_name(w.method));
+	if (w.status == 200)
+		return finish(s, rec, 1, e);
+	outcome.http = w.status;
+	outcome.error = w.error;
+	outcome.reason = w.reason;
+	snprintf(outcome.desc, sizeof(outcome.desc), "%s", w.desc);
+	if (svc_record(s, rec, &outcome, e) != 0)
+		return 0;
+	return 1;
+}
+
+/* One request: the answer's type and payload in out. */
+static uint32_t handle(struct channel *ch, uint32_t type, const uint8_t *p, size_t len, int cfd,
+                       struct wire_buf *out)
+{
+	struct service *s = ch->core->svc;
+	struct svc_error e = {0};
+	struct audit_rec *rec = NULL;
+	struct peer peer;
+	char why[160];
+	uint32_t rtype = WIRE_RESP_ERROR;
+	int ok = 0;
+
+	if (type == WIRE_REQ_STATUS) {
+		struct tok_stats ts;
+
+		if (cfd >= 0 || len != 0) {
+			violation(&e, ch, "status request with a payload or a descriptor");
+			goto answer;
+		}
+		tok_stats(s->tok, &ts);
+		if (wire_enc_status(out, &ts) == 0)
+			return WIRE_RESP_STATUS;
+		svc_fail(&e, 500, "server_error", "internal_error", "out of memory");
+		goto answer;
+	}
+	if (type < WIRE_REQ_SIGN || type > WIRE_REQ_RECORD) {
+		violation(&e, ch, "unknown request type");
+		goto answer;
+	}
+	/* No connection, or not one accepted on our socket: no caller, nothing recorded. */
+	if (cfd < 0 || wire_peer(cfd, ch->core->sock_path, &peer, why, sizeof(why)) != 0) {
+		fprintf(stderr, "iamsignd: core: channel %u: request without a caller: %s\n",
+		        ch->id, cfd < 0 ? "no connection passed" : why);
+		svc_fail(&e, 403, "access_denied", "unknown_caller", "caller identity unavailable");
+		goto answer;
+	}
+	if ((rec = malloc(sizeof(*rec))) == NULL) {
+		svc_fail(&e, 500, "server_error", "internal_error", "out of memory");
+		goto answer;
+	}
+	switch (type) {
+	case WIRE_REQ_SIGN:
+		ok = do_sign(ch, p, len, &peer, rec, out, &e);
+		rtype = WIRE_RESP_SIGN;
+		break;
+	case WIRE_REQ_CRED_INFO:
+		ok = do_cred_info(ch, p, len, &peer, rec, out, &e);
+		rtype = WIRE_RESP_CRED_INFO;
+		break;
+	case WIRE_REQ_LIST:
+		ok = do_list(ch, p, len, &peer, rec, out, &e);
+		rtype = WIRE_RESP_LIST;
+		break;
+	default:
+		ok = do_record(ch, p, len, &peer, rec, &e);
+		rtype = WIRE_RESP_RECORD;
+		break;
+	}
+answer:
+	if (rec != NULL) {
+		OPENSSL_cleanse(rec, sizeof(*rec));
+		free(rec);
+	}
+	if (ok && !out->oom)
+		return rtype;
+	if (ok) { /* recorded as allowed, but the answer does not encode: said loudly */
+		fprintf(stderr, "iamsignd: core: channel %u: an answer did not fit the protocol\n",
+		        ch->id);
+		svc_fail(&e, 500, "server_error", "internal_error", "answer too large");
+	}
+	if (e.http == 0)
+		svc_fail(&e, 500, "server_error", "internal_error", "internal error");
+	wire_buf_free(out);
+	wire_buf_init(out, WIRE_MAX_RESP);
+	wire_enc_error(out, &e);
+	return WIRE_RESP_ERROR;
+}
+
+static void *channel_main(void *arg)
+{
+	struct channel *ch = arg;
+	char why[160];
+
+	for (;;) {
+		struct wire_buf out;
+		uint8_t *payload = NULL;
+		size_t len = 0;
+		uint32_t type, rtype;
+		int cfd = -1, r;
+
+		r = wire_recv(ch->fd, WIRE_MAX_REQ, &type, &payload, &len, &cfd, why, sizeof(why));
+		if (r == 1)
+			break;
+		if (r != 0) {
+			/* Out of step with the listener: this channel is closed, which the
+			 * listener sees and answers 503 on. */
+			fprintf(stderr, "iamsignd: core: channel %u: %s: channel closed\n", ch->id,
+			        why);
+			break;
+		}
+		wire_buf_init(&out, WIRE_MAX_RESP);
+		rtype = handle(ch, type, payload, len, cfd, &out);
+		if (cfd >= 0)
+			close(cfd);
+		if (payload != NULL) {
+			OPENSSL_cleanse(payload, len);
+			free(payload);
+		}
+		r = wire_send(ch->fd, rtype, &out, -1);
+		wire_buf_free(&out);
+		if (r != 0)
+			break;
+	}
+	close(ch->fd);
+	ch->fd = -1;
+	return NULL;
+}
+
+int core_start(struct service *svc, const char *sock_path, const int *fds, unsigned n,
+               struct core **out, char *err, size_t errlen)
+{
+	struct core *c;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL || (c->ch = calloc(n, sizeof(*c->ch))) == NULL) {
+		free(c);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	c->svc = svc;
+	c->n = n;
+	snprintf(c->sock_path, sizeof(c->sock_path), "%s", sock_path);
+	for (unsigned i = 0; i < n; i++) {
+		c->ch[i].core = c;
+		c->ch[i].id = i;
+		c->ch[i].fd = fds[i];
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (pthread_create(&c->ch[i].thread, NULL, channel_main, &c->ch[i]) != 0) {
+			snprintf(err, errlen, "cannot start the core's channel threads");
+			for (unsigned j = 0; j < n; j++)
+				if (j >= i)
+					close(c->ch[j].fd);
+				else
+					shutdown(c->ch[j].fd, SHUT_RDWR); /* ends its thread */
+			core_join(c);
+			return -1;
+		}
+		c->ch[i].started = 1;
+	}
+	*out = c;
+	return 0;
+}
+
+void core_join(struct core *c)
+{
+	if (c == NULL)
+		return;
+	for (unsigned i = 0; i < c->n; i++)
+		if (c->ch[i].started)
+			pthread_join(c->ch[i].thread, NULL);
+	free(c->ch);
+	free(c);
+}
