@@ -43,6 +43,8 @@
 #define LEDGER_BUSY_MS 5000
 #define LEDGER_MAX_QUEUE 4096 /* records waiting for the writer; more is overload */
 #define LEDGER_MAX_SIG 1024   /* checkpoint signature buffer */
+#define LEDGER_MAX_BATCH 256  /* the commit delay stops waiting at this many records */
+#define LEDGER_DELAY_MAX_NS (2 * 1000 * 1000) /* longest commit delay, whatever a commit took */
 #define LEDGER_DEFAULT_EVERY 1000
 #define LEDGER_DEFAULT_SECS 60
 #define LEDGER_ENC_TAG "iamsign.audit.v1"
@@ -162,6 +164,7 @@ struct pending {
 	struct pending *next;
 	int result;
 	int done;
+	pthread_cond_t cv; /* its waiter's own: a batch wakes only the waiters it carried */
 };
 
 struct ledger {
@@ -179,9 +182,10 @@ struct ledger {
 	/* Queue and checkpoint bookkeeping, under mu. */
 	pthread_mutex_t mu;
 	pthread_cond_t cv_work; /* writer: work queued, or stop */
-	pthread_cond_t cv_done; /* waiters: a batch finished */
 	struct pending *qhead, *qtail;
 	size_t qlen;
+	long expected;   /* appends announced (ledger_expect) and not yet returned */
+	int64_t sync_ns; /* recent commit time (moving average), for the commit delay */
 	int stop;
 	uint64_t uncovered;        /* records committed since the last checkpoint */
 	uint64_t since_try;        /* records committed since the last checkpoint attempt */
@@ -752,6 +756,25 @@ static void *writer_main(void *arg)
 				pthread_cond_wait(&l->cv_work, &l->mu);
 			}
 		}
+		/* Commit delay: while appends announced by requests on their way here (signing
+		 * now) are not queued yet, wait for them a little, at most about one commit's
+		 * time: one fsync then carries them all instead of each paying its own. A lone
+		 * request never waits. */
+		if (l->qhead != NULL && !l->stop && l->expected > (long)l->qlen) {
+			struct timespec until;
+			int64_t wait_ns =
+			    l->sync_ns < LEDGER_DELAY_MAX_NS ? l->sync_ns : LEDGER_DELAY_MAX_NS;
+
+			clock_gettime(CLOCK_MONOTONIC, &until);
+			until.tv_nsec += (long)wait_ns;
+			if (until.tv_nsec >= 1000000000L) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000L;
+			}
+			while (l->expected > (long)l->qlen && l->qlen < LEDGER_MAX_BATCH &&
+			       !l->stop && pthread_cond_timedwait(&l->cv_work, &l->mu, &until) == 0)
+				;
+		}
 		batch = l->qhead;
 		l->qhead = l->qtail = NULL;
 		l->qlen = 0;
@@ -759,17 +782,25 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&l->mu);
 
 		if (batch != NULL) {
+			struct timespec t0, t1;
+			int64_t took;
+
+			clock_gettime(CLOCK_MONOTONIC, &t0);
 			pthread_mutex_lock(&l->wmu);
 			n = write_batch(l, batch);
 			pthread_mutex_unlock(&l->wmu);
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			took = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
+			       (t1.tv_nsec - t0.tv_nsec);
 			pthread_mutex_lock(&l->mu);
+			l->sync_ns = l->sync_ns == 0 ? took : (7 * l->sync_ns + took) / 8;
 			l->uncovered += n;
 			l->since_try += n;
 			for (p = batch; p != NULL; p = next) {
 				next = p->next; /* p belongs to its waiter once done */
 				p->done = 1;
+				pthread_cond_signal(&p->cv);
 			}
-			pthread_cond_broadcast(&l->cv_done);
 			pthread_mutex_unlock(&l->mu);
 		}
 		pthread_mutex_lock(&l->mu);
@@ -817,7 +848,6 @@ void ledger_close(struct ledger *l)
 		pthread_mutex_destroy(&l->wmu);
 		pthread_mutex_destroy(&l->rmu);
 		pthread_cond_destroy(&l->cv_work);
-		pthread_cond_destroy(&l->cv_done);
 	}
 	free(l);
 }
@@ -844,13 +874,6 @@ static int init_locks(struct ledger *l)
 		pthread_mutex_destroy(&l->mu);
 		pthread_mutex_destroy(&l->wmu);
 		pthread_mutex_destroy(&l->rmu);
-		ok = 0;
-	}
-	if (ok && pthread_cond_init(&l->cv_done, NULL) != 0) {
-		pthread_mutex_destroy(&l->mu);
-		pthread_mutex_destroy(&l->wmu);
-		pthread_mutex_destroy(&l->rmu);
-		pthread_cond_destroy(&l->cv_work);
 		ok = 0;
 	}
 	pthread_condattr_destroy(&ca);
@@ -971,6 +994,10 @@ int ledger_append(struct ledger *l, struct audit_rec *rec)
 		pthread_mutex_unlock(&l->mu);
 		return LEDGER_ERR_UNAVAILABLE;
 	}
+	if (pthread_cond_init(&p.cv, NULL) != 0) {
+		pthread_mutex_unlock(&l->mu);
+		return LEDGER_ERR_INTERNAL;
+	}
 	if (l->qtail != NULL)
 		l->qtail->next = &p;
 	else
@@ -979,9 +1006,19 @@ int ledger_append(struct ledger *l, struct audit_rec *rec)
 	l->qlen++;
 	pthread_cond_signal(&l->cv_work);
 	while (!p.done)
-		pthread_cond_wait(&l->cv_done, &l->mu);
+		pthread_cond_wait(&p.cv, &l->mu);
 	pthread_mutex_unlock(&l->mu);
+	pthread_cond_destroy(&p.cv);
 	return p.result;
+}
+
+void ledger_expect(struct ledger *l, int delta)
+{
+	if (l == NULL || l->opts.direct)
+		return;
+	pthread_mutex_lock(&l->mu);
+	l->expected += delta;
+	pthread_mutex_unlock(&l->mu);
 }
 
 /* ---- reads ---- */

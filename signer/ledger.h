@@ -81,6 +81,12 @@ void ledger_close(struct ledger *l);
 /* Append one record; blocks until it is durable (or failed). Thread-safe. */
 int ledger_append(struct ledger *l, struct audit_rec *rec);
 
+/* Group commit's hint: a request announces (+1) that it will append a record soon, and takes
+ * the announcement back (-1) once its append has returned or it will not append. While
+ * announced records are not queued yet, the writer holds a commit back for them, at most about
+ * the time of one recent commit and never over 2 ms, so that one fsync carries them all. */
+void ledger_expect(struct ledger *l, int delta);
+
 /* Sign the current chain head now with opts->sign and store the checkpoint (iamsign-admin
  * audit checkpoint). *seq gets the sequence number covered (0: the ledger is empty, nothing
  * signed). LEDGER_OK also when that head already has a checkpoint; LEDGER_ERR_BAD_INPUT without

@@ -563,7 +563,7 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 	STACK_OF(X509) *chain = NULL;
 	enum pol_reason pol;
 	time_t now = time(NULL);
-	int r = -1, t, http;
+	int r = -1, t, http, announced = 0;
 	const char *code;
 
 	out->n = 0;
@@ -617,6 +617,9 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 		goto out;
 	if (req->cms && chain == NULL)
 		chain = load_chain(rc.chain_pem); /* carried in the CMS */
+	/* From here a record follows within a signature's time: group commit may wait for it. */
+	ledger_expect(s->ledger, 1);
+	announced = 1;
 	if (make_signatures(s, req, key, chain, out, e) != 0)
 		goto out;
 
@@ -646,6 +649,8 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 		break;
 	}
 out:
+	if (announced)
+		ledger_expect(s->ledger, -1);
 	if (r != 0) {
 		sign_result_clear(out);
 		/* The refusal's record has no conditions: nothing was consumed. */

@@ -234,6 +234,7 @@ struct worker {
 	uint32_t quota_max;
 	const char *jti;
 	uint32_t jti_num;
+	int announce; /* ledger_expect around each append, as the daemon's signing path does */
 };
 
 static void *worker_main(void *arg)
@@ -259,7 +260,11 @@ static void *worker_main(void *arg)
 			r->jti_num = w->jti_num;
 			r->jti_exp = 1900000000;
 		}
+		if (w->announce)
+			ledger_expect(w->l, 1);
 		rc = ledger_append(w->l, r);
+		if (w->announce)
+			ledger_expect(w->l, -1);
 		if (rc == LEDGER_OK) {
 			w->ok++;
 		} else if (rc == LEDGER_ERR_QUOTA) {
@@ -297,7 +302,7 @@ static void run_workers(struct worker *w, unsigned n)
 		pthread_join(t[i], NULL);
 }
 
-static void test_group_commit(void **state)
+static void group_commit(void **state, int announce)
 {
 	enum { PER = 200 };
 	struct fixture *f = *state;
@@ -314,6 +319,7 @@ static void test_group_commit(void **state)
 		w[i].id = i;
 		w[i].n = PER;
 		w[i].seqs = seqs + i * PER;
+		w[i].announce = announce;
 	}
 	run_workers(w, THREADS);
 	ledger_close(l);
@@ -330,6 +336,41 @@ static void test_group_commit(void **state)
 	/* every 500 records (at batch boundaries) and one at close, covering the tail */
 	assert_true(ckpts >= 2);
 	assert_null(strstr(why, "not yet covered"));
+}
+
+static void test_group_commit(void **state)
+{
+	group_commit(state, 0);
+}
+
+/* With the commit delay: appends announced by the other threads are waited for. */
+static void test_group_commit_announced(void **state)
+{
+	group_commit(state, 1);
+}
+
+/* Announced records that never come hold a commit back a few milliseconds at most. */
+static void test_commit_delay_bounded(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger(f, 0, sw_sign, 1000);
+	struct audit_rec r;
+	struct timespec t0, t1;
+	double ms;
+
+	make_rec(&r, 1);
+	ledger_expect(l, 8);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (unsigned i = 0; i < 20; i++)
+		assert_int_equal(ledger_append(l, &r), LEDGER_OK);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ledger_expect(l, -8);
+	ms = (double)(t1.tv_sec - t0.tv_sec) * 1000 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	/* 20 commits, each delayed at most 2 ms, plus their fsyncs: far below a second. */
+	if (ms > 1000)
+		fail_msg("20 appends took %.0f ms with 8 announced records that never came", ms);
+	assert_int_equal(r.seq, 20);
+	ledger_close(l);
 }
 
 /* The daemon opens the registry (a WAL connection to the same file) before the ledger. Opening
@@ -839,6 +880,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_chain_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit_announced, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_delay_bounded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_second_process, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_quota_exact, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_jti, setup, teardown),
