@@ -45,6 +45,7 @@
 #define LEDGER_MAX_SIG 1024   /* checkpoint signature buffer */
 #define LEDGER_MAX_BATCH 256  /* the commit delay stops waiting at this many records */
 #define LEDGER_DELAY_MAX_NS (2 * 1000 * 1000) /* longest commit delay, whatever a commit took */
+#define LEDGER_DELAY_SIBLINGS 4 /* records on their way that make a commit delay worth it */
 #define LEDGER_DEFAULT_EVERY 1000
 #define LEDGER_DEFAULT_SECS 60
 #define LEDGER_ENC_TAG "iamsign.audit.v1"
@@ -184,7 +185,7 @@ struct ledger {
 	pthread_cond_t cv_work; /* writer: work queued, or stop */
 	struct pending *qhead, *qtail;
 	size_t qlen;
-	long expected;   /* appends announced (ledger_expect) and not yet returned */
+	long expected;   /* appends announced (ledger_expect) that have not arrived yet */
 	int64_t sync_ns; /* recent commit time (moving average), for the commit delay */
 	int stop;
 	uint64_t uncovered;        /* records committed since the last checkpoint */
@@ -756,11 +757,11 @@ static void *writer_main(void *arg)
 				pthread_cond_wait(&l->cv_work, &l->mu);
 			}
 		}
-		/* Commit delay: while appends announced by requests on their way here (signing
-		 * now) are not queued yet, wait for them a little, at most about one commit's
-		 * time: one fsync then carries them all instead of each paying its own. A lone
-		 * request never waits. */
-		if (l->qhead != NULL && !l->stop && l->expected > (long)l->qlen) {
+		/* Commit delay: while enough appends announced by requests on their way here
+		 * (signing now) have not arrived, wait for them a little, at most about one
+		 * commit's time: one fsync then carries them all instead of each paying its own.
+		 * With few on their way the wait would cost more latency than it saves. */
+		if (l->qhead != NULL && !l->stop && l->expected >= LEDGER_DELAY_SIBLINGS) {
 			struct timespec until;
 			int64_t wait_ns =
 			    l->sync_ns < LEDGER_DELAY_MAX_NS ? l->sync_ns : LEDGER_DELAY_MAX_NS;
@@ -771,8 +772,8 @@ static void *writer_main(void *arg)
 				until.tv_sec++;
 				until.tv_nsec -= 1000000000L;
 			}
-			while (l->expected > (long)l->qlen && l->qlen < LEDGER_MAX_BATCH &&
-			       !l->stop && pthread_cond_timedwait(&l->cv_work, &l->mu, &until) == 0)
+			while (l->expected > 0 && l->qlen < LEDGER_MAX_BATCH && !l->stop &&
+			       pthread_cond_timedwait(&l->cv_work, &l->mu, &until) == 0)
 				;
 		}
 		batch = l->qhead;
@@ -968,12 +969,17 @@ out:
 
 /* ---- appending ---- */
 
-int ledger_append(struct ledger *l, struct audit_rec *rec)
+static int append(struct ledger *l, struct audit_rec *rec, int announced)
 {
 	struct pending p;
 
-	if (l == NULL || rec == NULL || !rec_valid(rec))
+	if (l == NULL)
 		return LEDGER_ERR_BAD_INPUT;
+	if (rec == NULL || !rec_valid(rec)) {
+		if (announced)
+			ledger_expect(l, -1);
+		return LEDGER_ERR_BAD_INPUT;
+	}
 	if (rec->time_ms == 0)
 		rec->time_ms = now_ms();
 	memset(&p, 0, sizeof(p));
@@ -990,6 +996,8 @@ int ledger_append(struct ledger *l, struct audit_rec *rec)
 		return p.result;
 	}
 	pthread_mutex_lock(&l->mu);
+	if (announced)
+		l->expected--; /* here now, queued or refused: no longer on its way */
 	if (l->stop || l->qlen >= LEDGER_MAX_QUEUE) {
 		pthread_mutex_unlock(&l->mu);
 		return LEDGER_ERR_UNAVAILABLE;
@@ -1010,6 +1018,16 @@ int ledger_append(struct ledger *l, struct audit_rec *rec)
 	pthread_mutex_unlock(&l->mu);
 	pthread_cond_destroy(&p.cv);
 	return p.result;
+}
+
+int ledger_append(struct ledger *l, struct audit_rec *rec)
+{
+	return append(l, rec, 0);
+}
+
+int ledger_append_expected(struct ledger *l, struct audit_rec *rec)
+{
+	return append(l, rec, 1);
 }
 
 void ledger_expect(struct ledger *l, int delta)

@@ -81,11 +81,15 @@ void ledger_close(struct ledger *l);
 /* Append one record; blocks until it is durable (or failed). Thread-safe. */
 int ledger_append(struct ledger *l, struct audit_rec *rec);
 
-/* Group commit's hint: a request announces (+1) that it will append a record soon, and takes
- * the announcement back (-1) once its append has returned or it will not append. While
- * announced records are not queued yet, the writer holds a commit back for them, at most about
- * the time of one recent commit and never over 2 ms, so that one fsync carries them all. */
+/* Group commit's hint: a request announces (+1) that it will append a record soon, then
+ * appends it with ledger_append_expected, which takes the announcement back as the record
+ * arrives (queued or refused); one that will not append after all takes it back with -1.
+ * When at least four announced records are on their way, the writer holds a commit back for
+ * them, at most about the time of one recent commit and never over 2 ms, so that one fsync
+ * carries them all; with fewer the wait would cost more than it saves. Ignored by a ledger
+ * without a writer thread (direct). */
 void ledger_expect(struct ledger *l, int delta);
+int ledger_append_expected(struct ledger *l, struct audit_rec *rec);
 
 /* Sign the current chain head now with opts->sign and store the checkpoint (iamsign-admin
  * audit checkpoint). *seq gets the sequence number covered (0: the ledger is empty, nothing

@@ -628,7 +628,8 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 	rec->nsigs = out->n;
 	for (size_t i = 0; i < out->n; i++)
 		SHA256(out->sig[i], out->len[i], rec->sig_sha256[i]);
-	switch (ledger_append(s->ledger, rec)) {
+	announced = 0; /* the append takes the announcement back */
+	switch (ledger_append_expected(s->ledger, rec)) {
 	case LEDGER_OK:
 		r = 0;
 		break;

@@ -262,9 +262,7 @@ static void *worker_main(void *arg)
 		}
 		if (w->announce)
 			ledger_expect(w->l, 1);
-		rc = ledger_append(w->l, r);
-		if (w->announce)
-			ledger_expect(w->l, -1);
+		rc = w->announce ? ledger_append_expected(w->l, r) : ledger_append(w->l, r);
 		if (rc == LEDGER_OK) {
 			w->ok++;
 		} else if (rc == LEDGER_ERR_QUOTA) {
