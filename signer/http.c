@@ -728,11 +728,12 @@ int http_start(struct core_link *link, const struct config *cfg, int listen_fd,
 	fit_nofile(h->lim.connections);
 	h->mhd = MHD_start_daemon(
 	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0,
-	    NULL, NULL, handle, h, MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_THREAD_POOL_SIZE,
-	    (unsigned)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)h->lim.connections * cfg->threads, MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned)h->lim.idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	    h->lim.header_size + (size_t)HTTP_POOL_SLACK, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+	    /* The logger first: MHD logs through its default one until it has seen it. */
+	    NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_LISTEN_SOCKET,
+	    listen_fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->lim.connections * cfg->threads,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->lim.idle_timeout,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, h->lim.header_size + (size_t)HTTP_POOL_SLACK,
 	    MHD_OPTION_URI_LOG_CALLBACK, request_line, h, MHD_OPTION_NOTIFY_CONNECTION,
 	    notify_connection, h, MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_END);
 	if (h->mhd == NULL) {
