@@ -94,7 +94,7 @@ directive() {
 }
 for d in Type=notify NotifyAccess=main \
 	'ExecStart=/usr/sbin/iamsignd -c /etc/iamsign/iamsignd.yaml' \
-	'ExecReload=+/bin/kill -HUP $MAINPID' Restart=on-failure KillMode=mixed \
+	'ExecReload=+/bin/sh -c "kill -HUP $MAINPID"' Restart=on-failure KillMode=mixed \
 	Sockets=iamsignd.socket Requires=iamsignd.socket \
 	ProtectSystem=strict ReadWritePaths=/var/lib/iamsign RuntimeDirectory=iamsign \
 	RuntimeDirectoryPreserve=yes PrivateNetwork=yes NoNewPrivileges=yes \
