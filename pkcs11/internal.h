@@ -143,6 +143,11 @@ struct token {
 	int pool_ok;
 	int pool_stop;
 	int nworkers, nidle, nqueued;
+	/* Every worker started, joined at stop: a worker that has left its loop is still running
+	 * its thread-exit destructors (its session's, OpenSSL's), which must be over before the
+	 * token is freed and the module unloaded. */
+	pthread_t threads[TOK_MAX_WORKERS];
+	int nthreads;
 	struct tok_job *queue_head, *queue_tail;
 
 	/* Backoff between recovery attempts (mon_lock); reset once a signature succeeds after

@@ -119,7 +119,6 @@ static void unqueue(struct token *tok, struct tok_job *job)
 int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *gone)
 {
 	struct timespec until;
-	pthread_attr_t at;
 	pthread_t t;
 	int spawned = 0, rc = 0;
 
@@ -143,14 +142,11 @@ int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *go
 		tok->queue_head = job;
 	tok->queue_tail = job;
 	tok->nqueued++;
-	if (tok->nqueued > tok->nidle && tok->nworkers < TOK_MAX_WORKERS) {
-		if (pthread_attr_init(&at) == 0) {
-			pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-			if (pthread_create(&t, &at, worker, tok) == 0) {
-				tok->nworkers++;
-				spawned = 1;
-			}
-			pthread_attr_destroy(&at);
+	if (tok->nqueued > tok->nidle && tok->nthreads < TOK_MAX_WORKERS) {
+		if (pthread_create(&t, NULL, worker, tok) == 0) {
+			tok->threads[tok->nthreads++] = t;
+			tok->nworkers++;
+			spawned = 1;
 		}
 		if (!spawned && tok->nworkers == 0) {
 			unqueue(tok, job);
@@ -198,6 +194,10 @@ int tok_pool_stop(struct token *tok, int wait_ms)
 	pthread_mutex_unlock(&tok->pool_lock);
 	if (left > 0)
 		return TOK_ERR_UNAVAILABLE;
+	/* All have left their loop; wait until their threads are gone too. */
+	for (int i = 0; i < tok->nthreads; i++)
+		pthread_join(tok->threads[i], NULL);
+	tok->nthreads = 0;
 	pthread_cond_destroy(&tok->pool_cond);
 	pthread_cond_destroy(&tok->pool_exit);
 	pthread_condattr_destroy(&tok->job_cattr);
