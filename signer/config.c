@@ -538,38 +538,60 @@ void config_free(struct config *c)
 	free(c);
 }
 
-int config_become_user(const struct config *c, char *err, size_t errlen)
+int config_lookup_user(const char *user, const char *group, const char *key, uid_t *uid, gid_t *gid,
+                       char *err, size_t errlen)
 {
 	struct passwd pw, *pwp = NULL;
 	struct group gr, *grp = NULL;
 	char buf[4096];
-	gid_t gid;
 
-	if (c->user == NULL)
-		return 0;
-	if (getpwnam_r(c->user, &pw, buf, sizeof(buf), &pwp) != 0 || pwp == NULL) {
-		snprintf(err, errlen, "%s: user: no such user: %s", c->path, c->user);
+	if (getpwnam_r(user, &pw, buf, sizeof(buf), &pwp) != 0 || pwp == NULL) {
+		snprintf(err, errlen, "%s%suser: no such user: %s", key, *key ? "." : "", user);
 		return -1;
 	}
-	gid = pw.pw_gid;
-	if (c->group != NULL) {
-		if (getgrnam_r(c->group, &gr, buf, sizeof(buf), &grp) != 0 || grp == NULL) {
-			snprintf(err, errlen, "%s: group: no such group: %s", c->path, c->group);
+	*uid = pw.pw_uid;
+	*gid = pw.pw_gid;
+	if (group != NULL) {
+		if (getgrnam_r(group, &gr, buf, sizeof(buf), &grp) != 0 || grp == NULL) {
+			snprintf(err, errlen, "%s%sgroup: no such group: %s", key, *key ? "." : "",
+			         group);
 			return -1;
 		}
-		gid = gr.gr_gid;
+		*gid = gr.gr_gid;
 	}
-	if (getuid() == pw.pw_uid && geteuid() == pw.pw_uid && getgid() == gid && getegid() == gid)
-		return 0; /* already that user */
-	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(pw.pw_uid) != 0) {
-		snprintf(err, errlen, "cannot become user %s: %s", c->user, strerror(errno));
+	return 0;
+}
+
+int config_switch_user(uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+	if (getuid() == uid && geteuid() == uid && getgid() == gid && getegid() == gid)
+		return 0; /* already */
+	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+		snprintf(err, errlen, "cannot become uid %u: %s", (unsigned)uid, strerror(errno));
 		return -1;
 	}
-	if (pw.pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
-		snprintf(err, errlen, "cannot become user %s: root could be regained", c->user);
+	if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+		snprintf(err, errlen, "cannot become uid %u: root could be regained",
+		         (unsigned)uid);
 		return -1;
 	}
 	/* A change of user makes the process dumpable again. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	return 0;
+}
+
+int config_become_user(const struct config *c, char *err, size_t errlen)
+{
+	uid_t uid;
+	gid_t gid;
+
+	char why[256];
+
+	if (c->user == NULL)
+		return 0;
+	if (config_lookup_user(c->user, c->group, "", &uid, &gid, why, sizeof(why)) != 0) {
+		snprintf(err, errlen, "%s: %s", c->path, why);
+		return -1;
+	}
+	return config_switch_user(uid, gid, err, errlen);
 }

@@ -81,4 +81,11 @@ void config_free(struct config *c);
  * read (tok_pin_preload), so that what they create belongs to that user. */
 int config_become_user(const struct config *c, char *err, size_t errlen);
 
+/* The two halves, for the listener, which roots itself in between: look user (and group, or
+ * the user's primary group) up, errors naming "KEY.user" / "KEY.group" ("" for the top-level
+ * keys); then switch to them as config_become_user does. 0, or -1 with err set. */
+int config_lookup_user(const char *user, const char *group, const char *key, uid_t *uid, gid_t *gid,
+                       char *err, size_t errlen);
+int config_switch_user(uid_t uid, gid_t gid, char *err, size_t errlen);
+
 #endif

@@ -5,10 +5,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <libgen.h>
 #include <limits.h>
-#include <pwd.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -78,30 +76,22 @@ static void empty_root(const char *sock_path)
 		die("chroot: %s", strerror(errno));
 }
 
-/* listener.user and listener.group (that user's group by default). */
+/* listener.user and listener.group (that user's group by default), never root, once the
+ * process is rooted in an empty directory. */
 static void drop_to(const struct config *cfg)
 {
-	struct passwd pw, *pwp = NULL;
-	struct group gr, *grp = NULL;
-	char buf[4096];
+	char err[256];
+	uid_t uid;
 	gid_t gid;
 
-	if (getpwnam_r(cfg->listener_user, &pw, buf, sizeof(buf), &pwp) != 0 || pwp == NULL)
-		die("listener.user: no such user: %s", cfg->listener_user);
-	if (pw.pw_uid == 0)
+	if (config_lookup_user(cfg->listener_user, cfg->listener_group, "listener", &uid, &gid, err,
+	                       sizeof(err)) != 0)
+		die("%s", err);
+	if (uid == 0)
 		die("listener.user: %s is root", cfg->listener_user);
-	gid = pw.pw_gid;
-	if (cfg->listener_group != NULL) {
-		if (getgrnam_r(cfg->listener_group, &gr, buf, sizeof(buf), &grp) != 0 ||
-		    grp == NULL)
-			die("listener.group: no such group: %s", cfg->listener_group);
-		gid = gr.gr_gid;
-	}
 	empty_root(cfg->socket_path);
-	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(pw.pw_uid) != 0)
-		die("cannot drop to user %s: %s", cfg->listener_user, strerror(errno));
-	if (setuid(0) == 0 || getuid() != pw.pw_uid || geteuid() != pw.pw_uid)
-		die("privileges not dropped");
+	if (config_switch_user(uid, gid, err, sizeof(err)) != 0)
+		die("%s", err);
 }
 
 void listener_main(const struct config *cfg, int listen_fd, const int *chan, unsigned n,
