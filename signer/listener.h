@@ -12,7 +12,7 @@
  * (the core writes to it or is gone; the core may lack the right to signal it) or at SIGTERM
  * or SIGINT (which the caller forked with blocked). */
 __attribute__((noreturn)) void listener_main(const struct config *cfg, int listen_fd,
-                                             const int *chan, unsigned n, int ready_fd,
-                                             int stop_fd, pid_t core);
+                                             const int *chan, unsigned n, int ready_fd, int stop_fd,
+                                             pid_t core);
 
 #endif

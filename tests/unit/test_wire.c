@@ -1841,7 +1841,7 @@ static void peer(void **state)
 	peer_refused(as, other, "daemon's socket");
 	path[strlen(path) - 1] = '\0';
 	peer_refused(as, path, "daemon's socket");
-	strcat(path, "kx");
+	snprintf(path + strlen(path), sizeof(path) - strlen(path), "kx");
 	peer_refused(as, path, "daemon's socket");
 	path[strlen(path) - 1] = '\0';
 	assert_int_equal(wire_peer(as, path, &p, why, sizeof(why)), 0);
