@@ -349,15 +349,20 @@ static int parse_limits(struct loader *L, yaml_node_t *map)
 	return 0;
 }
 
-/* A user or group name: 1..32 of [a-z0-9_.-], not starting with '-' (what useradd accepts,
- * less the odd cases). */
-static int check_name(struct loader *L, yaml_node_t *n, const char *key, const char *s)
+/* A user or group name into *out (replacing what was there): 1..32 of [a-z0-9_.-], not
+ * starting with '-' (what useradd accepts, less the odd cases). */
+static int get_name(struct loader *L, yaml_node_t *n, const char *key, char **out)
 {
-	size_t len = strlen(s);
+	size_t len;
 
-	if (len == 0 || len > 32 || s[0] == '-' ||
-	    strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_.-") != len)
-		return yf_error(&L->yf, n, key, "not a user or group name: '%.40s'", s);
+	free(*out);
+	*out = NULL;
+	if (yf_strdup(&L->yf, n, key, out) != 0)
+		return -1;
+	len = strlen(*out);
+	if (len == 0 || len > 32 || (*out)[0] == '-' ||
+	    strspn(*out, "abcdefghijklmnopqrstuvwxyz0123456789_.-") != len)
+		return yf_error(&L->yf, n, key, "not a user or group name: '%.40s'", *out);
 	return 0;
 }
 
@@ -377,16 +382,10 @@ static int parse_listener(struct loader *L, yaml_node_t *map)
 	for (i = 0; i < n; i++) {
 		yf_pair(yf, map, i, &k, &v);
 		if (strcmp(k, "user") == 0) {
-			free(c->listener_user);
-			c->listener_user = NULL;
-			if (yf_strdup(yf, v, "listener.user", &c->listener_user) != 0 ||
-			    check_name(L, v, "listener.user", c->listener_user) != 0)
+			if (get_name(L, v, "listener.user", &c->listener_user) != 0)
 				return -1;
 		} else if (strcmp(k, "group") == 0) {
-			free(c->listener_group);
-			c->listener_group = NULL;
-			if (yf_strdup(yf, v, "listener.group", &c->listener_group) != 0 ||
-			    check_name(L, v, "listener.group", c->listener_group) != 0)
+			if (get_name(L, v, "listener.group", &c->listener_group) != 0)
 				return -1;
 		} else {
 			snprintf(key, sizeof(key), "listener.%.60s", k);
@@ -433,16 +432,10 @@ static int parse_root(struct loader *L)
 			if (yf_path(&L->yf, v, "trust_anchors", &c->trust_anchors) != 0)
 				return -1;
 		} else if (strcmp(k, "user") == 0) {
-			free(c->user);
-			c->user = NULL;
-			if (yf_strdup(yf, v, "user", &c->user) != 0 ||
-			    check_name(L, v, "user", c->user) != 0)
+			if (get_name(L, v, "user", &c->user) != 0)
 				return -1;
 		} else if (strcmp(k, "group") == 0) {
-			free(c->group);
-			c->group = NULL;
-			if (yf_strdup(yf, v, "group", &c->group) != 0 ||
-			    check_name(L, v, "group", c->group) != 0)
+			if (get_name(L, v, "group", &c->group) != 0)
 				return -1;
 		} else if (strcmp(k, "listener") == 0) {
 			if (parse_listener(L, v) != 0)
