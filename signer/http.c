@@ -726,12 +726,20 @@ int http_start(struct core_link *link, const struct config *cfg, int listen_fd,
 	}
 	h->reaper_started = 1;
 	fit_nofile(h->lim.connections);
+	/* A thread per connection: a request waits for the core (the token, the ledger's
+	 * commit) inside its handler, and with a pool of threads every other connection that
+	 * landed on the same thread would wait behind it (the pool hands new connections to
+	 * whichever thread is idle, so one thread can hold most of them). The core's
+	 * concurrency is bounded by the channels (listen.threads), the threads here by
+	 * limits.connections: notify_connection() closes the excess, so MHD's own limit, above
+	 * it, only bounds connections that are already being closed. */
 	h->mhd = MHD_start_daemon(
-	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0,
+	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+	        MHD_USE_ITC | MHD_USE_ERROR_LOG,
+	    0,
 	    /* The logger first: MHD logs through its default one until it has seen it. */
 	    NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_LISTEN_SOCKET,
-	    listen_fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->lim.connections * cfg->threads,
+	    listen_fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->lim.connections * 2,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->lim.idle_timeout,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, h->lim.header_size + (size_t)HTTP_POOL_SLACK,
 	    MHD_OPTION_URI_LOG_CALLBACK, request_line, h, MHD_OPTION_NOTIFY_CONNECTION,

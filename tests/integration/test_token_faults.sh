@@ -281,5 +281,29 @@ for rv in CKR_PIN_INCORRECT CKR_PIN_LOCKED; do
 	stop_daemon
 done
 
+# --- a request waiting on the core holds up no other connection --------------------------------
+# One channel to the core: while a signHash hangs in the module, a request on another
+# connection that the listener answers alone (an unknown path: 404) is answered at once.
+what="one channel, C_Sign=hang:3"
+sed -i 's/^  mode: "0600"$/  mode: "0600"\n  threads: 1/' "$WORK/iamsignd.yaml"
+ctl ""
+start_daemon
+sign
+[ "$CODE" = 200 ] || fail "$what: not signing before the fault (HTTP $CODE)"
+ctl "C_Sign=hang:3*1"
+sign &
+hung=$!
+sleep 0.3
+out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' --max-time 10 \
+	--unix-socket "$WORK/iamsign.sock" http://localhost/no-such-path || true)
+if [ "${out%% *}" = 404 ] && lt "${out##* }" 0.5; then
+	pass "$what: a request on another connection answered in ${out##* }s"
+else
+	fail "$what: a request on another connection: HTTP ${out%% *} after ${out##* }s"
+fi
+wait "$hung" || true
+ctl ""
+stop_daemon
+
 echo "--- measured -----------------------------------------------------------------"
 printf '%s\n' "${RESULTS[@]}"
