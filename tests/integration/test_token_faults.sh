@@ -286,6 +286,7 @@ done
 # connection that the listener answers alone (an unknown path: 404) is answered at once.
 what="one channel, C_Sign=hang:3"
 sed -i 's/^  mode: "0600"$/  mode: "0600"\n  threads: 1/' "$WORK/iamsignd.yaml"
+grep -q '^  threads: 1$' "$WORK/iamsignd.yaml" || die "$what: could not set listen.threads"
 ctl ""
 start_daemon
 sign
@@ -293,7 +294,8 @@ sign
 ctl "C_Sign=hang:3*1"
 sign &
 hung=$!
-sleep 0.3
+sleep 0.5
+kill -0 "$hung" 2>/dev/null || fail "$what: the hanging signHash was answered within 0.5 s"
 out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' --max-time 10 \
 	--unix-socket "$WORK/iamsign.sock" http://localhost/no-such-path || true)
 if [ "${out%% *}" = 404 ] && lt "${out##* }" 0.5; then
