@@ -19,7 +19,8 @@
  * when verifying: every row is re-encoded from its columns.
  *
  * Locks: `mu` guards the queue and the checkpoint counters; `wmu` guards the write connection
- * (held by the writer thread for a batch, or by a direct-mode append, or by a checkpoint);
+ * (held by the writer thread for a transaction, its commit delay included, or by a
+ * direct-mode append, or by a checkpoint);
  * `rmu` guards the read connection used by ledger_quota_used/ledger_jti_used. */
 #include <errno.h>
 #include <fcntl.h>
@@ -568,63 +569,123 @@ static void rollback(struct ledger *l)
 	}
 }
 
-/* One transaction for the whole batch, records in queue order. Every p->result is set; on
- * success each record's seq (and, for a failed condition, its decision) is filled in.
- * Called with wmu held. Returns the number of records committed. */
-static size_t write_batch(struct ledger *l, struct pending *batch)
+/* One write transaction. Records join it in queue order as they arrive (txn_add), so the work
+ * of inserting them overlaps the commit delay; txn_end commits them all with one fsync. */
+struct txn {
+	struct audit_rec *w; /* scratch copy of the record being written */
+	uint64_t seq, first; /* last sequence number used; the first of this transaction */
+	uint8_t prev[32];    /* hash of record seq */
+	int bad;             /* an error: the transaction rolls back, every record unavailable */
+	struct pending *head, *tail;
+	size_t n; /* records joined */
+};
+
+/* Begin a transaction on the write connection (wmu held). A failure marks it bad. */
+static void txn_begin(struct ledger *l, struct txn *t)
 {
-	struct audit_rec *w = NULL;
-	struct pending *p;
-	uint64_t seq, first;
-	uint8_t prev[32], hash[32];
-	size_t n = 0;
 	int rc;
 
-	for (p = batch; p != NULL; p = p->next)
-		p->result = LEDGER_ERR_UNAVAILABLE;
-	if ((w = malloc(sizeof(*w))) == NULL) {
-		for (p = batch; p != NULL; p = p->next)
-			p->result = LEDGER_ERR_INTERNAL;
-		return 0;
+	memset(t, 0, sizeof(*t));
+	if ((t->w = malloc(sizeof(*t->w))) == NULL) {
+		t->bad = LEDGER_ERR_INTERNAL;
+		return;
 	}
 	rc = sqlite3_step(l->w[W_BEGIN]);
 	sqlite3_reset(l->w[W_BEGIN]);
 	if (rc != SQLITE_DONE) {
 		fprintf(stderr, "ledger: cannot begin a transaction: %s\n", sqlite3_errmsg(l->db));
-		goto fail;
+		t->bad = LEDGER_ERR_UNAVAILABLE;
+		return;
 	}
-	if (read_head(l, &seq, prev) != 0)
-		goto sqlfail;
-	first = seq + 1;
-	for (p = batch; p != NULL; p = p->next) {
-		*w = *p->rec;
-		rc = apply_conditions(l, w);
-		if (rc == COND_SQL_ERROR)
-			goto sqlfail;
+	if (read_head(l, &t->seq, t->prev) != 0) {
+		fprintf(stderr, "ledger: cannot read the chain head: %s\n", sqlite3_errmsg(l->db));
+		t->bad = LEDGER_ERR_UNAVAILABLE;
+		return;
+	}
+	t->first = t->seq + 1;
+}
+
+/* Write the records of list (linked by next) into t, in order, and keep them for txn_end.
+ * Once t is bad the rest are only kept, to be answered with its error. */
+static void txn_add(struct ledger *l, struct txn *t, struct pending *list)
+{
+	struct pending *p;
+	uint8_t hash[32];
+	int rc;
+
+	if (list == NULL)
+		return;
+	if (t->tail != NULL)
+		t->tail->next = list;
+	else
+		t->head = list;
+	for (p = list; p != NULL; p = p->next) {
+		t->tail = p;
+		t->n++;
+		p->result = LEDGER_ERR_UNAVAILABLE;
+		if (t->bad)
+			continue;
+		*t->w = *p->rec;
+		rc = apply_conditions(l, t->w);
+		if (rc == COND_SQL_ERROR) {
+			fprintf(stderr, "ledger: cannot apply a record's conditions: %s\n",
+			        sqlite3_errmsg(l->db));
+			t->bad = LEDGER_ERR_UNAVAILABLE;
+			continue;
+		}
 		if (rc == LEDGER_ERR_QUOTA || rc == LEDGER_ERR_REPLAY) {
-			snprintf(w->decision, sizeof(w->decision), "deny");
-			snprintf(w->reason, sizeof(w->reason), "%s",
+			snprintf(t->w->decision, sizeof(t->w->decision), "deny");
+			snprintf(t->w->reason, sizeof(t->w->reason), "%s",
 			         rc == LEDGER_ERR_QUOTA ? "quota_exceeded" : "sad_replayed");
-			w->nsigs = 0;
+			t->w->nsigs = 0;
 		}
-		seq++;
-		if (rec_hash(w, seq, prev, hash) != 0) {
+		if (rec_hash(t->w, t->seq + 1, t->prev, hash) != 0) {
 			fprintf(stderr, "ledger: cannot hash a record\n");
-			goto fail;
+			t->bad = LEDGER_ERR_UNAVAILABLE;
+			continue;
 		}
-		if (insert_rec(l, w, seq, prev, hash) != 0)
-			goto sqlfail;
-		memcpy(prev, hash, 32);
+		if (insert_rec(l, t->w, t->seq + 1, t->prev, hash) != 0) {
+			fprintf(stderr, "ledger: cannot insert a record: %s\n",
+			        sqlite3_errmsg(l->db));
+			t->bad = LEDGER_ERR_UNAVAILABLE;
+			continue;
+		}
+		t->seq++;
+		memcpy(t->prev, hash, 32);
 		p->result = rc;
-		n++;
 	}
-	rc = sqlite3_step(l->w[W_COMMIT]);
-	sqlite3_reset(l->w[W_COMMIT]);
-	if (rc != SQLITE_DONE)
-		goto sqlfail;
+}
+
+/* Commit t, or roll it back if it went bad. Every joined record's result is set; on success
+ * each record's seq (and, for a failed condition, its decision) is filled in. Returns the
+ * number of records committed. The records stay linked from t->head for their wake-up. */
+static size_t txn_end(struct ledger *l, struct txn *t)
+{
+	struct pending *p;
+	uint64_t seq;
+	int rc;
+
+	if (!t->bad) {
+		rc = sqlite3_step(l->w[W_COMMIT]);
+		sqlite3_reset(l->w[W_COMMIT]);
+		if (rc != SQLITE_DONE) {
+			fprintf(stderr, "ledger: cannot commit: %s\n", sqlite3_errmsg(l->db));
+			t->bad = LEDGER_ERR_UNAVAILABLE;
+		}
+	}
+	free(t->w);
+	t->w = NULL;
+	if (t->bad) {
+		if (t->n > 0)
+			fprintf(stderr, "ledger: %zu record(s) rolled back, none written\n", t->n);
+		rollback(l);
+		for (p = t->head; p != NULL; p = p->next)
+			p->result = t->bad;
+		return 0;
+	}
 	/* Durable: tell the callers what was written. */
-	seq = first;
-	for (p = batch; p != NULL; p = p->next, seq++) {
+	seq = t->first;
+	for (p = t->head; p != NULL; p = p->next, seq++) {
 		p->rec->seq = seq;
 		if (p->result == LEDGER_ERR_QUOTA || p->result == LEDGER_ERR_REPLAY) {
 			snprintf(p->rec->decision, sizeof(p->rec->decision), "deny");
@@ -633,16 +694,7 @@ static size_t write_batch(struct ledger *l, struct pending *batch)
 			p->rec->nsigs = 0;
 		}
 	}
-	free(w);
-	return n;
-sqlfail:
-	fprintf(stderr, "ledger: write failed, batch rolled back: %s\n", sqlite3_errmsg(l->db));
-fail:
-	rollback(l);
-	for (p = batch; p != NULL; p = p->next)
-		p->result = LEDGER_ERR_UNAVAILABLE;
-	free(w);
-	return 0;
+	return t->n;
 }
 
 /* ---- checkpoints ---- */
@@ -736,13 +788,59 @@ int ledger_checkpoint(struct ledger *l, uint64_t *seq)
 
 /* ---- the writer thread ---- */
 
+/* Take the whole queue (mu held); *n its length. */
+static struct pending *take_queue(struct ledger *l, size_t *n)
+{
+	struct pending *q = l->qhead;
+
+	*n = l->qlen;
+	l->qhead = l->qtail = NULL;
+	l->qlen = 0;
+	return q;
+}
+
+/* The commit delay, with t open (wmu held, mu not): while appends announced by requests on
+ * their way here (signing now) have not arrived, take in those that do, for at most wait_ns:
+ * one fsync then carries them all instead of each paying its own. Each joins the transaction
+ * as it arrives, so the wait also covers the work of writing it. */
+static void gather(struct ledger *l, struct txn *t, int64_t wait_ns)
+{
+	struct pending *more;
+	struct timespec until;
+	size_t n;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += (long)wait_ns;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&l->mu);
+	while (!t->bad && t->n < LEDGER_MAX_BATCH) {
+		while (l->qhead == NULL && l->expected > 0 && !l->stop &&
+		       pthread_cond_timedwait(&l->cv_work, &l->mu, &until) == 0)
+			;
+		if (l->qhead == NULL)
+			break; /* the time is up, nothing more is on its way, or stopping */
+		more = take_queue(l, &n);
+		pthread_mutex_unlock(&l->mu);
+		txn_add(l, t, more);
+		pthread_mutex_lock(&l->mu);
+		if (l->expected == 0 || l->stop)
+			break;
+	}
+	pthread_mutex_unlock(&l->mu);
+}
+
 static void *writer_main(void *arg)
 {
 	struct ledger *l = arg;
 	struct pending *batch, *p, *next;
 	struct timespec ts;
+	struct txn t;
+	int64_t wait_ns = 0;
 	size_t n;
-	int stop, due;
+	int stop, due, delay;
 
 	for (;;) {
 		pthread_mutex_lock(&l->mu);
@@ -757,28 +855,12 @@ static void *writer_main(void *arg)
 				pthread_cond_wait(&l->cv_work, &l->mu);
 			}
 		}
-		/* Commit delay: while enough appends announced by requests on their way here
-		 * (signing now) have not arrived, wait for them a little, at most about one
-		 * commit's time: one fsync then carries them all instead of each paying its own.
-		 * With few on their way the wait would cost more latency than it saves. */
-		if (l->qhead != NULL && !l->stop && l->expected >= LEDGER_DELAY_SIBLINGS) {
-			struct timespec until;
-			int64_t wait_ns =
+		/* With few on their way a commit delay would cost more latency than it saves. */
+		delay = l->qhead != NULL && !l->stop && l->expected >= LEDGER_DELAY_SIBLINGS;
+		if (delay) /* about one commit's time */
+			wait_ns =
 			    l->sync_ns < LEDGER_DELAY_MAX_NS ? l->sync_ns : LEDGER_DELAY_MAX_NS;
-
-			clock_gettime(CLOCK_MONOTONIC, &until);
-			until.tv_nsec += (long)wait_ns;
-			if (until.tv_nsec >= 1000000000L) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000L;
-			}
-			while (l->expected > 0 && l->qlen < LEDGER_MAX_BATCH && !l->stop &&
-			       pthread_cond_timedwait(&l->cv_work, &l->mu, &until) == 0)
-				;
-		}
-		batch = l->qhead;
-		l->qhead = l->qtail = NULL;
-		l->qlen = 0;
+		batch = take_queue(l, &n);
 		stop = l->stop;
 		pthread_mutex_unlock(&l->mu);
 
@@ -786,18 +868,22 @@ static void *writer_main(void *arg)
 			struct timespec t0, t1;
 			int64_t took;
 
-			clock_gettime(CLOCK_MONOTONIC, &t0);
 			pthread_mutex_lock(&l->wmu);
-			n = write_batch(l, batch);
-			pthread_mutex_unlock(&l->wmu);
+			txn_begin(l, &t);
+			txn_add(l, &t, batch);
+			if (delay)
+				gather(l, &t, wait_ns);
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			n = txn_end(l, &t);
 			clock_gettime(CLOCK_MONOTONIC, &t1);
+			pthread_mutex_unlock(&l->wmu);
 			took = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
 			       (t1.tv_nsec - t0.tv_nsec);
 			pthread_mutex_lock(&l->mu);
 			l->sync_ns = l->sync_ns == 0 ? took : (7 * l->sync_ns + took) / 8;
 			l->uncovered += n;
 			l->since_try += n;
-			for (p = batch; p != NULL; p = next) {
+			for (p = t.head; p != NULL; p = next) {
 				next = p->next; /* p belongs to its waiter once done */
 				p->done = 1;
 				pthread_cond_signal(&p->cv);
@@ -985,8 +1071,12 @@ static int append(struct ledger *l, struct audit_rec *rec, int announced)
 	memset(&p, 0, sizeof(p));
 	p.rec = rec;
 	if (l->opts.direct) {
+		struct txn t;
+
 		pthread_mutex_lock(&l->wmu);
-		if (write_batch(l, &p) > 0) {
+		txn_begin(l, &t);
+		txn_add(l, &t, &p);
+		if (txn_end(l, &t) > 0) {
 			pthread_mutex_lock(&l->mu);
 			l->uncovered++;
 			l->since_try++;

@@ -86,8 +86,9 @@ int ledger_append(struct ledger *l, struct audit_rec *rec);
  * arrives (queued or refused); one that will not append after all takes it back with -1.
  * When at least four announced records are on their way, the writer holds a commit back for
  * them, at most about the time of one recent commit and never over 2 ms, so that one fsync
- * carries them all; with fewer the wait would cost more than it saves. Ignored by a ledger
- * without a writer thread (direct). */
+ * carries them all; with fewer the wait would cost more than it saves. The transaction is open
+ * meanwhile and takes each record in as it arrives. Ignored by a ledger without a writer thread
+ * (direct). */
 void ledger_expect(struct ledger *l, int delta);
 int ledger_append_expected(struct ledger *l, struct audit_rec *rec);
 
