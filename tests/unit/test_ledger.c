@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -234,7 +235,10 @@ struct worker {
 	uint32_t quota_max;
 	const char *jti;
 	uint32_t jti_num;
-	int announce; /* ledger_expect around each append, as the daemon's signing path does */
+	/* ledger_expect around each append, as the daemon's signing path does, with a pause
+	 * between the two where the daemon signs: the commit delay then finds announced records
+	 * still on their way and takes them in as they come. */
+	int announce;
 };
 
 static void *worker_main(void *arg)
@@ -260,8 +264,12 @@ static void *worker_main(void *arg)
 			r->jti_num = w->jti_num;
 			r->jti_exp = 1900000000;
 		}
-		if (w->announce)
+		if (w->announce) {
+			struct timespec sign = {0, 200 * 1000};
+
 			ledger_expect(w->l, 1);
+			nanosleep(&sign, NULL);
+		}
 		rc = w->announce ? ledger_append_expected(w->l, r) : ledger_append(w->l, r);
 		if (rc == LEDGER_OK) {
 			w->ok++;
@@ -412,7 +420,7 @@ static void test_second_process(void **state)
 
 /* ---- conditions ---- */
 
-static void test_quota_exact(void **state)
+static void quota_exact(void **state, int announce)
 {
 	enum { PER = 25, QUOTA = 37 };
 	struct fixture *f = *state;
@@ -427,6 +435,7 @@ static void test_quota_exact(void **state)
 		w[i].id = i;
 		w[i].n = PER;
 		w[i].quota_max = QUOTA;
+		w[i].announce = announce;
 	}
 	run_workers(w, THREADS);
 	for (i = 0; i < THREADS; i++) {
@@ -441,6 +450,18 @@ static void test_quota_exact(void **state)
 	assert_int_equal(ledger_quota_used(l, "other", 20000), 0);
 	ledger_close(l);
 	expect_intact(f, THREADS * PER); /* refusals are recorded too */
+}
+
+static void test_quota_exact(void **state)
+{
+	quota_exact(state, 0);
+}
+
+/* Announced, as the daemon's signing path does: records that arrive during the commit delay
+ * join the open transaction, and each sees the counts of those written before it. */
+static void test_quota_exact_announced(void **state)
+{
+	quota_exact(state, 1);
 }
 
 static void test_jti(void **state)
@@ -470,6 +491,23 @@ static void test_jti(void **state)
 	assert_int_equal(replay, THREADS * 4 - 5);
 	assert_int_equal(ledger_jti_used(l, "jti-race"), 5);
 	assert_int_equal(ledger_jti_used(l, "unknown"), 0);
+
+	/* The same race announced: records joining a transaction during the commit delay. */
+	ok = replay = 0;
+	for (i = 0; i < THREADS; i++) {
+		w[i].ok = w[i].replay_fail = w[i].other = 0;
+		w[i].jti = "jti-race-announced";
+		w[i].announce = 1;
+	}
+	run_workers(w, THREADS);
+	for (i = 0; i < THREADS; i++) {
+		ok += w[i].ok;
+		replay += w[i].replay_fail;
+		assert_int_equal(w[i].other, 0);
+	}
+	assert_int_equal(ok, 5);
+	assert_int_equal(replay, THREADS * 4 - 5);
+	assert_int_equal(ledger_jti_used(l, "jti-race-announced"), 5);
 
 	/* A single-use SAD: once, then replayed; a refusal consumes nothing. */
 	make_rec(&r, 1);
@@ -505,7 +543,7 @@ static void test_jti(void **state)
 	r.jti_num = 1;
 	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_REPLAY);
 	ledger_close(l);
-	expect_intact(f, THREADS * 4 + 4);
+	expect_intact(f, 2 * THREADS * 4 + 4);
 }
 
 /* ---- unwritable ---- */
@@ -882,6 +920,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_commit_delay_bounded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_second_process, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_quota_exact, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_quota_exact_announced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_jti, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unavailable, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unavailable_direct, setup, teardown),
