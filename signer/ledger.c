@@ -569,6 +569,18 @@ static void rollback(struct ledger *l)
 	}
 }
 
+/* A record whose quota or jti condition failed (rc) is written as that refusal, without its
+ * signatures; any other rc leaves it as it is. */
+static void refuse(struct audit_rec *r, int rc)
+{
+	if (rc != LEDGER_ERR_QUOTA && rc != LEDGER_ERR_REPLAY)
+		return;
+	snprintf(r->decision, sizeof(r->decision), "deny");
+	snprintf(r->reason, sizeof(r->reason), "%s",
+	         rc == LEDGER_ERR_QUOTA ? "quota_exceeded" : "sad_replayed");
+	r->nsigs = 0;
+}
+
 /* One write transaction. Records join it in queue order as they arrive (txn_add), so the work
  * of inserting them overlaps the commit delay; txn_end commits them all with one fsync. */
 struct txn {
@@ -633,12 +645,7 @@ static void txn_add(struct ledger *l, struct txn *t, struct pending *list)
 			t->bad = LEDGER_ERR_UNAVAILABLE;
 			continue;
 		}
-		if (rc == LEDGER_ERR_QUOTA || rc == LEDGER_ERR_REPLAY) {
-			snprintf(t->w->decision, sizeof(t->w->decision), "deny");
-			snprintf(t->w->reason, sizeof(t->w->reason), "%s",
-			         rc == LEDGER_ERR_QUOTA ? "quota_exceeded" : "sad_replayed");
-			t->w->nsigs = 0;
-		}
+		refuse(t->w, rc);
 		if (rec_hash(t->w, t->seq + 1, t->prev, hash) != 0) {
 			fprintf(stderr, "ledger: cannot hash a record\n");
 			t->bad = LEDGER_ERR_UNAVAILABLE;
@@ -687,12 +694,7 @@ static size_t txn_end(struct ledger *l, struct txn *t)
 	seq = t->first;
 	for (p = t->head; p != NULL; p = p->next, seq++) {
 		p->rec->seq = seq;
-		if (p->result == LEDGER_ERR_QUOTA || p->result == LEDGER_ERR_REPLAY) {
-			snprintf(p->rec->decision, sizeof(p->rec->decision), "deny");
-			snprintf(p->rec->reason, sizeof(p->rec->reason), "%s",
-			         p->result == LEDGER_ERR_QUOTA ? "quota_exceeded" : "sad_replayed");
-			p->rec->nsigs = 0;
-		}
+		refuse(p->rec, p->result);
 	}
 	return t->n;
 }
@@ -788,12 +790,11 @@ int ledger_checkpoint(struct ledger *l, uint64_t *seq)
 
 /* ---- the writer thread ---- */
 
-/* Take the whole queue (mu held); *n its length. */
-static struct pending *take_queue(struct ledger *l, size_t *n)
+/* Take the whole queue (mu held). */
+static struct pending *take_queue(struct ledger *l)
 {
 	struct pending *q = l->qhead;
 
-	*n = l->qlen;
 	l->qhead = l->qtail = NULL;
 	l->qlen = 0;
 	return q;
@@ -807,7 +808,6 @@ static void gather(struct ledger *l, struct txn *t, int64_t wait_ns)
 {
 	struct pending *more;
 	struct timespec until;
-	size_t n;
 
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_nsec += (long)wait_ns;
@@ -822,7 +822,7 @@ static void gather(struct ledger *l, struct txn *t, int64_t wait_ns)
 			;
 		if (l->qhead == NULL)
 			break; /* the time is up, nothing more is on its way, or stopping */
-		more = take_queue(l, &n);
+		more = take_queue(l);
 		pthread_mutex_unlock(&l->mu);
 		txn_add(l, t, more);
 		pthread_mutex_lock(&l->mu);
@@ -860,7 +860,7 @@ static void *writer_main(void *arg)
 		if (delay) /* about one commit's time */
 			wait_ns =
 			    l->sync_ns < LEDGER_DELAY_MAX_NS ? l->sync_ns : LEDGER_DELAY_MAX_NS;
-		batch = take_queue(l, &n);
+		batch = take_queue(l);
 		stop = l->stop;
 		pthread_mutex_unlock(&l->mu);
 
