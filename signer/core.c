@@ -202,14 +202,15 @@ static uint32_t handle(struct channel *ch, uint32_t type, const uint8_t *p, size
 	int ok = 0;
 
 	if (type == WIRE_REQ_STATUS) {
-		struct tok_stats ts;
+		struct wire_status st;
 
 		if (cfd >= 0 || len != 0) {
 			violation(&e, ch, "status request with a payload or a descriptor");
 			goto answer;
 		}
-		tok_stats(s->tok, &ts);
-		if (wire_enc_status(out, &ts) == 0)
+		tok_stats(s->tok, &st.tok);
+		ledger_stats(s->ledger, &st.ledger);
+		if (wire_enc_status(out, &st) == 0)
 			return WIRE_RESP_STATUS;
 		svc_fail(&e, 500, "server_error", "internal_error", "out of memory");
 		goto answer;

@@ -377,8 +377,9 @@ static enum MHD_Result reply_error(struct http_server *h, struct MHD_Connection 
 	return reply(h, c, status, csc_error_body(&e), "application/json");
 }
 
-/* The token's state from the core (atomic loads there: never waits on a failing token). */
-static int core_status(struct http_server *h, struct tok_stats *ts)
+/* The token's state and the ledger's counters from the core (neither waits on a failing token
+ * or a slow disk there). */
+static int core_status(struct http_server *h, struct wire_status *st)
 {
 	struct wire_buf b;
 	struct svc_error e;
@@ -390,7 +391,7 @@ static int core_status(struct http_server *h, struct tok_stats *ts)
 
 	wire_buf_init(&b, WIRE_MAX_REQ);
 	if (core_link_call(h->link, WIRE_REQ_STATUS, &b, -1, &type, &p, &n, &e) == 0 &&
-	    type == WIRE_RESP_STATUS && wire_dec_status(p, n, ts, why, sizeof(why)) == 0)
+	    type == WIRE_RESP_STATUS && wire_dec_status(p, n, st, why, sizeof(why)) == 0)
 		r = 0;
 	free(p);
 	wire_buf_free(&b);
@@ -400,11 +401,13 @@ static int core_status(struct http_server *h, struct tok_stats *ts)
 static char *metrics_text(struct http_server *h)
 {
 	char *s = NULL;
-	struct tok_stats ts;
+	struct wire_status st;
+	const struct tok_stats *ts = &st.tok;
+	const struct ledger_stats *ls = &st.ledger;
 
-	if (core_status(h, &ts) != 0) {
-		memset(&ts, 0, sizeof(ts));
-		ts.state = -1;
+	if (core_status(h, &st) != 0) {
+		memset(&st, 0, sizeof(st));
+		st.tok.state = -1;
 	}
 	if (asprintf(&s,
 	             "# HELP iamsign_requests_total HTTP requests answered.\n"
@@ -437,11 +440,28 @@ static char *metrics_text(struct http_server *h)
 	             "# HELP iamsign_token_last_outage_seconds Length of the last outage that "
 	             "ended.\n"
 	             "# TYPE iamsign_token_last_outage_seconds gauge\n"
-	             "iamsign_token_last_outage_seconds %.3f\n",
+	             "iamsign_token_last_outage_seconds %.3f\n"
+	             "# HELP iamsign_ledger_commits_total Ledger transactions committed, each with "
+	             "one fsync.\n"
+	             "# TYPE iamsign_ledger_commits_total counter\n"
+	             "iamsign_ledger_commits_total %llu\n"
+	             "# HELP iamsign_ledger_records_total Audit records committed.\n"
+	             "# TYPE iamsign_ledger_records_total counter\n"
+	             "iamsign_ledger_records_total %llu\n"
+	             "# HELP iamsign_ledger_failed_total Records refused because the ledger could "
+	             "not be written (ledger_unavailable).\n"
+	             "# TYPE iamsign_ledger_failed_total counter\n"
+	             "iamsign_ledger_failed_total %llu\n"
+	             "# HELP iamsign_ledger_commit_seconds_total Time spent committing, the fsync "
+	             "included.\n"
+	             "# TYPE iamsign_ledger_commit_seconds_total counter\n"
+	             "iamsign_ledger_commit_seconds_total %.6f\n",
 	             atomic_load(&h->requests), atomic_load(&h->errors4), atomic_load(&h->errors5),
-	             atomic_load(&h->in_flight), ts.state, (unsigned long long)ts.downs,
-	             (unsigned long long)ts.recoveries, (unsigned long long)ts.fast_failures,
-	             (double)ts.last_outage_ms / 1000.0) < 0)
+	             atomic_load(&h->in_flight), ts->state, (unsigned long long)ts->downs,
+	             (unsigned long long)ts->recoveries, (unsigned long long)ts->fast_failures,
+	             (double)ts->last_outage_ms / 1000.0, (unsigned long long)ls->commits,
+	             (unsigned long long)ls->records, (unsigned long long)ls->failed,
+	             (double)ls->commit_ns / 1e9) < 0)
 		return NULL;
 	return s;
 }
@@ -611,14 +631,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		return reply_error(h, c, 403, "access_denied", "unknown_caller",
 		                   "caller identity unavailable");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/healthz") == 0) {
-		struct tok_stats ts;
+		struct wire_status st;
 
 		/* Atomic loads in the core: a pulled card shows here at once, untouched. */
-		if (core_status(h, &ts) != 0)
+		if (core_status(h, &st) != 0)
 			return reply(h, c, 503,
 			             strdup("{\"status\":\"degraded\",\"core\":\"down\"}"),
 			             "application/json");
-		switch (ts.state) {
+		switch (st.tok.state) {
 		case TOK_STATE_UP:
 			return reply(h, c, 200, strdup("{\"status\":\"ok\",\"token\":\"up\"}"),
 			             "application/json");

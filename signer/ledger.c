@@ -18,10 +18,10 @@
  * record's hash (32 zero bytes before the first record). Nothing in the database is trusted
  * when verifying: every row is re-encoded from its columns.
  *
- * Locks: `mu` guards the queue and the checkpoint counters; `wmu` guards the write connection
- * (held by the writer thread for a transaction, its commit delay included, or by a
- * direct-mode append, or by a checkpoint);
- * `rmu` guards the read connection used by ledger_quota_used/ledger_jti_used. */
+ * Locks: `mu` guards the queue, the checkpoint counters and the stats; `wmu` guards the write
+ * connection (held by the writer thread for a transaction, its commit delay included, or by a
+ * direct-mode append, or by a checkpoint); `rmu` guards the read connection used by
+ * ledger_quota_used/ledger_jti_used. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -192,6 +192,7 @@ struct ledger {
 	uint64_t uncovered;        /* records committed since the last checkpoint */
 	uint64_t since_try;        /* records committed since the last checkpoint attempt */
 	struct timespec last_ckpt; /* last checkpoint attempt, CLOCK_MONOTONIC */
+	struct ledger_stats stats;
 	pthread_t writer;
 	int have_writer;
 	int have_locks;
@@ -589,7 +590,8 @@ struct txn {
 	uint8_t prev[32];    /* hash of record seq */
 	int bad;             /* an error: the transaction rolls back, every record unavailable */
 	struct pending *head, *tail;
-	size_t n; /* records joined */
+	size_t n;        /* records joined */
+	int64_t took_ns; /* time txn_end took to commit (or roll back) */
 };
 
 /* Begin a transaction on the write connection (wmu held). A failure marks it bad. */
@@ -669,9 +671,11 @@ static void txn_add(struct ledger *l, struct txn *t, struct pending *list)
 static size_t txn_end(struct ledger *l, struct txn *t)
 {
 	struct pending *p;
+	struct timespec t0, t1;
 	uint64_t seq;
 	int rc;
 
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (!t->bad) {
 		rc = sqlite3_step(l->w[W_COMMIT]);
 		sqlite3_reset(l->w[W_COMMIT]);
@@ -680,6 +684,8 @@ static size_t txn_end(struct ledger *l, struct txn *t)
 			t->bad = LEDGER_ERR_UNAVAILABLE;
 		}
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	t->took_ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
 	free(t->w);
 	t->w = NULL;
 	if (t->bad) {
@@ -790,6 +796,21 @@ int ledger_checkpoint(struct ledger *l, uint64_t *seq)
 
 /* ---- the writer thread ---- */
 
+/* Account for t, which txn_end ended with n records committed (mu held): the checkpoint
+ * counters and the stats. n 0: it failed, and all its records with it. */
+static void count_end(struct ledger *l, const struct txn *t, size_t n)
+{
+	if (n == 0) {
+		l->stats.failed += t->n;
+		return;
+	}
+	l->uncovered += n;
+	l->since_try += n;
+	l->stats.commits++;
+	l->stats.records += n;
+	l->stats.commit_ns += (uint64_t)(t->took_ns > 0 ? t->took_ns : 0);
+}
+
 /* Take the whole queue (mu held). */
 static struct pending *take_queue(struct ledger *l)
 {
@@ -865,24 +886,16 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&l->mu);
 
 		if (batch != NULL) {
-			struct timespec t0, t1;
-			int64_t took;
-
 			pthread_mutex_lock(&l->wmu);
 			txn_begin(l, &t);
 			txn_add(l, &t, batch);
 			if (delay)
 				gather(l, &t, wait_ns);
-			clock_gettime(CLOCK_MONOTONIC, &t0);
 			n = txn_end(l, &t);
-			clock_gettime(CLOCK_MONOTONIC, &t1);
 			pthread_mutex_unlock(&l->wmu);
-			took = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
-			       (t1.tv_nsec - t0.tv_nsec);
 			pthread_mutex_lock(&l->mu);
-			l->sync_ns = l->sync_ns == 0 ? took : (7 * l->sync_ns + took) / 8;
-			l->uncovered += n;
-			l->since_try += n;
+			l->sync_ns = l->sync_ns == 0 ? t.took_ns : (7 * l->sync_ns + t.took_ns) / 8;
+			count_end(l, &t, n);
 			for (p = t.head; p != NULL; p = next) {
 				next = p->next; /* p belongs to its waiter once done */
 				p->done = 1;
@@ -1058,6 +1071,8 @@ out:
 static int append(struct ledger *l, struct audit_rec *rec, int announced)
 {
 	struct pending p;
+	size_t n;
+	int r = LEDGER_OK;
 
 	if (l == NULL)
 		return LEDGER_ERR_BAD_INPUT;
@@ -1076,25 +1091,24 @@ static int append(struct ledger *l, struct audit_rec *rec, int announced)
 		pthread_mutex_lock(&l->wmu);
 		txn_begin(l, &t);
 		txn_add(l, &t, &p);
-		if (txn_end(l, &t) > 0) {
-			pthread_mutex_lock(&l->mu);
-			l->uncovered++;
-			l->since_try++;
-			pthread_mutex_unlock(&l->mu);
-		}
+		n = txn_end(l, &t);
+		pthread_mutex_lock(&l->mu);
+		count_end(l, &t, n);
+		pthread_mutex_unlock(&l->mu);
 		pthread_mutex_unlock(&l->wmu);
 		return p.result;
 	}
 	pthread_mutex_lock(&l->mu);
 	if (announced)
 		l->expected--; /* here now, queued or refused: no longer on its way */
-	if (l->stop || l->qlen >= LEDGER_MAX_QUEUE) {
+	if (l->stop || l->qlen >= LEDGER_MAX_QUEUE)
+		r = LEDGER_ERR_UNAVAILABLE;
+	else if (pthread_cond_init(&p.cv, NULL) != 0)
+		r = LEDGER_ERR_INTERNAL;
+	if (r != LEDGER_OK) {
+		l->stats.failed++;
 		pthread_mutex_unlock(&l->mu);
-		return LEDGER_ERR_UNAVAILABLE;
-	}
-	if (pthread_cond_init(&p.cv, NULL) != 0) {
-		pthread_mutex_unlock(&l->mu);
-		return LEDGER_ERR_INTERNAL;
+		return r;
 	}
 	if (l->qtail != NULL)
 		l->qtail->next = &p;
@@ -1108,6 +1122,16 @@ static int append(struct ledger *l, struct audit_rec *rec, int announced)
 	pthread_mutex_unlock(&l->mu);
 	pthread_cond_destroy(&p.cv);
 	return p.result;
+}
+
+void ledger_stats(struct ledger *l, struct ledger_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (l == NULL)
+		return;
+	pthread_mutex_lock(&l->mu);
+	*out = l->stats;
+	pthread_mutex_unlock(&l->mu);
 }
 
 int ledger_append(struct ledger *l, struct audit_rec *rec)

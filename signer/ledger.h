@@ -92,6 +92,19 @@ int ledger_append(struct ledger *l, struct audit_rec *rec);
 void ledger_expect(struct ledger *l, int delta);
 int ledger_append_expected(struct ledger *l, struct audit_rec *rec);
 
+/* What the ledger has done since it was opened, for /metrics. A commit is one write
+ * transaction of audit records, and one fsync unless opts.no_fsync: records / commits is how
+ * many requests shared each fsync, commit_ns / commits the mean time a COMMIT took. failed
+ * counts the appends answered LEDGER_ERR_UNAVAILABLE or LEDGER_ERR_INTERNAL (nothing was
+ * recorded for them). Checkpoints are not counted. Thread-safe. */
+struct ledger_stats {
+	uint64_t commits;
+	uint64_t records;
+	uint64_t failed;
+	uint64_t commit_ns;
+};
+void ledger_stats(struct ledger *l, struct ledger_stats *out);
+
 /* Sign the current chain head now with opts->sign and store the checkpoint (iamsign-admin
  * audit checkpoint). *seq gets the sequence number covered (0: the ledger is empty, nothing
  * signed). LEDGER_OK also when that head already has a checkpoint; LEDGER_ERR_BAD_INPUT without

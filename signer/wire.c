@@ -907,10 +907,13 @@ void wire_list_clear(struct wire_list *l)
 
 /* --- WIRE_RESP_STATUS --- */
 
-int wire_enc_status(struct wire_buf *b, const struct tok_stats *ts)
+int wire_enc_status(struct wire_buf *b, const struct wire_status *st)
 {
+	const struct tok_stats *ts = st != NULL ? &st->tok : NULL;
+
 	if (ts == NULL || ts->state < TOK_STATE_UP || ts->state > TOK_STATE_PIN_FAILED ||
-	    (ts->pcsc != 0 && ts->pcsc != 1) || ts->last_outage_ms < 0)
+	    (ts->pcsc != 0 && ts->pcsc != 1) || ts->last_outage_ms < 0 ||
+	    st->ledger.records < st->ledger.commits)
 		return enc_done(b, 0);
 	put_u8(b, (uint8_t)ts->state);
 	put_u8(b, (uint8_t)ts->pcsc);
@@ -918,14 +921,19 @@ int wire_enc_status(struct wire_buf *b, const struct tok_stats *ts)
 	put_u64(b, ts->recoveries);
 	put_u64(b, ts->fast_failures);
 	put_u64(b, (uint64_t)ts->last_outage_ms);
+	put_u64(b, st->ledger.commits);
+	put_u64(b, st->ledger.records);
+	put_u64(b, st->ledger.failed);
+	put_u64(b, st->ledger.commit_ns);
 	return enc_done(b, 1);
 }
 
-int wire_dec_status(const uint8_t *p, size_t len, struct tok_stats *out, char *why, size_t whylen)
+int wire_dec_status(const uint8_t *p, size_t len, struct wire_status *out, char *why, size_t whylen)
 {
 	struct rd r;
 	uint8_t state, pcsc;
 	uint64_t downs, ups, fast, last;
+	struct ledger_stats ls;
 	int64_t outage;
 
 	memset(out, 0, sizeof(*out));
@@ -944,14 +952,20 @@ int wire_dec_status(const uint8_t *p, size_t len, struct tok_stats *out, char *w
 	memcpy(&outage, &last, sizeof(outage));
 	if (outage < 0)
 		return fail(why, whylen, "last_outage_ms: negative");
+	if (rd_u64(&r, "commits", &ls.commits) != 0 || rd_u64(&r, "records", &ls.records) != 0 ||
+	    rd_u64(&r, "failed", &ls.failed) != 0 || rd_u64(&r, "commit_ns", &ls.commit_ns) != 0)
+		return -1;
+	if (ls.records < ls.commits)
+		return fail(why, whylen, "records: fewer than commits");
 	if (rd_end(&r) != 0)
 		return -1;
-	out->state = state;
-	out->pcsc = pcsc;
-	out->downs = downs;
-	out->recoveries = ups;
-	out->fast_failures = fast;
-	out->last_outage_ms = outage;
+	out->tok.state = state;
+	out->tok.pcsc = pcsc;
+	out->tok.downs = downs;
+	out->tok.recoveries = ups;
+	out->tok.fast_failures = fast;
+	out->tok.last_outage_ms = outage;
+	out->ledger = ls;
 	return 0;
 }
 

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "pkcs11/token.h"
+#include "signer/ledger.h"
 #include "signer/registry.h"
 #include "signer/service.h"
 
@@ -187,8 +188,14 @@ int wire_dec_list(const uint8_t *p, size_t len, struct wire_list *out, char *why
 void wire_list_clear(struct wire_list *l);
 
 /* WIRE_RESP_STATUS payload: u8 state (enum tok_state), u8 pcsc, u64 downs, u64 recoveries,
- * u64 fast_failures, i64 last_outage_ms. */
-int wire_enc_status(struct wire_buf *b, const struct tok_stats *ts);
-int wire_dec_status(const uint8_t *p, size_t len, struct tok_stats *out, char *why, size_t whylen);
+ * u64 fast_failures, i64 last_outage_ms; then the ledger's u64 commits, u64 records (at least
+ * commits), u64 failed, u64 commit_ns. */
+struct wire_status {
+	struct tok_stats tok;
+	struct ledger_stats ledger;
+};
+int wire_enc_status(struct wire_buf *b, const struct wire_status *st);
+int wire_dec_status(const uint8_t *p, size_t len, struct wire_status *out, char *why,
+                    size_t whylen);
 
 #endif

@@ -217,12 +217,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		list(p, len, &b, why, sizeof(why));
 		break;
 	default: {
-		struct tok_stats ts;
-		int r = wire_dec_status(p, len, &ts, why, sizeof(why));
+		struct wire_status st;
+		int r = wire_dec_status(p, len, &st, why, sizeof(why));
 
-		check(r, why, &ts, sizeof(ts));
+		check(r, why, &st, sizeof(st));
 		if (r == 0)
-			same(&b, wire_enc_status(&b, &ts), p, len);
+			same(&b, wire_enc_status(&b, &st), p, len);
 		break;
 	}
 	}

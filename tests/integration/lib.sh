@@ -13,6 +13,7 @@
 #   expect_status MSG WANT GOT  pass if the HTTP status GOT is WANT (else fail, showing the body)
 #   expect_reason REASON        pass if the last response's "reason" is REASON
 #   jq_get FILTER               jq -r FILTER on the last response (nothing if it is not JSON)
+#   metric NAME                 the value of metric NAME in the running daemon's /metrics
 #   wait_exit PID SECS          wait up to SECS for PID to exit (and reap it); 1 if it did not
 #   admin ARGS...               iamsign-admin -c $WORK/iamsignd.yaml ARGS...
 #   pass MSG / fail MSG         record a result (fail does not exit; the test fails at the end)
@@ -313,6 +314,12 @@ csc() {
 # jq_get FILTER: jq -r FILTER applied to the last response; prints nothing if it is not JSON.
 jq_get() {
 	jq -r "$1" "$WORK/resp.json" 2>/dev/null || true
+}
+
+# metric NAME: its value in /metrics (nothing if the daemon does not answer).
+metric() {
+	curl -s --max-time 5 --unix-socket "$WORK/iamsign.sock" http://localhost/metrics |
+		sed -n "s/^$1 //p"
 }
 
 # expect_status MSG WANT GOT

@@ -73,6 +73,7 @@ received=$(wc -l < "$WORK/received")
 [ "$received" -gt 20 ] && pass "$received signatures received before SIGKILL" || fail "only $received signatures before SIGKILL"
 
 start_daemon
+head_at_start=$(sqlite3 "$WORK/state/iamsign.db" "SELECT COALESCE(MAX(seq), 0) FROM audit")
 admin audit export --format jsonl > "$WORK/export.jsonl"
 jq -r 'select(.decision == "allow") | .signature_sha256[]' "$WORK/export.jsonl" | sort > "$WORK/recorded"
 missing=0
@@ -119,6 +120,22 @@ expect_reason ledger_unavailable
 jq -e '.signatures' "$WORK/resp.json" >/dev/null 2>&1 && fail "a signature was returned without its record" || pass "no signature returned while locked"
 wait "$locker"
 expect_status "signing once the lock is gone" 200 "$(csc signatures/signHash "$(request "$fresh")")"
+# /metrics: the records this daemon committed are exactly the chain's growth since it started;
+# the refusal while locked counts as failed.
+failed=$(metric iamsign_ledger_failed_total)
+commits=$(metric iamsign_ledger_commits_total)
+records=$(metric iamsign_ledger_records_total)
+csecs=$(metric iamsign_ledger_commit_seconds_total)
+grown=$(( $(sqlite3 "$WORK/state/iamsign.db" "SELECT MAX(seq) FROM audit") - head_at_start ))
+[ -n "$records" ] && [ "$records" = "$grown" ] &&
+	pass "metrics: $records records committed, as the chain grew" ||
+	fail "metrics: iamsign_ledger_records_total '$records', the chain grew by $grown"
+[ -n "$commits" ] && [ "$commits" -ge 1 ] && [ "$commits" -le "$records" ] &&
+	awk -v s="$csecs" 'BEGIN { exit !(s > 0) }' &&
+	pass "metrics: $commits commits, ${csecs}s committing" ||
+	fail "metrics: commits '$commits', records '$records', seconds '$csecs'"
+[ -n "$failed" ] && [ "$failed" -ge 1 ] && pass "metrics: $failed record(s) failed while locked" ||
+	fail "metrics: iamsign_ledger_failed_total '$failed'"
 stop_daemon
 
 # A full disk: the state directory on a small tmpfs, filled up (root only). The WAL grows with

@@ -94,12 +94,6 @@ healthz() {
 		--unix-socket "$WORK/iamsign.sock" http://localhost/healthz || true)
 }
 
-# metric NAME: its value in /metrics.
-metric() {
-	curl -s --max-time 5 --unix-socket "$WORK/iamsign.sock" http://localhost/metrics |
-		sed -n "s/^$1 //p"
-}
-
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 
 verify_last() {

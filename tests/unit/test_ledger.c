@@ -315,6 +315,7 @@ static void group_commit(void **state, int announce)
 	struct ledger *l = open_ledger(f, 0, sw_sign, 500);
 	struct worker w[THREADS];
 	uint64_t *seqs = calloc(THREADS * PER, sizeof(*seqs)), records, ckpts, bad;
+	struct ledger_stats st;
 	char why[512];
 	unsigned i;
 
@@ -328,7 +329,14 @@ static void group_commit(void **state, int announce)
 		w[i].announce = announce;
 	}
 	run_workers(w, THREADS);
+	ledger_stats(l, &st);
 	ledger_close(l);
+	assert_true(st.records == THREADS * PER && st.failed == 0);
+	assert_true(st.commits >= 1 && st.commit_ns > 0);
+	/* Shared commits: with announcements, each fsync carries the records on their way. */
+	assert_true(st.commits <= st.records);
+	if (announce)
+		assert_true(st.commits < st.records);
 	for (i = 0; i < THREADS; i++) {
 		assert_int_equal(w[i].ok, PER);
 		assert_int_equal(w[i].other, 0);
@@ -562,6 +570,7 @@ static void test_unavailable(void **state)
 	struct fixture *f = *state;
 	struct ledger *l = open_ledger(f, 0, NULL, 0);
 	struct blocked b[3];
+	struct ledger_stats st;
 	pthread_t t[3];
 	char path[512];
 	sqlite3 *db;
@@ -581,10 +590,14 @@ static void test_unavailable(void **state)
 		pthread_join(t[i], NULL);
 		assert_int_equal(b[i].rc, LEDGER_ERR_UNAVAILABLE);
 	}
+	ledger_stats(l, &st);
+	assert_true(st.records == 3 && st.failed == 3);
 	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 	/* The writer keeps going once the database is writable again. */
 	append_n(l, 2);
+	ledger_stats(l, &st);
+	assert_true(st.records == 5 && st.failed == 3);
 	ledger_close(l);
 	expect_intact(f, 5);
 }
@@ -593,6 +606,7 @@ static void test_unavailable_direct(void **state)
 {
 	struct fixture *f = *state;
 	struct ledger *l = open_ledger(f, 1, NULL, 0);
+	struct ledger_stats st;
 	struct audit_rec r;
 	char path[512];
 	sqlite3 *db;
@@ -611,6 +625,8 @@ static void test_unavailable_direct(void **state)
 	assert_int_equal(ledger_quota_used(l, r.cred, 1), 0);
 	assert_int_equal(ledger_append(l, &r), LEDGER_OK);
 	assert_int_equal(r.seq, 1);
+	ledger_stats(l, &st);
+	assert_true(st.commits == 1 && st.records == 1 && st.failed == 1 && st.commit_ns > 0);
 	ledger_close(l);
 	expect_intact(f, 1);
 }

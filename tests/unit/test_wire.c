@@ -235,13 +235,13 @@ static int d_list(const uint8_t *p, size_t len, char *why, size_t whylen)
 
 static int d_status(const uint8_t *p, size_t len, char *why, size_t whylen)
 {
-	struct tok_stats ts;
+	struct wire_status st;
 	int r;
 
-	memset(&ts, 0xa5, sizeof(ts));
-	r = wire_dec_status(p, len, &ts, why, whylen);
+	memset(&st, 0xa5, sizeof(st));
+	r = wire_dec_status(p, len, &st, why, whylen);
 	if (r != 0)
-		assert_true(all_zero(&ts, sizeof(ts)));
+		assert_true(all_zero(&st, sizeof(st)));
 	return r;
 }
 
@@ -1348,15 +1348,28 @@ static void list(void **state)
 
 /* --- WIRE_RESP_STATUS --- */
 
+/* The ledger's four counters after a status's token fields. */
+static void r_ledger(struct raw *r, uint64_t commits, uint64_t records)
+{
+	r64(r, commits);
+	r64(r, records);
+	r64(r, 5);
+	r64(r, 6);
+}
+
 static void status(void **state)
 {
-	struct tok_stats in = {.state = TOK_STATE_DOWN,
-	                       .downs = 3,
-	                       .recoveries = 2,
-	                       .fast_failures = UINT64_MAX,
-	                       .last_outage_ms = INT64_MAX,
-	                       .pcsc = 1},
-	                 out;
+	struct wire_status in = {.tok = {.state = TOK_STATE_DOWN,
+	                                 .downs = 3,
+	                                 .recoveries = 2,
+	                                 .fast_failures = UINT64_MAX,
+	                                 .last_outage_ms = INT64_MAX,
+	                                 .pcsc = 1},
+	                         .ledger = {.commits = 7,
+	                                    .records = UINT64_MAX,
+	                                    .failed = 11,
+	                                    .commit_ns = 13}},
+	                   out;
 	struct wire_buf b;
 	struct raw r;
 	char why[160];
@@ -1364,12 +1377,14 @@ static void status(void **state)
 	wire_buf_init(&b, WIRE_MAX_RESP);
 	assert_int_equal(wire_enc_status(&b, &in), 0);
 	assert_int_equal(wire_dec_status(b.p, b.len, &out, why, sizeof(why)), 0);
-	assert_int_equal(out.state, in.state);
-	assert_int_equal(out.pcsc, in.pcsc);
-	assert_int_equal(out.downs, in.downs);
-	assert_int_equal(out.recoveries, in.recoveries);
-	assert_true(out.fast_failures == UINT64_MAX);
-	assert_true(out.last_outage_ms == INT64_MAX);
+	assert_int_equal(out.tok.state, in.tok.state);
+	assert_int_equal(out.tok.pcsc, in.tok.pcsc);
+	assert_int_equal(out.tok.downs, in.tok.downs);
+	assert_int_equal(out.tok.recoveries, in.tok.recoveries);
+	assert_true(out.tok.fast_failures == UINT64_MAX);
+	assert_true(out.tok.last_outage_ms == INT64_MAX);
+	assert_true(out.ledger.commits == 7 && out.ledger.records == UINT64_MAX);
+	assert_true(out.ledger.failed == 11 && out.ledger.commit_ns == 13);
 	check_strict(d_status, b.p, b.len);
 	wire_buf_free(&b);
 
@@ -1382,6 +1397,7 @@ static void status(void **state)
 			r64(&r, 2);
 			r64(&r, 3);
 			r64(&r, 4);
+			r_ledger(&r, 1, 1);
 			if (st > TOK_STATE_PIN_FAILED)
 				refused(d_status, &r, "state");
 			else if (pcsc > 1)
@@ -1397,17 +1413,49 @@ static void status(void **state)
 	r64(&r, 2);
 	r64(&r, 3);
 	r64(&r, (uint64_t)-1);
+	r_ledger(&r, 0, 0);
 	refused(d_status, &r, "last_outage_ms");
 	raw_free(&r);
+	/* A status from before the ledger's counters: too short. */
+	memset(&r, 0, sizeof(r));
+	r8(&r, 0);
+	r8(&r, 0);
+	r64(&r, 1);
+	r64(&r, 2);
+	r64(&r, 3);
+	r64(&r, 4);
+	refused(d_status, &r, "commits");
+	raw_free(&r);
+	/* Every commit carries at least one record. */
+	for (uint64_t c = 0; c < 3; c++)
+		for (uint64_t n = 0; n < 3; n++) {
+			memset(&r, 0, sizeof(r));
+			r8(&r, 0);
+			r8(&r, 0);
+			r64(&r, 1);
+			r64(&r, 2);
+			r64(&r, 3);
+			r64(&r, 4);
+			r_ledger(&r, c, n);
+			if (n < c)
+				refused(d_status, &r, "records");
+			else
+				accepted(d_status, &r);
+			raw_free(&r);
+		}
 
 	wire_buf_init(&b, WIRE_MAX_RESP);
-	in.state = 3;
+	in.tok.state = 3;
 	enc_refused(wire_enc_status(&b, &in), &b);
-	in.state = 0;
-	in.pcsc = 2;
+	in.tok.state = 0;
+	in.tok.pcsc = 2;
 	enc_refused(wire_enc_status(&b, &in), &b);
-	in.pcsc = 0;
-	in.last_outage_ms = -1;
+	in.tok.pcsc = 0;
+	in.tok.last_outage_ms = -1;
+	enc_refused(wire_enc_status(&b, &in), &b);
+	in.tok.last_outage_ms = 0;
+	in.ledger.commits = 2;
+	in.ledger.records = 1;
 	enc_refused(wire_enc_status(&b, &in), &b);
 }
 
