@@ -591,7 +591,7 @@ struct txn {
 	int bad;             /* an error: the transaction rolls back, every record unavailable */
 	struct pending *head, *tail;
 	size_t n;        /* records joined */
-	int64_t took_ns; /* time txn_end took to commit (or roll back) */
+	int64_t took_ns; /* time txn_end spent in COMMIT (about 0 if it was bad before) */
 };
 
 /* Begin a transaction on the write connection (wmu held). A failure marks it bad. */
