@@ -20,6 +20,7 @@ struct channel {
 	struct core *core;
 	unsigned id;
 	int fd;
+	int status_only; /* the channel kept for /healthz and /metrics */
 	pthread_t thread;
 	int started;
 };
@@ -201,6 +202,10 @@ static uint32_t handle(struct channel *ch, uint32_t type, const uint8_t *p, size
 	uint32_t rtype = WIRE_RESP_ERROR;
 	int ok = 0;
 
+	if (ch->status_only && type != WIRE_REQ_STATUS) {
+		violation(&e, ch, "a request other than status on the status channel");
+		goto answer;
+	}
 	if (type == WIRE_REQ_STATUS) {
 		struct wire_status st;
 
@@ -313,6 +318,10 @@ int core_start(struct service *svc, const char *sock_path, const int *fds, unsig
 {
 	struct core *c;
 
+	if (n < 2) {
+		snprintf(err, errlen, "the core needs a status channel and one more");
+		return -1;
+	}
 	if ((c = calloc(1, sizeof(*c))) == NULL || (c->ch = calloc(n, sizeof(*c->ch))) == NULL) {
 		free(c);
 		snprintf(err, errlen, "out of memory");
@@ -325,6 +334,7 @@ int core_start(struct service *svc, const char *sock_path, const int *fds, unsig
 		c->ch[i].core = c;
 		c->ch[i].id = i;
 		c->ch[i].fd = fds[i];
+		c->ch[i].status_only = i == n - 1;
 	}
 	for (unsigned i = 0; i < n; i++) {
 		if (pthread_create(&c->ch[i].thread, NULL, channel_main, &c->ch[i]) != 0) {

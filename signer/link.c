@@ -1,6 +1,8 @@
 /* A pool of channels to the core. A request takes a free channel for its round trip; one that
  * fails is closed for good (it may be out of step), and with none left every request is
- * answered 503 at once. */
+ * answered 503 at once. The last channel is not in the pool: status requests (/healthz,
+ * /metrics) take it, one at a time, so they never wait for a request on the token or the
+ * ledger. */
 #include "signer/link.h"
 
 #include <pthread.h>
@@ -11,24 +13,30 @@
 struct core_link {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	unsigned n, nfree, alive;
-	int *fds;  /* by channel; -1 once closed */
-	int *free; /* stack of free channel numbers */
+	unsigned n, nfree, alive; /* the pool's */
+	int *fds;                 /* by channel; -1 once closed */
+	int *free;                /* stack of free channel numbers */
+	pthread_mutex_t smu;      /* held for a status round trip */
+	int sfd;                  /* the status channel; -1 once closed */
 };
 
 int core_link_init(const int *fds, unsigned n, struct core_link **out)
 {
-	struct core_link *l = calloc(1, sizeof(*l));
+	struct core_link *l;
 
-	if (l == NULL || (l->fds = calloc(n, sizeof(int))) == NULL ||
+	if (n < 2 || (l = calloc(1, sizeof(*l))) == NULL)
+		return -1;
+	n--; /* the last is the status channel */
+	if ((l->fds = calloc(n, sizeof(int))) == NULL ||
 	    (l->free = calloc(n, sizeof(int))) == NULL) {
-		if (l != NULL)
-			free(l->fds);
+		free(l->fds);
 		free(l);
 		return -1;
 	}
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_cond_init(&l->cv, NULL);
+	pthread_mutex_init(&l->smu, NULL);
+	l->sfd = fds[n];
 	for (unsigned i = 0; i < n; i++) {
 		l->fds[i] = fds[i];
 		l->free[i] = (int)i;
@@ -45,21 +53,79 @@ void core_link_free(struct core_link *l)
 	for (unsigned i = 0; i < l->n; i++)
 		if (l->fds[i] >= 0)
 			close(l->fds[i]);
+	if (l->sfd >= 0)
+		close(l->sfd);
 	pthread_cond_destroy(&l->cv);
 	pthread_mutex_destroy(&l->mu);
+	pthread_mutex_destroy(&l->smu);
 	free(l->fds);
 	free(l->free);
 	free(l);
+}
+
+/* One request and its answer on chfd: 0, or -1 with why set (the channel is then unusable). */
+static int round_trip(int chfd, uint32_t type, const struct wire_buf *req, int fd, uint32_t *rtype,
+                      uint8_t **payload, size_t *len, char *why, size_t whylen)
+{
+	int rfd = -1, r;
+
+	r = wire_send(chfd, type, req, fd);
+	if (r != 0) {
+		snprintf(why, whylen, "cannot send to the core");
+		return -1;
+	}
+	r = wire_recv(chfd, WIRE_MAX_RESP, rtype, payload, len, &rfd, why, whylen);
+	if (r == 1)
+		snprintf(why, whylen, "the core closed the channel");
+	else if (r == 0 && rfd >= 0) {
+		close(rfd); /* the core never sends one */
+		r = -1;
+		snprintf(why, whylen, "a descriptor came with the answer");
+	}
+	if (r == 0)
+		return 0;
+	free(*payload);
+	*payload = NULL;
+	*len = 0;
+	return -1;
+}
+
+static int status_call(struct core_link *l, const struct wire_buf *req, uint32_t *rtype,
+                       uint8_t **payload, size_t *len, struct svc_error *e)
+{
+	char why[160];
+	int r = -1;
+
+	pthread_mutex_lock(&l->smu);
+	if (l->sfd >= 0) {
+		r = round_trip(l->sfd, WIRE_REQ_STATUS, req, -1, rtype, payload, len, why,
+		               sizeof(why));
+		if (r != 0) {
+			fprintf(stderr,
+			        "iamsignd: listener: the status channel to the core: %s: "
+			        "closed\n",
+			        why);
+			close(l->sfd);
+			l->sfd = -1;
+		}
+	}
+	pthread_mutex_unlock(&l->smu);
+	if (r == 0)
+		return 0;
+	return svc_fail(e, 503, "temporarily_unavailable", "core_unavailable",
+	                "the signing core cannot be reached");
 }
 
 int core_link_call(struct core_link *l, uint32_t type, const struct wire_buf *req, int fd,
                    uint32_t *rtype, uint8_t **payload, size_t *len, struct svc_error *e)
 {
 	char why[160];
-	int ch, rfd = -1, r;
+	int ch, r;
 
 	*payload = NULL;
 	*len = 0;
+	if (type == WIRE_REQ_STATUS)
+		return status_call(l, req, rtype, payload, len, e);
 	pthread_mutex_lock(&l->mu);
 	while (l->nfree == 0 && l->alive > 0)
 		pthread_cond_wait(&l->cv, &l->mu);
@@ -71,21 +137,7 @@ int core_link_call(struct core_link *l, uint32_t type, const struct wire_buf *re
 	ch = l->free[--l->nfree];
 	pthread_mutex_unlock(&l->mu);
 
-	r = wire_send(l->fds[ch], type, req, fd);
-	if (r == 0) {
-		r = wire_recv(l->fds[ch], WIRE_MAX_RESP, rtype, payload, len, &rfd, why,
-		              sizeof(why));
-		if (r == 1)
-			snprintf(why, sizeof(why), "the core closed the channel");
-		else if (r == 0 && rfd >= 0) {
-			close(rfd); /* the core never sends one */
-			r = -1;
-			snprintf(why, sizeof(why), "a descriptor came with the answer");
-		}
-	} else {
-		snprintf(why, sizeof(why), "cannot send to the core");
-	}
-
+	r = round_trip(l->fds[ch], type, req, fd, rtype, payload, len, why, sizeof(why));
 	pthread_mutex_lock(&l->mu);
 	if (r == 0) {
 		l->free[l->nfree++] = ch;
@@ -100,8 +152,6 @@ int core_link_call(struct core_link *l, uint32_t type, const struct wire_buf *re
 	pthread_mutex_unlock(&l->mu);
 	if (r == 0)
 		return 0;
-	free(*payload);
-	*payload = NULL;
 	fprintf(stderr, "iamsignd: listener: channel %d to the core: %s: closed\n", ch, why);
 	return svc_fail(e, 503, "temporarily_unavailable", "core_unavailable",
 	                "the signing core cannot be reached");

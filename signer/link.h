@@ -1,5 +1,5 @@
 /* The listener's end of the socketpairs to the signing core: a pool of channels, one request
- * at a time on each. */
+ * at a time on each, and one more for status requests. */
 #ifndef IAMSIGN_SIGNER_LINK_H
 #define IAMSIGN_SIGNER_LINK_H
 
@@ -11,13 +11,15 @@
 
 struct core_link;
 
-/* Take over n channel descriptors. 0, or -1 (out of memory). */
+/* Take over n channel descriptors (n >= 2): the last is kept for status requests, the others
+ * are the pool. 0, or -1 (out of memory). */
 int core_link_init(const int *fds, unsigned n, struct core_link **out);
 void core_link_free(struct core_link *l);
 
-/* Send one request (fd: the caller's connection, or -1) on a free channel and wait for its
- * answer: 0 with *rtype and *payload (malloc'ed; the caller wipes and frees it), or -1 with e
- * set to 503 core_unavailable when the core cannot be reached (that channel is then closed). */
+/* Send one request (fd: the caller's connection, or -1) on a free channel, or a
+ * WIRE_REQ_STATUS on the status channel, and wait for its answer: 0 with *rtype and *payload
+ * (malloc'ed; the caller wipes and frees it), or -1 with e set to 503 core_unavailable when
+ * the core cannot be reached (that channel is then closed). */
 int core_link_call(struct core_link *l, uint32_t type, const struct wire_buf *req, int fd,
                    uint32_t *rtype, uint8_t **payload, size_t *len, struct svc_error *e);
 

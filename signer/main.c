@@ -178,6 +178,7 @@ int main(int argc, char **argv)
 	pid_t listener = -1;
 	int *pairs = NULL, ready[2] = {-1, -1}, stop[2] = {-1, -1};
 	int c, sig, status, do_check = 0, no_fsync = 0, r = 1, lfd = -1, ours = 0;
+	unsigned nch = 0; /* channels to the core */
 
 	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -224,14 +225,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "iamsignd: %s\n", err);
 		goto out;
 	}
-	/* One channel per listener thread: [2i] the core's end, [2i+1] the listener's. */
-	if ((pairs = calloc(2 * (size_t)cfg->threads, sizeof(int))) == NULL) {
+	/* One channel per listener thread, and the last one kept for /healthz and /metrics so
+	 * that they answer while every other channel waits on the token or the ledger: [2i] the
+	 * core's end, [2i+1] the listener's. */
+	nch = cfg->threads + 1;
+	if ((pairs = calloc(2 * (size_t)nch, sizeof(int))) == NULL) {
 		fprintf(stderr, "iamsignd: out of memory\n");
 		goto out;
 	}
-	for (unsigned i = 0; i < 2 * cfg->threads; i++)
+	for (unsigned i = 0; i < 2 * nch; i++)
 		pairs[i] = -1;
-	for (unsigned i = 0; i < cfg->threads; i++)
+	for (unsigned i = 0; i < nch; i++)
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, &pairs[2 * i]) != 0) {
 			fprintf(stderr, "iamsignd: socketpair: %s\n", strerror(errno));
 			goto out;
@@ -252,21 +256,21 @@ int main(int argc, char **argv)
 
 		close(ready[0]);
 		close(stop[1]);
-		for (unsigned i = 0; i < cfg->threads; i++) {
+		for (unsigned i = 0; i < nch; i++) {
 			close(pairs[2 * i]);
 			mine[i] = pairs[2 * i + 1];
 		}
-		listener_main(cfg, lfd, mine, cfg->threads, ready[1], stop[0], getppid());
+		listener_main(cfg, lfd, mine, nch, ready[1], stop[0], getppid());
 	}
 	close(ready[1]);
 	ready[1] = -1;
 	close(stop[0]);
 	stop[0] = -1;
-	for (unsigned i = 0; i < cfg->threads; i++) {
+	for (unsigned i = 0; i < nch; i++) {
 		close(pairs[2 * i + 1]);
 		pairs[i] = pairs[2 * i];
 	}
-	for (unsigned i = cfg->threads; i < 2 * cfg->threads; i++)
+	for (unsigned i = nch; i < 2 * nch; i++)
 		pairs[i] = -1;
 	close(lfd); /* the listener's now; the core never accepts */
 	lfd = -1;
@@ -280,7 +284,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	r = 1;
-	if (core_start(&svc, cfg->socket_path, pairs, cfg->threads, &core, err, sizeof(err)) != 0) {
+	if (core_start(&svc, cfg->socket_path, pairs, nch, &core, err, sizeof(err)) != 0) {
 		free(pairs);
 		pairs = NULL;
 		fprintf(stderr, "iamsignd: %s\n", err);
@@ -344,7 +348,7 @@ out:
 			;
 	core_join(core); /* its channels end with the listener */
 	if (pairs != NULL) {
-		for (unsigned i = 0; i < 2 * cfg->threads; i++)
+		for (unsigned i = 0; i < 2 * nch; i++)
 			if (pairs[i] >= 0)
 				close(pairs[i]);
 		free(pairs);

@@ -103,14 +103,18 @@ for c in 1 2 3 4; do
 	fi
 done
 
-# A locked ledger: another process holds the write lock, signing answers 503 with no signature.
-fresh=$(mint locked 10)
-python3 - "$WORK/state/iamsign.db" "$WORK/lock.ready" <<'PY' &
+# A locked ledger: another process holds the write lock (until lock.release appears, 60 s at
+# most), signing answers 503 with no signature.
+fresh=$(mint locked 100)
+python3 - "$WORK/state/iamsign.db" "$WORK/lock.ready" "$WORK/lock.release" <<'PY' &
 import sqlite3, sys, time, os
 db = sqlite3.connect(sys.argv[1], timeout=1, isolation_level=None)
 db.execute("BEGIN EXCLUSIVE")
 open(sys.argv[2], "w").close()
-time.sleep(12)
+for _ in range(600):
+    if os.path.exists(sys.argv[3]):
+        break
+    time.sleep(0.1)
 db.execute("ROLLBACK")
 PY
 locker=$!
@@ -118,7 +122,32 @@ for _ in $(seq 50); do [ -e "$WORK/lock.ready" ] && break; sleep 0.1; done
 expect_status "signing with the ledger locked" 503 "$(csc signatures/signHash "$(request "$fresh")")"
 expect_reason ledger_unavailable
 jq -e '.signatures' "$WORK/resp.json" >/dev/null 2>&1 && fail "a signature was returned without its record" || pass "no signature returned while locked"
+# More signing requests than the daemon has channels to its core, all waiting on the lock (for
+# the ledger's 5 s busy timeout): /healthz and /metrics still answer at once, on the channel
+# kept for them.
+request "$fresh" > "$WORK/req.locked"
+waiting=()
+for _ in $(seq 1 20); do
+	curl -s -o /dev/null --max-time 60 --unix-socket "$WORK/iamsign.sock" \
+		-H 'Content-Type: application/json' --data-binary @"$WORK/req.locked" \
+		http://localhost/csc/v2/signatures/signHash &
+	waiting+=("$!")
+done
+sleep 1
+for path in healthz metrics; do
+	t0=$(date +%s%N)
+	code=$(curl -s -o "$WORK/$path.out" -w '%{http_code}' --max-time 10 \
+		--unix-socket "$WORK/iamsign.sock" "http://localhost/$path")
+	ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+	[ "$code" = 200 ] && [ "$ms" -lt 2000 ] &&
+		pass "/$path answers in ${ms} ms while every channel waits on the ledger" ||
+		fail "/$path: HTTP $code after ${ms} ms while every channel waits on the ledger"
+done
+grep -q '^iamsign_ledger_records_total ' "$WORK/metrics.out" &&
+	pass "/metrics shows the ledger during the stall" || fail "/metrics: $(cat "$WORK/metrics.out")"
+touch "$WORK/lock.release"
 wait "$locker"
+wait "${waiting[@]}" || true
 expect_status "signing once the lock is gone" 200 "$(csc signatures/signHash "$(request "$fresh")")"
 # /metrics: the records this daemon committed are exactly the chain's growth since it started;
 # the refusal while locked counts as failed.
