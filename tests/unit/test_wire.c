@@ -15,6 +15,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,7 @@
 
 #include <openssl/objects.h>
 
+#include "signer/link.h"
 #include "signer/wire.h"
 
 /* --- A payload written by hand, host byte order --- */
@@ -1864,6 +1867,143 @@ static void peer_refused(int fd, const char *path, const char *what)
 		fail_msg("\"%s\" does not say %s", why, what);
 }
 
+/* --- The listener's channels (link.c) --- */
+
+struct pool_call {
+	struct core_link *link;
+	int rc;
+	uint32_t rtype;
+};
+
+static void *pool_call_main(void *arg)
+{
+	struct pool_call *c = arg;
+	struct wire_buf b;
+	struct svc_error e;
+	uint8_t *p = NULL;
+	size_t len = 0;
+
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	assert_int_equal(wire_enc_list_req(&b, NULL, NULL, 10), 0);
+	c->rc = core_link_call(c->link, WIRE_REQ_LIST, &b, -1, &c->rtype, &p, &len, &e);
+	wire_buf_free(&b);
+	free(p);
+	return NULL;
+}
+
+/* Answer what came on a core end (the core side of a channel) with an empty RECORD. */
+static void core_answers(int fd, uint32_t want)
+{
+	uint8_t *p = NULL;
+	size_t len = 0;
+	uint32_t type;
+	int cfd = -1;
+	char why[160];
+
+	assert_int_equal(wire_recv(fd, WIRE_MAX_REQ, &type, &p, &len, &cfd, why, sizeof(why)), 0);
+	assert_int_equal(type, want);
+	free(p);
+	assert_int_equal(wire_send(fd, WIRE_RESP_RECORD, NULL, -1), 0);
+}
+
+/* A status call, answered at once by the status channel's core end (-1: it is closed). */
+static int status_call(struct core_link *l, int core_end, uint32_t *rtype, struct svc_error *e)
+{
+	uint8_t *p = NULL;
+	size_t len = 0;
+	int r;
+
+	/* Answered before it is asked: the round trip finds the answer waiting. */
+	if (core_end >= 0)
+		assert_int_equal(wire_send(core_end, WIRE_RESP_RECORD, NULL, -1), 0);
+	r = core_link_call(l, WIRE_REQ_STATUS, NULL, -1, rtype, &p, &len, e);
+	free(p);
+	return r;
+}
+
+/* One pool request, answered by whichever of the pool's core ends (a, b) it came on; it must
+ * not come on the status channel's core end st (-1: closed). */
+static void pool_once(struct core_link *l, int a, int b, int st)
+{
+	struct pool_call c = {.link = l, .rc = 1};
+	struct pollfd pf[3] = {{a, POLLIN, 0}, {b, POLLIN, 0}, {st, POLLIN, 0}};
+	pthread_t t;
+
+	assert_int_equal(pthread_create(&t, NULL, pool_call_main, &c), 0);
+	assert_true(poll(pf, 2, 10000) > 0);
+	assert_int_equal(poll(pf + 2, 1, 0), 0);
+	core_answers(pf[0].revents ? a : b, WIRE_REQ_LIST);
+	pthread_join(t, NULL);
+	assert_int_equal(c.rc, 0);
+	assert_int_equal(c.rtype, WIRE_RESP_RECORD);
+}
+
+/* Status requests take the last channel, never one of the pool: they are answered while every
+ * pool channel waits on the core. */
+static void link_status_channel(void **state)
+{
+	int ch[3][2], ends[3], fd;
+	struct core_link *l;
+	struct pool_call c[2];
+	pthread_t t[2];
+	struct svc_error e;
+	uint32_t type;
+	uint8_t *p = NULL;
+	size_t len = 0;
+	char why[160];
+
+	/* A status call stuck behind the pool would hang: the alarm ends the test instead. */
+	alarm(20);
+	for (int i = 0; i < 3; i++) {
+		pair(ch[i]);
+		ends[i] = ch[i][1];
+	}
+	assert_int_equal(core_link_init(ends, 1, &l), -1);
+	assert_int_equal(core_link_init(ends, 3, &l), 0);
+	/* Both pool channels busy: their requests arrive, unanswered. */
+	for (int i = 0; i < 2; i++) {
+		c[i].link = l;
+		c[i].rc = 1;
+		assert_int_equal(pthread_create(&t[i], NULL, pool_call_main, &c[i]), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(
+		    wire_recv(ch[i][0], WIRE_MAX_REQ, &type, &p, &len, &fd, why, sizeof(why)), 0);
+		assert_int_equal(type, WIRE_REQ_LIST);
+		free(p);
+		p = NULL;
+	}
+	/* The status call goes through meanwhile, on the last channel. */
+	assert_int_equal(status_call(l, ch[2][0], &type, &e), 0);
+	assert_int_equal(type, WIRE_RESP_RECORD);
+	assert_int_equal(wire_recv(ch[2][0], WIRE_MAX_REQ, &type, &p, &len, &fd, why, sizeof(why)),
+	                 0);
+	assert_int_equal(type, WIRE_REQ_STATUS);
+	free(p);
+	p = NULL;
+	/* The pool's requests complete once answered. */
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(wire_send(ch[i][0], WIRE_RESP_RECORD, NULL, -1), 0);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(c[i].rc, 0);
+		assert_int_equal(c[i].rtype, WIRE_RESP_RECORD);
+	}
+	/* A pool request never takes the status channel, idle as it is. */
+	pool_once(l, ch[0][0], ch[1][0], ch[2][0]);
+	/* The status channel gone: status answers 503 core_unavailable, the pool still works. */
+	close(ch[2][0]);
+	assert_int_equal(status_call(l, -1, &type, &e), -1);
+	assert_int_equal(e.http, 503);
+	assert_string_equal(e.reason, "core_unavailable");
+	assert_int_equal(status_call(l, -1, &type, &e), -1);
+	pool_once(l, ch[0][0], ch[1][0], -1);
+	core_link_free(l);
+	close(ch[0][0]);
+	close(ch[1][0]);
+	alarm(0);
+}
+
 static void peer(void **state)
 {
 	char path[PATH_MAX + 16], other[PATH_MAX + 16], seq[PATH_MAX + 16], file[PATH_MAX + 16];
@@ -1985,6 +2125,7 @@ int main(void)
 	    cmocka_unit_test(framing_refusals),
 	    cmocka_unit_test(framing_split),
 	    cmocka_unit_test(framing_large),
+	    cmocka_unit_test(link_status_channel),
 	    cmocka_unit_test_setup_teardown(peer, peer_setup, peer_teardown),
 	};
 
