@@ -1351,6 +1351,19 @@ static void list(void **state)
 
 /* --- WIRE_RESP_STATUS --- */
 
+/* A status's token fields (state, pcsc, downs 1, recoveries 2, fast_failures 3, last outage
+ * last), from a fresh r. */
+static void r_token(struct raw *r, unsigned state, unsigned pcsc, uint64_t last)
+{
+	memset(r, 0, sizeof(*r));
+	r8(r, state);
+	r8(r, pcsc);
+	r64(r, 1);
+	r64(r, 2);
+	r64(r, 3);
+	r64(r, last);
+}
+
 /* The ledger's four counters after a status's token fields. */
 static void r_ledger(struct raw *r, uint64_t commits, uint64_t records)
 {
@@ -1393,13 +1406,7 @@ static void status(void **state)
 
 	for (unsigned st = 0; st < 256; st++)
 		for (unsigned pcsc = 0; pcsc < 3; pcsc++) {
-			memset(&r, 0, sizeof(r));
-			r8(&r, st);
-			r8(&r, pcsc);
-			r64(&r, 1);
-			r64(&r, 2);
-			r64(&r, 3);
-			r64(&r, 4);
+			r_token(&r, st, pcsc, 4);
 			r_ledger(&r, 1, 1);
 			if (st > TOK_STATE_PIN_FAILED)
 				refused(d_status, &r, "state");
@@ -1409,36 +1416,18 @@ static void status(void **state)
 				accepted(d_status, &r);
 			raw_free(&r);
 		}
-	memset(&r, 0, sizeof(r));
-	r8(&r, 0);
-	r8(&r, 0);
-	r64(&r, 1);
-	r64(&r, 2);
-	r64(&r, 3);
-	r64(&r, (uint64_t)-1);
+	r_token(&r, 0, 0, (uint64_t)-1);
 	r_ledger(&r, 0, 0);
 	refused(d_status, &r, "last_outage_ms");
 	raw_free(&r);
 	/* A status from before the ledger's counters: too short. */
-	memset(&r, 0, sizeof(r));
-	r8(&r, 0);
-	r8(&r, 0);
-	r64(&r, 1);
-	r64(&r, 2);
-	r64(&r, 3);
-	r64(&r, 4);
+	r_token(&r, 0, 0, 4);
 	refused(d_status, &r, "commits");
 	raw_free(&r);
 	/* Every commit carries at least one record. */
 	for (uint64_t c = 0; c < 3; c++)
 		for (uint64_t n = 0; n < 3; n++) {
-			memset(&r, 0, sizeof(r));
-			r8(&r, 0);
-			r8(&r, 0);
-			r64(&r, 1);
-			r64(&r, 2);
-			r64(&r, 3);
-			r64(&r, 4);
+			r_token(&r, 0, 0, 4);
 			r_ledger(&r, c, n);
 			if (n < c)
 				refused(d_status, &r, "records");
