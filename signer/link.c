@@ -94,10 +94,14 @@ static int status_call(struct core_link *l, const struct wire_buf *req, uint32_t
                        uint8_t **payload, size_t *len, struct svc_error *e)
 {
 	char why[160];
-	int r = -1;
+	int r = -1, alive;
 
+	/* With no channel left for signing, the core cannot be reached for what counts. */
+	pthread_mutex_lock(&l->mu);
+	alive = l->alive > 0;
+	pthread_mutex_unlock(&l->mu);
 	pthread_mutex_lock(&l->smu);
-	if (l->sfd >= 0) {
+	if (alive && l->sfd >= 0) {
 		r = round_trip(l->sfd, WIRE_REQ_STATUS, req, -1, rtype, payload, len, why,
 		               sizeof(why));
 		if (r != 0) {

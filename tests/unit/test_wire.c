@@ -1990,6 +1990,27 @@ static void link_status_channel(void **state)
 	core_link_free(l);
 	close(ch[0][0]);
 	close(ch[1][0]);
+
+	/* Every pool channel gone: status says the core cannot be reached, though its own
+	 * channel would still answer. */
+	for (int i = 0; i < 3; i++) {
+		pair(ch[i]);
+		ends[i] = ch[i][1];
+	}
+	assert_int_equal(core_link_init(ends, 3, &l), 0);
+	close(ch[0][0]);
+	close(ch[1][0]);
+	for (int i = 0; i < 2; i++) {
+		struct pool_call gone = {.link = l, .rc = 1};
+
+		pool_call_main(&gone);
+		assert_int_equal(gone.rc, -1);
+	}
+	assert_int_equal(status_call(l, -1, &type, &e), -1);
+	assert_string_equal(e.reason, "core_unavailable");
+	assert_int_equal(poll(&(struct pollfd){ch[2][0], POLLIN, 0}, 1, 0), 0);
+	core_link_free(l);
+	close(ch[2][0]);
 	alarm(0);
 }
 
