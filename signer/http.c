@@ -28,6 +28,9 @@
  * read buffer and the answer's headers: limits.header_size plus this much. */
 #define HTTP_POOL_SLACK (16 * 1024)
 #define HTTP_SPARE_FDS 64 /* descriptors beyond the connections: ledger, token, logs */
+/* /healthz says the ledger is stalled once its writer has been this long on one batch: a
+ * commit takes milliseconds, and a held lock fails it after 5 s, a hung disk never. */
+#define HEALTH_LEDGER_STALLED_MS 2000
 
 /* Where a connection's current request stands, for the read and idle deadlines. */
 enum conn_phase {
@@ -455,13 +458,17 @@ static char *metrics_text(struct http_server *h)
 	             "# HELP iamsign_ledger_commit_seconds_total Time spent committing, the fsync "
 	             "included.\n"
 	             "# TYPE iamsign_ledger_commit_seconds_total counter\n"
-	             "iamsign_ledger_commit_seconds_total %.6f\n",
+	             "iamsign_ledger_commit_seconds_total %.6f\n"
+	             "# HELP iamsign_ledger_busy_seconds How long the ledger's writer has been on "
+	             "its current batch, 0 when idle.\n"
+	             "# TYPE iamsign_ledger_busy_seconds gauge\n"
+	             "iamsign_ledger_busy_seconds %.3f\n",
 	             atomic_load(&h->requests), atomic_load(&h->errors4), atomic_load(&h->errors5),
 	             atomic_load(&h->in_flight), ts->state, (unsigned long long)ts->downs,
 	             (unsigned long long)ts->recoveries, (unsigned long long)ts->fast_failures,
 	             (double)ts->last_outage_ms / 1000.0, (unsigned long long)ls->commits,
 	             (unsigned long long)ls->records, (unsigned long long)ls->failed,
-	             (double)ls->commit_ns / 1e9) < 0)
+	             (double)ls->commit_ns / 1e9, (double)ls->busy_ms / 1000.0) < 0)
 		return NULL;
 	return s;
 }
@@ -640,6 +647,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			             "application/json");
 		switch (st.tok.state) {
 		case TOK_STATE_UP:
+			if (st.ledger.busy_ms >= HEALTH_LEDGER_STALLED_MS)
+				return reply(h, c, 503,
+				             strdup("{\"status\":\"degraded\",\"token\":\"up\","
+				                    "\"ledger\":\"stalled\"}"),
+				             "application/json");
 			return reply(h, c, 200, strdup("{\"status\":\"ok\",\"token\":\"up\"}"),
 			             "application/json");
 		case TOK_STATE_PIN_FAILED:

@@ -193,6 +193,8 @@ struct ledger {
 	uint64_t since_try;        /* records committed since the last checkpoint attempt */
 	struct timespec last_ckpt; /* last checkpoint attempt, CLOCK_MONOTONIC */
 	struct ledger_stats stats;
+	struct timespec busy_since; /* when the writer took its current batch */
+	int busy;                   /* it has one */
 	pthread_t writer;
 	int have_writer;
 	int have_locks;
@@ -883,6 +885,10 @@ static void *writer_main(void *arg)
 			    l->sync_ns < LEDGER_DELAY_MAX_NS ? l->sync_ns : LEDGER_DELAY_MAX_NS;
 		batch = take_queue(l);
 		stop = l->stop;
+		if (batch != NULL) {
+			l->busy = 1;
+			clock_gettime(CLOCK_MONOTONIC, &l->busy_since);
+		}
 		pthread_mutex_unlock(&l->mu);
 
 		if (batch != NULL) {
@@ -901,6 +907,7 @@ static void *writer_main(void *arg)
 				p->done = 1;
 				pthread_cond_signal(&p->cv);
 			}
+			l->busy = 0;
 			pthread_mutex_unlock(&l->mu);
 		}
 		pthread_mutex_lock(&l->mu);
@@ -1131,6 +1138,8 @@ void ledger_stats(struct ledger *l, struct ledger_stats *out)
 		return;
 	pthread_mutex_lock(&l->mu);
 	*out = l->stats;
+	if (l->busy)
+		out->busy_ms = (uint64_t)(mono_since(&l->busy_since) * 1000.0);
 	pthread_mutex_unlock(&l->mu);
 }
 

@@ -96,12 +96,15 @@ int ledger_append_expected(struct ledger *l, struct audit_rec *rec);
  * transaction of audit records, and one fsync unless opts.no_fsync: records / commits is how
  * many requests shared each fsync, commit_ns / commits the mean time a COMMIT took. failed
  * counts the appends answered LEDGER_ERR_UNAVAILABLE or LEDGER_ERR_INTERNAL (nothing was
- * recorded for them). Checkpoints are not counted. Thread-safe. */
+ * recorded for them). Checkpoints are not counted. busy_ms is how long the writer has been on
+ * its current batch (0 when it has none): a stuck disk or a held lock shows there while the
+ * requests in that batch wait. Thread-safe. */
 struct ledger_stats {
 	uint64_t commits;
 	uint64_t records;
 	uint64_t failed;
 	uint64_t commit_ns;
+	uint64_t busy_ms;
 };
 void ledger_stats(struct ledger *l, struct ledger_stats *out);
 

@@ -586,12 +586,16 @@ static void test_unavailable(void **state)
 		b[i].rc = 1;
 		assert_int_equal(pthread_create(&t[i], NULL, blocked_append, &b[i]), 0);
 	}
+	/* The writer is on their batch, waiting for the lock: the stats say how long. */
+	usleep(400 * 1000);
+	ledger_stats(l, &st);
+	assert_true(st.busy_ms >= 300 && st.busy_ms < 5000);
 	for (i = 0; i < 3; i++) {
 		pthread_join(t[i], NULL);
 		assert_int_equal(b[i].rc, LEDGER_ERR_UNAVAILABLE);
 	}
 	ledger_stats(l, &st);
-	assert_true(st.records == 3 && st.failed == 3);
+	assert_true(st.records == 3 && st.failed == 3 && st.busy_ms == 0);
 	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 	/* The writer keeps going once the database is writable again. */

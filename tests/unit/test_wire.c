@@ -1364,13 +1364,14 @@ static void r_token(struct raw *r, unsigned state, unsigned pcsc, uint64_t last)
 	r64(r, last);
 }
 
-/* The ledger's four counters after a status's token fields. */
+/* The ledger's figures after a status's token fields. */
 static void r_ledger(struct raw *r, uint64_t commits, uint64_t records)
 {
 	r64(r, commits);
 	r64(r, records);
 	r64(r, 5);
 	r64(r, 6);
+	r64(r, 7);
 }
 
 static void status(void **state)
@@ -1384,7 +1385,8 @@ static void status(void **state)
 	                         .ledger = {.commits = 7,
 	                                    .records = UINT64_MAX,
 	                                    .failed = 11,
-	                                    .commit_ns = 13}},
+	                                    .commit_ns = 13,
+	                                    .busy_ms = 17}},
 	                   out;
 	struct wire_buf b;
 	struct raw r;
@@ -1401,6 +1403,7 @@ static void status(void **state)
 	assert_true(out.tok.last_outage_ms == INT64_MAX);
 	assert_true(out.ledger.commits == 7 && out.ledger.records == UINT64_MAX);
 	assert_true(out.ledger.failed == 11 && out.ledger.commit_ns == 13);
+	assert_true(out.ledger.busy_ms == 17);
 	check_strict(d_status, b.p, b.len);
 	wire_buf_free(&b);
 
@@ -1420,9 +1423,14 @@ static void status(void **state)
 	r_ledger(&r, 0, 0);
 	refused(d_status, &r, "last_outage_ms");
 	raw_free(&r);
-	/* A status from before the ledger's counters: too short. */
+	/* A status from before the ledger's figures, or from before busy_ms: too short. */
 	r_token(&r, 0, 0, 4);
 	refused(d_status, &r, "commits");
+	r64(&r, 1);
+	r64(&r, 1);
+	r64(&r, 0);
+	r64(&r, 0);
+	refused(d_status, &r, "busy_ms");
 	raw_free(&r);
 	/* Every commit carries at least one record. */
 	for (uint64_t c = 0; c < 3; c++)
