@@ -798,14 +798,16 @@ int ledger_checkpoint(struct ledger *l, uint64_t *seq)
 
 /* ---- the writer thread ---- */
 
-/* Account for t, which txn_end ended with n records committed (mu held): the checkpoint
- * counters and the stats. n 0: it failed, and all its records with it. */
+/* Account for t, which txn_end ended with n records committed (mu held): the recent commit
+ * time for the commit delay, the checkpoint counters and the stats. n 0: it failed, and all
+ * its records with it; a failure says nothing about how long a commit takes. */
 static void count_end(struct ledger *l, const struct txn *t, size_t n)
 {
 	if (n == 0) {
 		l->stats.failed += t->n;
 		return;
 	}
+	l->sync_ns = l->sync_ns == 0 ? t->took_ns : (7 * l->sync_ns + t->took_ns) / 8;
 	l->uncovered += n;
 	l->since_try += n;
 	l->stats.commits++;
@@ -900,7 +902,6 @@ static void *writer_main(void *arg)
 			n = txn_end(l, &t);
 			pthread_mutex_unlock(&l->wmu);
 			pthread_mutex_lock(&l->mu);
-			l->sync_ns = l->sync_ns == 0 ? t.took_ns : (7 * l->sync_ns + t.took_ns) / 8;
 			count_end(l, &t, n);
 			for (p = t.head; p != NULL; p = next) {
 				next = p->next; /* p belongs to its waiter once done */
