@@ -100,6 +100,7 @@ static void *watch(void *arg)
 	DWORD events = 0;
 	int present, have_events = 0;
 
+	pthread_setname_np(pthread_self(), "pcsc-watch");
 	while (!atomic_load(&w->stop)) {
 		pthread_mutex_lock(&w->lock);
 		rv = SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &w->ctx);

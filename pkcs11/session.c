@@ -546,6 +546,7 @@ static void *monitor(void *arg)
 	char why[256], last_why[256] = "";
 	int64_t took, now;
 
+	pthread_setname_np(pthread_self(), "token-monitor");
 	pthread_mutex_lock(&tok->mon_lock);
 	while (!tok->mon_stop) {
 		st = atomic_load(&tok->state);

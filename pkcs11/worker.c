@@ -63,6 +63,7 @@ static void *worker(void *arg)
 	struct tok_job *job;
 	int r;
 
+	pthread_setname_np(pthread_self(), "token-worker");
 	pthread_mutex_lock(&tok->pool_lock);
 	while (!tok->pool_stop) {
 		job = tok->queue_head;

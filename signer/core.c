@@ -278,6 +278,7 @@ static void *channel_main(void *arg)
 	struct channel *ch = arg;
 	char why[160];
 
+	pthread_setname_np(pthread_self(), ch->status_only ? "core-status" : "core-channel");
 	for (;;) {
 		struct wire_buf out;
 		uint8_t *payload = NULL;

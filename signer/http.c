@@ -304,6 +304,7 @@ static void *reaper_main(void *arg)
 	unsigned long reaped, refused, refused_all, dropped;
 	uid_t uid;
 
+	pthread_setname_np(pthread_self(), "http-reaper");
 	pthread_mutex_lock(&h->mu);
 	while (!h->stopping) {
 		int64_t now = now_ms();

@@ -867,6 +867,7 @@ static void *writer_main(void *arg)
 	size_t n;
 	int stop, due, delay;
 
+	pthread_setname_np(pthread_self(), "ledger-writer");
 	for (;;) {
 		pthread_mutex_lock(&l->mu);
 		while (l->qhead == NULL && !l->stop && !checkpoint_due(l)) {

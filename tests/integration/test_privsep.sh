@@ -79,6 +79,14 @@ fi
 no_secret "$core" core
 no_secret "$lst" listener
 
+# The threads carry the names operations.md lists. threads_named PID NAME: how many.
+threads_named() { cat /proc/"$1"/task/*/comm 2>/dev/null | grep -cx "$2" || true; }
+thread_names() { cat /proc/"$1"/task/*/comm 2>/dev/null | sort | uniq -c | tr -s ' \n' ' '; }
+[ "$(threads_named "$core" ledger-writer)" = 1 ] && [ "$(threads_named "$core" core-status)" = 1 ] &&
+	[ "$(threads_named "$core" core-channel)" = 16 ] && [ "$(threads_named "$core" token-monitor)" = 1 ] &&
+	[ "$(threads_named "$lst" http-reaper)" = 1 ] && pass "the core's and the listener's threads are named" ||
+	fail "thread names: core$(thread_names "$core"), listener$(thread_names "$lst")"
+
 # The listener dies: the core stops at once (fail closed), nothing is left serving.
 kill -KILL "$lst"
 if wait_exit "$core" 10; then
