@@ -24,6 +24,8 @@
 #define CFG_MAX_CHECKPOINT_EVERY 1000000
 #define CFG_DEFAULT_CHECKPOINT_SECS 60
 #define CFG_MAX_CHECKPOINT_SECS 86400 /* a day without a signed checkpoint is too long */
+#define CFG_DEFAULT_WRITE_TIMEOUT 2
+#define CFG_MAX_WRITE_TIMEOUT 60
 
 struct loader {
 	struct yfile yf;
@@ -213,11 +215,19 @@ static int parse_ledger(struct loader *L, yaml_node_t *map)
 				                "must be between 1s and 1d (%d seconds)",
 				                CFG_MAX_CHECKPOINT_SECS);
 			c->ledger_checkpoint_secs = (unsigned)u;
+		} else if (strcmp(k, "write_timeout") == 0) {
+			if (yf_duration(yf, v, "ledger.write_timeout", &u) != 0)
+				return -1;
+			if (u < 1 || u > CFG_MAX_WRITE_TIMEOUT)
+				return yf_error(yf, v, "ledger.write_timeout",
+				                "must be between 1s and %ds",
+				                CFG_MAX_WRITE_TIMEOUT);
+			c->ledger_write_timeout = (unsigned)u;
 		} else {
 			snprintf(key, sizeof(key), "ledger.%.60s", k);
 			return yf_error(yf, yf_pair_key(yf, map, i), key,
 			                "unknown key in ledger (expected audit_key, "
-			                "checkpoint_every, checkpoint_interval)");
+			                "checkpoint_every, checkpoint_interval, write_timeout)");
 		}
 	}
 	return 0;
@@ -489,6 +499,7 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	c->threads = CFG_DEFAULT_THREADS;
 	c->ledger_checkpoint_every = CFG_DEFAULT_CHECKPOINT_EVERY;
 	c->ledger_checkpoint_secs = CFG_DEFAULT_CHECKPOINT_SECS;
+	c->ledger_write_timeout = CFG_DEFAULT_WRITE_TIMEOUT;
 	config_limits_default(&c->limits);
 	L.c = c;
 	if (parse_root(&L) != 0)

@@ -65,6 +65,7 @@ struct config {
 	char *ledger_audit_key;           /* PKCS#11 URI of the checkpoint signing key */
 	unsigned ledger_checkpoint_every; /* records between checkpoints, 1..1000000 (1000) */
 	unsigned ledger_checkpoint_secs;  /* seconds between checkpoints, 1..86400 (60) */
+	unsigned ledger_write_timeout;    /* seconds a request waits for its record, 1..60 (2) */
 	/* limits: */
 	struct config_limits limits;
 };

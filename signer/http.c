@@ -28,9 +28,6 @@
  * read buffer and the answer's headers: limits.header_size plus this much. */
 #define HTTP_POOL_SLACK (16 * 1024)
 #define HTTP_SPARE_FDS 64 /* descriptors beyond the connections: ledger, token, logs */
-/* /healthz says the ledger is stalled once its writer has been this long on one batch: a
- * commit takes milliseconds, and a held lock fails it after 5 s, a hung disk never. */
-#define HEALTH_LEDGER_STALLED_MS 2000
 
 /* Where a connection's current request stands, for the read and idle deadlines. */
 enum conn_phase {
@@ -55,6 +52,9 @@ struct http_server {
 	struct core_link *link;
 	struct MHD_Daemon *mhd;
 	struct config_limits lim;
+	/* /healthz says the ledger is stalled once its writer has been this long on one batch
+	 * (ledger.write_timeout): from then on the core refuses to sign. */
+	uint64_t stalled_ms;
 	atomic_long in_flight;
 	atomic_ulong requests, errors4, errors5;
 	/* Connections and the reaper that enforces their deadlines. MHD calls the notify
@@ -648,7 +648,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			             "application/json");
 		switch (st.tok.state) {
 		case TOK_STATE_UP:
-			if (st.ledger.busy_ms >= HEALTH_LEDGER_STALLED_MS)
+			if (st.ledger.busy_ms >= h->stalled_ms)
 				return reply(h, c, 503,
 				             strdup("{\"status\":\"degraded\",\"token\":\"up\","
 				                    "\"ledger\":\"stalled\"}"),
@@ -747,6 +747,7 @@ int http_start(struct core_link *link, const struct config *cfg, int listen_fd,
 	}
 	h->link = link;
 	h->lim = cfg->limits;
+	h->stalled_ms = (uint64_t)cfg->ledger_write_timeout * 1000;
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -42,9 +42,10 @@
 
 #define LEDGER_DB_NAME "iamsign.db"
 #define LEDGER_BUSY_MS 5000
-#define LEDGER_MAX_QUEUE 4096 /* records waiting for the writer; more is overload */
-#define LEDGER_MAX_SIG 1024   /* checkpoint signature buffer */
-#define LEDGER_MAX_BATCH 256  /* the commit delay stops waiting at this many records */
+#define LEDGER_DEFAULT_TIMEOUT_MS 2000 /* a request's wait for its record, see ledger.h */
+#define LEDGER_MAX_QUEUE 4096          /* records waiting for the writer; more is overload */
+#define LEDGER_MAX_SIG 1024            /* checkpoint signature buffer */
+#define LEDGER_MAX_BATCH 256           /* the commit delay stops waiting at this many records */
 #define LEDGER_DELAY_MAX_NS (2 * 1000 * 1000) /* longest commit delay, whatever a commit took */
 #define LEDGER_DELAY_SIBLINGS 4 /* records on their way that make a commit delay worth it */
 #define LEDGER_DEFAULT_EVERY 1000
@@ -160,12 +161,14 @@ static const char *const rsql[R_COUNT] = {
     [R_JTI] = "SELECT used FROM sad_jti WHERE jti = ?1",
 };
 
-/* One record waiting for the writer; lives on the waiting caller's stack. */
+/* One record waiting for the writer, with a copy of the record of its own: a waiter that
+ * gives up (the write timeout) leaves it behind, and whoever holds it last frees it. */
 struct pending {
-	struct audit_rec *rec;
+	struct audit_rec rec;
 	struct pending *next;
 	int result;
-	int done;
+	int done;          /* the writer is finished with it: result and rec are final */
+	int abandoned;     /* its waiter gave up while the writer had it: the writer frees it */
 	pthread_cond_t cv; /* its waiter's own: a batch wakes only the waiters it carried */
 };
 
@@ -195,6 +198,7 @@ struct ledger {
 	struct ledger_stats stats;
 	struct timespec busy_since; /* when the writer took its current batch */
 	int busy;                   /* it has one */
+	int gave_up;                /* a waiter timed out since the writer took it */
 	pthread_t writer;
 	int have_writer;
 	int have_locks;
@@ -641,7 +645,7 @@ static void txn_add(struct ledger *l, struct txn *t, struct pending *list)
 		p->result = LEDGER_ERR_UNAVAILABLE;
 		if (t->bad)
 			continue;
-		*t->w = *p->rec;
+		*t->w = p->rec;
 		rc = apply_conditions(l, t->w);
 		if (rc == COND_SQL_ERROR) {
 			fprintf(stderr, "ledger: cannot apply a record's conditions: %s\n",
@@ -701,8 +705,8 @@ static size_t txn_end(struct ledger *l, struct txn *t)
 	/* Durable: tell the callers what was written. */
 	seq = t->first;
 	for (p = t->head; p != NULL; p = p->next, seq++) {
-		p->rec->seq = seq;
-		refuse(p->rec, p->result);
+		p->rec.seq = seq;
+		refuse(&p->rec, p->result);
 	}
 	return t->n;
 }
@@ -798,13 +802,31 @@ int ledger_checkpoint(struct ledger *l, uint64_t *seq)
 
 /* ---- the writer thread ---- */
 
+static void pending_free(struct pending *p)
+{
+	pthread_cond_destroy(&p->cv);
+	OPENSSL_cleanse(p, sizeof(*p));
+	free(p);
+}
+
+/* The writer has been on one batch for the write timeout or longer, or a request gave up
+ * waiting while it has been on this one (mu held). */
+static int stalled(struct ledger *l)
+{
+	return l->busy &&
+	       (l->gave_up || mono_since(&l->busy_since) * 1000.0 >= (double)l->opts.timeout_ms);
+}
+
 /* Account for t, which txn_end ended with n records committed (mu held): the recent commit
  * time for the commit delay, the checkpoint counters and the stats. n 0: it failed, and all
- * its records with it; a failure says nothing about how long a commit takes. */
+ * its records with it; a failure says nothing about how long a commit takes. A record whose
+ * waiter timed out still counts as committed when it was: it is in the chain. */
 static void count_end(struct ledger *l, const struct txn *t, size_t n)
 {
 	if (n == 0) {
-		l->stats.failed += t->n;
+		/* One that timed out was counted when its waiter gave up. */
+		for (const struct pending *p = t->head; p != NULL; p = p->next)
+			l->stats.failed += !p->abandoned;
 		return;
 	}
 	l->sync_ns = l->sync_ns == 0 ? t->took_ns : (7 * l->sync_ns + t->took_ns) / 8;
@@ -864,7 +886,7 @@ static void *writer_main(void *arg)
 	struct timespec ts;
 	struct txn t;
 	int64_t wait_ns = 0;
-	size_t n;
+	size_t n, gone;
 	int stop, due, delay;
 
 	pthread_setname_np(pthread_self(), "ledger-writer");
@@ -890,6 +912,7 @@ static void *writer_main(void *arg)
 		stop = l->stop;
 		if (batch != NULL) {
 			l->busy = 1;
+			l->gave_up = 0;
 			clock_gettime(CLOCK_MONOTONIC, &l->busy_since);
 		}
 		pthread_mutex_unlock(&l->mu);
@@ -904,12 +927,26 @@ static void *writer_main(void *arg)
 			pthread_mutex_unlock(&l->wmu);
 			pthread_mutex_lock(&l->mu);
 			count_end(l, &t, n);
+			gone = 0;
 			for (p = t.head; p != NULL; p = next) {
 				next = p->next; /* p belongs to its waiter once done */
+				if (p->abandoned) {
+					pending_free(p);
+					gone++;
+					continue;
+				}
 				p->done = 1;
 				pthread_cond_signal(&p->cv);
 			}
+			if (gone > 0)
+				fprintf(
+				    stderr,
+				    "ledger: a batch took %.0f ms, %s; %zu of its %zu request(s) "
+				    "had been answered unavailable after %u ms\n",
+				    mono_since(&l->busy_since) * 1000.0,
+				    n > 0 ? "committed" : "failed", gone, t.n, l->opts.timeout_ms);
 			l->busy = 0;
+			l->gave_up = 0;
 			pthread_mutex_unlock(&l->mu);
 		}
 		pthread_mutex_lock(&l->mu);
@@ -1009,6 +1046,8 @@ int ledger_open(const char *state_dir, const struct ledger_opts *opts, struct le
 		l->opts.checkpoint_every = LEDGER_DEFAULT_EVERY;
 	if (l->opts.checkpoint_secs == 0)
 		l->opts.checkpoint_secs = LEDGER_DEFAULT_SECS;
+	if (l->opts.timeout_ms == 0)
+		l->opts.timeout_ms = LEDGER_DEFAULT_TIMEOUT_MS;
 	if (db_path(state_dir, l->path, sizeof(l->path)) != 0) {
 		set_err(err, errlen, "ledger: no state directory, or its path is too long");
 		r = LEDGER_ERR_BAD_INPUT;
@@ -1077,11 +1116,40 @@ out:
 
 /* ---- appending ---- */
 
+/* Take p out of the queue if it is still there (mu held): 1 if it was. */
+static int unqueue(struct ledger *l, struct pending *p)
+{
+	struct pending **pp, *prev = NULL;
+
+	for (pp = &l->qhead; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			if (l->qtail == p)
+				l->qtail = prev;
+			l->qlen--;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void deadline_in(struct timespec *ts, unsigned ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 static int append(struct ledger *l, struct audit_rec *rec, int announced)
 {
-	struct pending p;
+	struct pending *p;
+	struct timespec until;
 	size_t n;
-	int r = LEDGER_OK;
+	int r = LEDGER_OK, rc = 0;
 
 	if (l == NULL)
 		return LEDGER_ERR_BAD_INPUT;
@@ -1092,45 +1160,80 @@ static int append(struct ledger *l, struct audit_rec *rec, int announced)
 	}
 	if (rec->time_ms == 0)
 		rec->time_ms = now_ms();
-	memset(&p, 0, sizeof(p));
-	p.rec = rec;
+	if ((p = malloc(sizeof(*p))) != NULL) {
+		p->rec = *rec;
+		p->next = NULL;
+		p->result = LEDGER_ERR_UNAVAILABLE;
+		p->done = 0;
+		p->abandoned = 0;
+	}
 	if (l->opts.direct) {
 		struct txn t;
 
+		if (p == NULL)
+			return LEDGER_ERR_INTERNAL;
 		pthread_mutex_lock(&l->wmu);
 		txn_begin(l, &t);
-		txn_add(l, &t, &p);
+		txn_add(l, &t, p);
 		n = txn_end(l, &t);
 		pthread_mutex_lock(&l->mu);
 		count_end(l, &t, n);
 		pthread_mutex_unlock(&l->mu);
 		pthread_mutex_unlock(&l->wmu);
-		return p.result;
+		*rec = p->rec;
+		r = p->result;
+		OPENSSL_cleanse(p, sizeof(*p));
+		free(p);
+		return r;
 	}
+	deadline_in(&until, l->opts.timeout_ms);
 	pthread_mutex_lock(&l->mu);
 	if (announced)
 		l->expected--; /* here now, queued or refused: no longer on its way */
-	if (l->stop || l->qlen >= LEDGER_MAX_QUEUE)
+	/* Stuck on a batch past the timeout: refused at once rather than queued behind it. */
+	if (p == NULL)
+		r = LEDGER_ERR_INTERNAL;
+	else if (l->stop || l->qlen >= LEDGER_MAX_QUEUE || stalled(l))
 		r = LEDGER_ERR_UNAVAILABLE;
-	else if (pthread_cond_init(&p.cv, NULL) != 0)
+	else if (pthread_cond_init(&p->cv, NULL) != 0)
 		r = LEDGER_ERR_INTERNAL;
 	if (r != LEDGER_OK) {
 		l->stats.failed++;
 		pthread_mutex_unlock(&l->mu);
+		if (p != NULL) {
+			OPENSSL_cleanse(p, sizeof(*p));
+			free(p);
+		}
 		return r;
 	}
 	if (l->qtail != NULL)
-		l->qtail->next = &p;
+		l->qtail->next = p;
 	else
-		l->qhead = &p;
-	l->qtail = &p;
+		l->qhead = p;
+	l->qtail = p;
 	l->qlen++;
 	pthread_cond_signal(&l->cv_work);
-	while (!p.done)
-		pthread_cond_wait(&p.cv, &l->mu);
+	while (!p->done && rc != ETIMEDOUT)
+		rc = pthread_cond_clockwait(&p->cv, &l->mu, CLOCK_MONOTONIC, &until);
+	if (!p->done) {
+		/* Given up: a record still queued is never written; one the writer holds may
+		 * yet be committed, and the writer frees it. */
+		l->stats.failed++;
+		l->gave_up = 1;
+		if (unqueue(l, p)) {
+			pthread_mutex_unlock(&l->mu);
+			pending_free(p);
+		} else {
+			p->abandoned = 1;
+			pthread_mutex_unlock(&l->mu);
+		}
+		return LEDGER_ERR_UNAVAILABLE;
+	}
 	pthread_mutex_unlock(&l->mu);
-	pthread_cond_destroy(&p.cv);
-	return p.result;
+	*rec = p->rec;
+	r = p->result;
+	pending_free(p);
+	return r;
 }
 
 void ledger_stats(struct ledger *l, struct ledger_stats *out)
@@ -1143,6 +1246,18 @@ void ledger_stats(struct ledger *l, struct ledger_stats *out)
 	if (l->busy)
 		out->busy_ms = (uint64_t)(mono_since(&l->busy_since) * 1000.0);
 	pthread_mutex_unlock(&l->mu);
+}
+
+int ledger_stalled(struct ledger *l)
+{
+	int r;
+
+	if (l == NULL || l->opts.direct)
+		return 0;
+	pthread_mutex_lock(&l->mu);
+	r = stalled(l);
+	pthread_mutex_unlock(&l->mu);
+	return r;
 }
 
 int ledger_append(struct ledger *l, struct audit_rec *rec)

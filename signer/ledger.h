@@ -68,6 +68,7 @@ struct ledger_opts {
 	int no_fsync;              /* benchmark only: synchronous=OFF */
 	unsigned checkpoint_every; /* records between checkpoints (default 1000) */
 	unsigned checkpoint_secs;  /* seconds between checkpoints (default 60) */
+	unsigned timeout_ms;       /* a request's wait for its record (default 2000), see below */
 	ledger_sign_fn sign;       /* NULL: no checkpoints (admin direct mode) */
 	void *sign_arg;
 };
@@ -78,8 +79,16 @@ int ledger_open(const char *state_dir, const struct ledger_opts *opts, struct le
 /* Writes a final checkpoint (when it can sign), stops the writer, closes. */
 void ledger_close(struct ledger *l);
 
-/* Append one record; blocks until it is durable (or failed). Thread-safe. */
+/* Append one record; blocks until it is durable (or failed). Thread-safe. With the writer
+ * thread, the wait is bounded by opts.timeout_ms: a record still queued then is never written
+ * and LEDGER_ERR_UNAVAILABLE returned; one the writer was already writing is left to it, and
+ * may still be committed (a signature thrown away then has a record all the same). While the
+ * writer has been on one batch for that long (ledger_stalled), appends fail at once. */
 int ledger_append(struct ledger *l, struct audit_rec *rec);
+
+/* 1 while the writer has been on one batch for opts.timeout_ms or longer: a hung fsync or a
+ * lock held elsewhere. Never in direct mode. */
+int ledger_stalled(struct ledger *l);
 
 /* Group commit's hint: a request announces (+1) that it will append a record soon, then
  * appends it with ledger_append_expected, which takes the announcement back as the record
@@ -95,10 +104,11 @@ int ledger_append_expected(struct ledger *l, struct audit_rec *rec);
 /* What the ledger has done since it was opened, for /metrics. A commit is one write
  * transaction of audit records, and one fsync unless opts.no_fsync: records / commits is how
  * many requests shared each fsync, commit_ns / commits the mean time a COMMIT took. failed
- * counts the appends answered LEDGER_ERR_UNAVAILABLE or LEDGER_ERR_INTERNAL (nothing was
- * recorded for them). Checkpoints are not counted. busy_ms is how long the writer has been on
- * its current batch (0 when it has none): a stuck disk or a held lock shows there while the
- * requests in that batch wait. Thread-safe. */
+ * counts the appends answered LEDGER_ERR_UNAVAILABLE or LEDGER_ERR_INTERNAL: nothing was
+ * recorded for them, except for one that timed out while the writer had it, and that the
+ * writer then committed (counted in records too). Checkpoints are not counted. busy_ms is how
+ * long the writer has been on its current batch (0 when it has none): a stuck disk or a held
+ * lock shows there while the requests in that batch wait. Thread-safe. */
 struct ledger_stats {
 	uint64_t commits;
 	uint64_t records;

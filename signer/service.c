@@ -216,6 +216,7 @@ int svc_open(struct service *s, struct config *cfg, int no_fsync, char *err, siz
 	lopts.no_fsync = no_fsync;
 	lopts.checkpoint_every = cfg->ledger_checkpoint_every;
 	lopts.checkpoint_secs = cfg->ledger_checkpoint_secs;
+	lopts.timeout_ms = cfg->ledger_write_timeout * 1000;
 	lopts.sign = audit_sign;
 	lopts.sign_arg = s;
 	if (ledger_open(cfg->state_dir, &lopts, &s->ledger, err, errlen) != LEDGER_OK)
@@ -617,6 +618,14 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 		goto out;
 	if (req->cms && chain == NULL)
 		chain = load_chain(rc.chain_pem); /* carried in the CMS */
+	/* A ledger stuck on a write would only throw the signature away: none is made, and
+	 * the refusal is not recorded either (it would be refused the same way). */
+	if (ledger_stalled(s->ledger)) {
+		svc_fail(e, 503, "temporarily_unavailable", "ledger_unavailable",
+		         "the audit ledger is stuck on a write; nothing was signed");
+		e->recorded = 1;
+		goto out;
+	}
 	/* From here a record follows within a signature's time: group commit may wait for it. */
 	ledger_expect(s->ledger, 1);
 	announced = 1;

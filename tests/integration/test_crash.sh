@@ -28,6 +28,9 @@ credentials:
   daily_quota: 100000
 EOF
 chmod 0600 "$WORK/policy.yaml"
+# A request waits at most 3 s for its record: shorter than SQLite's 5 s busy timeout, so the
+# locked ledger below shows which of the two answers first.
+printf 'ledger:\n  write_timeout: 3s\n' >> "$WORK/iamsignd.yaml"
 provision_cred cit-1 ec-p256 citizen-1 citizen
 
 digest=$(printf 'renewal form' | openssl dgst -sha256 -binary | base64 -w0)
@@ -119,18 +122,15 @@ db.execute("ROLLBACK")
 PY
 locker=$!
 for _ in $(seq 50); do [ -e "$WORK/lock.ready" ] && break; sleep 0.1; done
-expect_status "signing with the ledger locked" 503 "$(csc signatures/signHash "$(request "$fresh")")"
-expect_reason ledger_unavailable
-jq -e '.signatures' "$WORK/resp.json" >/dev/null 2>&1 && fail "a signature was returned without its record" || pass "no signature returned while locked"
-# More signing requests than the daemon has channels to its core, all waiting on the lock (for
-# the ledger's 5 s busy timeout): /healthz and /metrics still answer at once, on the channel
-# kept for them.
+# More signing requests than the daemon has channels to its core, all waiting on the lock:
+# /healthz and /metrics still answer at once, on the channel kept for them.
 request "$fresh" > "$WORK/req.locked"
 waiting=()
-for _ in $(seq 1 20); do
-	curl -s -o /dev/null --max-time 60 --unix-socket "$WORK/iamsign.sock" \
+t_lock=$(date +%s%N)
+for i in $(seq 1 20); do
+	curl -s -o "$WORK/locked.$i.json" -w '%{http_code}\n' --max-time 60 --unix-socket "$WORK/iamsign.sock" \
 		-H 'Content-Type: application/json' --data-binary @"$WORK/req.locked" \
-		http://localhost/csc/v2/signatures/signHash &
+		http://localhost/csc/v2/signatures/signHash > "$WORK/locked.$i.code" &
 	waiting+=("$!")
 done
 sleep 1
@@ -139,26 +139,56 @@ for path in healthz metrics; do
 	code=$(curl -s -o "$WORK/$path.out" -w '%{http_code}' --max-time 10 \
 		--unix-socket "$WORK/iamsign.sock" "http://localhost/$path")
 	ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-	[ "$ms" -lt 2000 ] && grep -q 'token.*up\|^iamsign_ledger_busy_seconds ' "$WORK/$path.out" &&
+	[ "$ms" -lt 1000 ] && grep -q 'token.*up\|^iamsign_ledger_busy_seconds ' "$WORK/$path.out" &&
 		pass "/$path answers in ${ms} ms (HTTP $code) while every channel waits on the ledger" ||
 		fail "/$path: HTTP $code after ${ms} ms while every channel waits on the ledger"
 done
-# Past 2 s on one batch, /healthz calls the ledger stalled, and /metrics shows for how long.
-sleep 1.5
+# At ledger.write_timeout (3 s), not the lock's busy timeout (5 s), every one of them is
+# answered 503 ledger_unavailable, without a signature.
+wait "${waiting[@]}" || true
+ms=$(( ($(date +%s%N) - t_lock) / 1000000 ))
+codes=$(sort "$WORK"/locked.*.code | uniq -c | tr -s ' \n' ' ')
+[ "$ms" -ge 2900 ] && [ "$ms" -lt 4800 ] && [ "$codes" = " 20 503 " ] &&
+	pass "20 requests on the locked ledger: 503 after ${ms} ms" ||
+	fail "20 requests on the locked ledger: after ${ms} ms, codes:$codes"
+# Past the write timeout on one batch, the ledger is stalled until that batch ends (here at the
+# busy timeout, 5 s): /healthz says so, /metrics shows for how long, and signing is refused at
+# once, before the token is asked.
 code=$(curl -s -o "$WORK/resp.json" -w '%{http_code}' --max-time 10 \
 	--unix-socket "$WORK/iamsign.sock" http://localhost/healthz)
 [ "$code" = 503 ] && [ "$(jq_get .ledger)" = stalled ] && [ "$(jq_get .token)" = up ] &&
 	pass "/healthz: 503, ledger stalled, token up" || fail "/healthz during the stall: $code $(cat "$WORK/resp.json")"
 busy=$(metric iamsign_ledger_busy_seconds)
-awk -v b="$busy" 'BEGIN { exit !(b >= 2 && b < 5) }' &&
+awk -v b="$busy" 'BEGIN { exit !(b >= 3 && b < 5) }' &&
 	pass "metrics: the ledger busy for ${busy}s" || fail "metrics: iamsign_ledger_busy_seconds '$busy'"
+t0=$(date +%s%N)
+expect_status "signing while the ledger is stalled" 503 "$(csc signatures/signHash "$(request "$fresh")")"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+expect_reason ledger_unavailable
+! jq -e '.signatures' "$WORK/resp.json" >/dev/null 2>&1 && [ "$ms" -lt 1000 ] &&
+	jq_get .error_description | grep -q "stuck on a write; nothing was signed" &&
+	pass "refused in ${ms} ms while stalled, before the token signs" || fail "while stalled: ${ms} ms, $(cat "$WORK/resp.json")"
+n=0
+for i in $(seq 1 20); do
+	jq -e '.error == "temporarily_unavailable" and .reason == "ledger_unavailable"' \
+		"$WORK/locked.$i.json" >/dev/null && ! jq -e '.signatures' "$WORK/locked.$i.json" >/dev/null 2>&1 &&
+		n=$((n + 1))
+done
+[ "$n" = 20 ] && pass "no signature returned while locked, each refusal ledger_unavailable" ||
+	fail "only $n of 20 refusals are ledger_unavailable without a signature: $(cat "$WORK/locked.1.json")"
 touch "$WORK/lock.release"
 wait "$locker"
-wait "${waiting[@]}" || true
-code=$(curl -s -o "$WORK/resp.json" -w '%{http_code}' --max-time 10 \
-	--unix-socket "$WORK/iamsign.sock" http://localhost/healthz)
-[ "$code" = 200 ] && [ "$(metric iamsign_ledger_busy_seconds)" = 0.000 ] &&
-	pass "/healthz ok again once the lock is gone" || fail "/healthz after the stall: $code $(cat "$WORK/resp.json")"
+# The writer gets the lock at its next retry, commits and goes on.
+t0=$(date +%s%N)
+for _ in $(seq 50); do
+	code=$(curl -s -o "$WORK/resp.json" -w '%{http_code}' --max-time 10 \
+		--unix-socket "$WORK/iamsign.sock" http://localhost/healthz)
+	[ "$code" = 200 ] && break
+	sleep 0.1
+done
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$code" = 200 ] && [ "$(metric iamsign_ledger_busy_seconds)" = 0.000 ] && [ "$ms" -lt 2000 ] &&
+	pass "/healthz ok again ${ms} ms after the lock is gone" || fail "/healthz after the stall: $code $(cat "$WORK/resp.json")"
 expect_status "signing once the lock is gone" 200 "$(csc signatures/signHash "$(request "$fresh")")"
 # /metrics: the records this daemon committed are exactly the chain's growth since it started;
 # the refusal while locked counts as failed.

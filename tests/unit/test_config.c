@@ -443,13 +443,15 @@ static void test_ledger(void **state)
 	                          "ledger:\n"
 	                          "  audit_key: \"pkcs11:object=audit-2;type=private\"\n"
 	                          "  checkpoint_every: 50\n"
-	                          "  checkpoint_interval: 5m\n",
+	                          "  checkpoint_interval: 5m\n"
+	                          "  write_timeout: 10s\n",
 	                          0600),
 	                &c, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
 	assert_string_equal(c->ledger_audit_key, "pkcs11:object=audit-2;type=private");
 	assert_int_equal(c->ledger_checkpoint_every, 50);
 	assert_int_equal(c->ledger_checkpoint_secs, 300);
+	assert_int_equal(c->ledger_write_timeout, 10);
 	config_free(c);
 
 	/* each key alone; the others keep their defaults */
@@ -459,7 +461,14 @@ static void test_ledger(void **state)
 	    0);
 	assert_int_equal(c->ledger_checkpoint_every, 1);
 	assert_int_equal(c->ledger_checkpoint_secs, 60);
+	assert_int_equal(c->ledger_write_timeout, 2);
 	assert_string_equal(c->ledger_audit_key, "pkcs11:object=iamsign-audit;type=private");
+	config_free(c);
+	assert_int_equal(
+	    config_load(write_tmp(TOKEN LISTEN TAIL "ledger:\n  write_timeout: 1m\n", 0600), &c,
+	                err, sizeof(err)),
+	    0);
+	assert_int_equal(c->ledger_write_timeout, 60);
 	config_free(c);
 	assert_int_equal(
 	    config_load(write_tmp(TOKEN LISTEN TAIL "ledger:\n  checkpoint_every: 1000000\n"
@@ -494,6 +503,10 @@ static void test_ledger(void **state)
 	            ":10: ledger.checkpoint_interval:", "between", NULL);
 	expect_fail(TOKEN LISTEN TAIL "ledger:\n  checkpoint_interval: soon\n",
 	            ":10: ledger.checkpoint_interval:", "duration", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  write_timeout: 0s\n",
+	            ":10: ledger.write_timeout:", "between 1s and 60s", NULL);
+	expect_fail(TOKEN LISTEN TAIL "ledger:\n  write_timeout: 61s\n",
+	            ":10: ledger.write_timeout:", "between 1s and 60s", NULL);
 	expect_fail(TOKEN LISTEN TAIL "ledger:\n  audit_key: iamsign-audit\n",
 	            ":10: ledger.audit_key:", "pkcs11:", NULL);
 	expect_fail(TOKEN LISTEN TAIL "ledger:\n  audit_key:\n",

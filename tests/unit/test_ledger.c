@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -77,21 +78,82 @@ static int teardown(void **state)
 	return 0;
 }
 
+static struct ledger *open_ledger_opts(struct fixture *f, const struct ledger_opts *o)
+{
+	struct ledger *l = NULL;
+	char err[256] = "";
+
+	if (ledger_open(f->dir, o, &l, err, sizeof(err)) != LEDGER_OK)
+		fail_msg("ledger_open: %s", err);
+	return l;
+}
+
 static struct ledger *open_ledger(struct fixture *f, int direct, ledger_sign_fn sign,
                                   unsigned every)
 {
 	struct ledger_opts o;
-	struct ledger *l = NULL;
-	char err[256] = "";
 
 	memset(&o, 0, sizeof(o));
 	o.direct = direct;
 	o.sign = sign;
 	o.sign_arg = f->key;
 	o.checkpoint_every = every;
-	if (ledger_open(f->dir, &o, &l, err, sizeof(err)) != LEDGER_OK)
-		fail_msg("ledger_open: %s", err);
-	return l;
+	return open_ledger_opts(f, &o);
+}
+
+/* A writer-thread ledger whose requests wait at most timeout_ms for their record. */
+static struct ledger *open_ledger_timeout(struct fixture *f, unsigned timeout_ms)
+{
+	struct ledger_opts o;
+
+	memset(&o, 0, sizeof(o));
+	o.timeout_ms = timeout_ms;
+	return open_ledger_opts(f, &o);
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A disk that stops answering: while fsync_hangs is set, SQLite's fsync and fdatasync (which
+ * resolve to these definitions, the executable's) wait until it is cleared. */
+static pthread_mutex_t fsync_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fsync_cv = PTHREAD_COND_INITIALIZER;
+static int fsync_hangs, fsync_hung;
+
+static void fsync_gate(void)
+{
+	pthread_mutex_lock(&fsync_mu);
+	while (fsync_hangs) {
+		fsync_hung = 1;
+		pthread_cond_wait(&fsync_cv, &fsync_mu);
+	}
+	pthread_mutex_unlock(&fsync_mu);
+}
+
+static void fsync_hang(int on)
+{
+	pthread_mutex_lock(&fsync_mu);
+	fsync_hangs = on;
+	fsync_hung = 0;
+	pthread_cond_broadcast(&fsync_cv);
+	pthread_mutex_unlock(&fsync_mu);
+}
+
+int fdatasync(int fd)
+{
+	fsync_gate();
+	return (int)syscall(SYS_fdatasync, fd);
+}
+
+int fsync(int fd)
+{
+	fsync_gate();
+	return (int)syscall(SYS_fsync, fd);
 }
 
 static void make_rec(struct audit_rec *r, unsigned i)
@@ -565,45 +627,131 @@ static void *blocked_append(void *arg)
 	return NULL;
 }
 
+/* Wait (up to 10 s) until the writer is off its batch. */
+static void wait_idle(struct ledger *l)
+{
+	struct ledger_stats st;
+
+	for (int i = 0; i < 1000; i++) {
+		ledger_stats(l, &st);
+		if (st.busy_ms == 0)
+			return;
+		usleep(10 * 1000);
+	}
+	fail_msg("the writer is still on its batch after 10 s");
+}
+
 static void test_unavailable(void **state)
 {
 	struct fixture *f = *state;
-	struct ledger *l = open_ledger(f, 0, NULL, 0);
+	struct ledger *l = open_ledger_timeout(f, 500);
 	struct blocked b[3];
 	struct ledger_stats st;
 	pthread_t t[3];
 	char path[512];
 	sqlite3 *db;
+	int64_t t0, took;
 	unsigned i;
 
+	alarm(30); /* a wait that never ends fails the test */
 	append_n(l, 3);
-	/* Another writer holds the database's write lock beyond the busy timeout. */
+	/* Another writer holds the database's write lock, for longer than the write timeout
+	 * (0.5 s) and the busy timeout (5 s) both. */
 	snprintf(path, sizeof(path), "%s/iamsign.db", f->dir);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	t0 = mono_ms();
 	for (i = 0; i < 3; i++) {
 		b[i].l = l;
 		b[i].rc = 1;
 		assert_int_equal(pthread_create(&t[i], NULL, blocked_append, &b[i]), 0);
 	}
-	/* The writer is on their batch, waiting for the lock: the stats say how long. */
-	usleep(400 * 1000);
+	/* The writer is on their batch, waiting for the lock: the stats say how long; not yet
+	 * stalled. */
+	usleep(300 * 1000);
 	ledger_stats(l, &st);
-	assert_true(st.busy_ms >= 300 && st.busy_ms < 5000);
+	assert_true(st.busy_ms >= 200 && st.busy_ms < 500);
+	assert_false(ledger_stalled(l));
+	/* Each is answered unavailable at the write timeout, not the busy timeout's 5 s. */
 	for (i = 0; i < 3; i++) {
 		pthread_join(t[i], NULL);
 		assert_int_equal(b[i].rc, LEDGER_ERR_UNAVAILABLE);
 	}
+	took = mono_ms() - t0;
+	if (took < 500 || took >= 4900)
+		fail_msg("the blocked appends returned after %lld ms", (long long)took);
 	ledger_stats(l, &st);
-	assert_true(st.records == 3 && st.failed == 3 && st.busy_ms == 0);
+	assert_int_equal(st.failed, 3);
+	/* (Refusing at once while stalled is checked with a hung fsync below: that stall lasts
+	 * as long as the test wants, this one only until the busy timeout.) The lock goes: the
+	 * writer commits what it was writing, the records whose waiters gave up included, and
+	 * frees them; any still queued at the timeout were dropped unwritten. Or, on a slow
+	 * machine, the busy timeout came first and the batch failed. */
 	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
-	/* The writer keeps going once the database is writable again. */
+	wait_idle(l);
+	assert_false(ledger_stalled(l));
+	ledger_stats(l, &st);
+	assert_true(st.records >= 3 && st.records <= 6);
+	assert_int_equal(st.failed, 3);
+	/* The writer keeps going. */
 	append_n(l, 2);
 	ledger_stats(l, &st);
-	assert_true(st.records == 5 && st.failed == 3);
+	assert_int_equal(st.failed, 3);
 	ledger_close(l);
-	expect_intact(f, 5);
+	expect_intact(f, st.records);
+	alarm(0);
+}
+
+/* The disk stops answering inside the commit's fsync: the request is answered unavailable
+ * at the write timeout, later ones at once, and once the fsync returns the ledger goes on with
+ * the chain intact. */
+static void test_fsync_hangs(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger_timeout(f, 300);
+	struct ledger_stats st;
+	struct blocked b = {.l = l, .rc = 1};
+	struct audit_rec r;
+	pthread_t t;
+	int64_t t0, took;
+	int hung;
+
+	alarm(30); /* a wait that never ends fails the test */
+	append_n(l, 2);
+	fsync_hang(1);
+	t0 = mono_ms();
+	assert_int_equal(pthread_create(&t, NULL, blocked_append, &b), 0);
+	pthread_join(t, NULL);
+	took = mono_ms() - t0;
+	assert_int_equal(b.rc, LEDGER_ERR_UNAVAILABLE);
+	if (took < 300 || took > 2000)
+		fail_msg("the append returned after %lld ms", (long long)took);
+	pthread_mutex_lock(&fsync_mu);
+	hung = fsync_hung;
+	pthread_mutex_unlock(&fsync_mu);
+	assert_true(hung); /* it was the fsync that held it */
+	assert_true(ledger_stalled(l));
+	make_rec(&r, 9);
+	t0 = mono_ms();
+	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_UNAVAILABLE);
+	assert_true(mono_ms() - t0 < 200);
+	ledger_stats(l, &st);
+	assert_int_equal(st.records, 2);
+	assert_int_equal(st.failed, 2);
+	assert_true(st.busy_ms >= 300);
+	/* The disk answers: the record given up on was in the commit, and is in the chain. */
+	fsync_hang(0);
+	wait_idle(l);
+	ledger_stats(l, &st);
+	assert_int_equal(st.records, 3);
+	assert_int_equal(st.failed, 2);
+	make_rec(&r, 10);
+	assert_int_equal(ledger_append(l, &r), LEDGER_OK);
+	assert_int_equal(r.seq, 4);
+	ledger_close(l);
+	expect_intact(f, 4);
+	alarm(0);
 }
 
 static void test_unavailable_direct(void **state)
@@ -937,6 +1085,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_quota_exact_announced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_jti, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unavailable, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fsync_hangs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unavailable_direct, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoints, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_sign_fails, setup, teardown),
