@@ -11,7 +11,7 @@ struct core;
 /* Serve n channels (fds, taken over; n >= 2) for svc; sock_path is the daemon's socket path,
  * the only local address a caller's connection may have. The last channel answers status
  * requests only, so that /healthz and /metrics never queue behind signing. 0, or -1 with err
- * set. */
+ * set (with n < 2 the fds stay the caller's). */
 int core_start(struct service *svc, const char *sock_path, const int *fds, unsigned n,
                struct core **out, char *err, size_t errlen);
 

@@ -28,6 +28,7 @@
 
 #include <openssl/objects.h>
 
+#include "signer/core.h"
 #include "signer/link.h"
 #include "signer/wire.h"
 
@@ -2022,6 +2023,78 @@ static void link_status_channel(void **state)
 	alarm(0);
 }
 
+/* Send a request on a channel's listener end and read the core's answer: its type, and for an
+ * error the HTTP status and reason. */
+static uint32_t core_ask(int fd, uint32_t type, const struct wire_buf *b, int *http,
+                         char reason[48])
+{
+	struct wire_error_strs strs;
+	struct svc_error e;
+	uint8_t *p = NULL;
+	size_t len = 0;
+	uint32_t rtype;
+	int cfd = -1;
+	char why[160];
+
+	assert_int_equal(wire_send(fd, type, b, -1), 0);
+	assert_int_equal(wire_recv(fd, WIRE_MAX_RESP, &rtype, &p, &len, &cfd, why, sizeof(why)), 0);
+	*http = 0;
+	reason[0] = '\0';
+	if (rtype == WIRE_RESP_ERROR) {
+		assert_int_equal(wire_dec_error(p, len, &e, &strs, why, sizeof(why)), 0);
+		*http = e.http;
+		snprintf(reason, 48, "%s", e.reason);
+	}
+	free(p);
+	return rtype;
+}
+
+/* The core's end of the channels: the last one serves status requests only, and neither
+ * serves a request the listener should never send. None of these reach the service (this
+ * core has none). */
+static void core_refusals(void **state)
+{
+	struct core *c = NULL;
+	struct wire_buf b;
+	int pool[2], st[2], fds[2], http;
+	char reason[48], err[160];
+
+	/* At least one channel besides the status channel. */
+	pair(pool);
+	assert_int_equal(core_start(NULL, "/run/none.sock", &pool[1], 1, &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "status channel"));
+	pair(st);
+	fds[0] = pool[1];
+	fds[1] = st[1];
+	assert_int_equal(core_start(NULL, "/run/none.sock", fds, 2, &c, err, sizeof(err)), 0);
+
+	/* On the status channel: a list request, a signature request, and a status request
+	 * carrying a payload, each answered 400 invalid_request; the channel stays up. */
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	assert_int_equal(wire_enc_list_req(&b, NULL, NULL, 10), 0);
+	assert_int_equal(core_ask(st[0], WIRE_REQ_LIST, &b, &http, reason), WIRE_RESP_ERROR);
+	assert_int_equal(http, 400);
+	assert_string_equal(reason, "invalid_request");
+	assert_int_equal(core_ask(st[0], WIRE_REQ_SIGN, &b, &http, reason), WIRE_RESP_ERROR);
+	assert_int_equal(http, 400);
+	assert_int_equal(core_ask(st[0], WIRE_REQ_STATUS, &b, &http, reason), WIRE_RESP_ERROR);
+	assert_int_equal(http, 400);
+	assert_string_equal(reason, "invalid_request");
+	/* On a pool channel: an unknown request type (400), and a list request without the
+	 * caller's connection (403 unknown_caller: no caller, nothing recorded). */
+	assert_int_equal(core_ask(pool[0], 99, &b, &http, reason), WIRE_RESP_ERROR);
+	assert_int_equal(http, 400);
+	assert_int_equal(core_ask(pool[0], WIRE_REQ_LIST, &b, &http, reason), WIRE_RESP_ERROR);
+	assert_int_equal(http, 403);
+	assert_string_equal(reason, "unknown_caller");
+	wire_buf_free(&b);
+
+	/* The listener closes its ends: every channel thread ends, and core_join returns. */
+	close(pool[0]);
+	close(st[0]);
+	core_join(c);
+}
+
 static void peer(void **state)
 {
 	char path[PATH_MAX + 16], other[PATH_MAX + 16], seq[PATH_MAX + 16], file[PATH_MAX + 16];
@@ -2144,6 +2217,7 @@ int main(void)
 	    cmocka_unit_test(framing_split),
 	    cmocka_unit_test(framing_large),
 	    cmocka_unit_test(link_status_channel),
+	    cmocka_unit_test(core_refusals),
 	    cmocka_unit_test_setup_teardown(peer, peer_setup, peer_teardown),
 	};
 
