@@ -86,8 +86,9 @@ void ledger_close(struct ledger *l);
  * writer has been on one batch for that long (ledger_stalled), appends fail at once. */
 int ledger_append(struct ledger *l, struct audit_rec *rec);
 
-/* 1 while the writer has been on one batch for opts.timeout_ms or longer: a hung fsync or a
- * lock held elsewhere. Never in direct mode. */
+/* 1 while the writer is stuck on a batch (a hung fsync, a lock held elsewhere): it has been
+ * on it for opts.timeout_ms or longer, or a request gave up waiting meanwhile. Never in direct
+ * mode. */
 int ledger_stalled(struct ledger *l);
 
 /* Group commit's hint: a request announces (+1) that it will append a record soon, then
