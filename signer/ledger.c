@@ -233,6 +233,18 @@ static double mono_since(const struct timespec *t0)
 	return (double)(ts.tv_sec - t0->tv_sec) + (double)(ts.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/* CLOCK_MONOTONIC ns nanoseconds from now (0 <= ns), for timed waits. */
+static void mono_deadline(struct timespec *ts, int64_t ns)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += (time_t)(ns / 1000000000);
+	ts->tv_nsec += (long)(ns % 1000000000);
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 /* ---- canonical encoding ---- */
 
 static int enc_u32(EVP_MD_CTX *md, uint32_t v)
@@ -856,12 +868,7 @@ static void gather(struct ledger *l, struct txn *t, int64_t wait_ns)
 	struct pending *more;
 	struct timespec until;
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_nsec += (long)wait_ns;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	mono_deadline(&until, wait_ns);
 	pthread_mutex_lock(&l->mu);
 	while (!t->bad && t->n < LEDGER_MAX_BATCH) {
 		while (l->qhead == NULL && l->expected > 0 && !l->stop &&
@@ -1133,17 +1140,6 @@ static int unqueue(struct ledger *l, struct pending *p)
 	return 0;
 }
 
-static void deadline_in(struct timespec *ts, unsigned ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 static int append(struct ledger *l, struct audit_rec *rec, int announced)
 {
 	struct pending *p;
@@ -1186,7 +1182,7 @@ static int append(struct ledger *l, struct audit_rec *rec, int announced)
 		free(p);
 		return r;
 	}
-	deadline_in(&until, l->opts.timeout_ms);
+	mono_deadline(&until, (int64_t)l->opts.timeout_ms * 1000000);
 	pthread_mutex_lock(&l->mu);
 	if (announced)
 		l->expected--; /* here now, queued or refused: no longer on its way */
