@@ -31,7 +31,7 @@
 
 /* A request waits this long for its signature (worker.c); then it is answered "unavailable"
  * and the token marked down, so that later requests fail fast instead of queueing behind it.
- * The whole answer, ledger included, then stays within 2 s. */
+ * The ledger's wait that follows has its own bound (ledger.write_timeout, 2 s by default). */
 #define TOK_CALL_DEADLINE_MS 1500
 /* Recovery attempts back off from the first to the last delay, doubling. The first attempt
  * of an outage also waits TOK_BACKOFF_MIN_MS: the token that just failed is given a moment,
