@@ -1256,6 +1256,21 @@ int ledger_stalled(struct ledger *l)
 	return r;
 }
 
+int ledger_announce(struct ledger *l)
+{
+	int r = LEDGER_OK;
+
+	if (l == NULL || l->opts.direct)
+		return LEDGER_OK;
+	pthread_mutex_lock(&l->mu);
+	if (stalled(l))
+		r = LEDGER_ERR_UNAVAILABLE;
+	else
+		l->expected++;
+	pthread_mutex_unlock(&l->mu);
+	return r;
+}
+
 int ledger_append(struct ledger *l, struct audit_rec *rec)
 {
 	return append(l, rec, 0);

@@ -100,6 +100,10 @@ int ledger_stalled(struct ledger *l);
  * meanwhile and takes each record in as it arrives. Ignored by a ledger without a writer thread
  * (direct). */
 void ledger_expect(struct ledger *l, int delta);
+/* ledger_expect(l, +1) for the signing path, unless the ledger is stalled (ledger_stalled):
+ * then LEDGER_ERR_UNAVAILABLE and nothing is announced, so nothing should be signed. One lock,
+ * where a check and an announcement would take it twice. */
+int ledger_announce(struct ledger *l);
 int ledger_append_expected(struct ledger *l, struct audit_rec *rec);
 
 /* What the ledger has done since it was opened, for /metrics. A commit is one write

@@ -618,16 +618,15 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 		goto out;
 	if (req->cms && chain == NULL)
 		chain = load_chain(rc.chain_pem); /* carried in the CMS */
-	/* A ledger stuck on a write would only throw the signature away: none is made, and
-	 * the refusal is not recorded either (it would be refused the same way). */
-	if (ledger_stalled(s->ledger)) {
+	/* From here a record follows within a signature's time: group commit may wait for it.
+	 * A ledger stuck on a write would only throw the signature away: none is made, and the
+	 * refusal is not recorded either (it would be refused the same way). */
+	if (ledger_announce(s->ledger) != LEDGER_OK) {
 		svc_fail(e, 503, "temporarily_unavailable", "ledger_unavailable",
 		         "the audit ledger is stuck on a write; nothing was signed");
 		e->recorded = 1;
 		goto out;
 	}
-	/* From here a record follows within a signature's time: group commit may wait for it. */
-	ledger_expect(s->ledger, 1);
 	announced = 1;
 	if (make_signatures(s, req, key, chain, out, e) != 0)
 		goto out;
