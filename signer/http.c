@@ -52,8 +52,8 @@ struct http_server {
 	struct core_link *link;
 	struct MHD_Daemon *mhd;
 	struct config_limits lim;
-	/* /healthz says the ledger is stalled once its writer has been this long on one batch
-	 * (ledger.write_timeout): from then on the core refuses to sign. */
+	/* /healthz says the ledger is stalled once its writer has been this long on one batch or
+	 * checkpoint (ledger.write_timeout): from then on the core refuses to sign. */
 	uint64_t stalled_ms;
 	atomic_long in_flight;
 	atomic_ulong requests, errors4, errors5;
@@ -461,7 +461,7 @@ static char *metrics_text(struct http_server *h)
 	             "# TYPE iamsign_ledger_commit_seconds_total counter\n"
 	             "iamsign_ledger_commit_seconds_total %.6f\n"
 	             "# HELP iamsign_ledger_busy_seconds How long the ledger's writer has been on "
-	             "its current batch, 0 when idle.\n"
+	             "its current batch or checkpoint, 0 when idle.\n"
 	             "# TYPE iamsign_ledger_busy_seconds gauge\n"
 	             "iamsign_ledger_busy_seconds %.3f\n",
 	             atomic_load(&h->requests), atomic_load(&h->errors4), atomic_load(&h->errors5),

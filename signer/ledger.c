@@ -196,7 +196,7 @@ struct ledger {
 	uint64_t since_try;        /* records committed since the last checkpoint attempt */
 	struct timespec last_ckpt; /* last checkpoint attempt, CLOCK_MONOTONIC */
 	struct ledger_stats stats;
-	struct timespec busy_since; /* when the writer took its current batch */
+	struct timespec busy_since; /* when the writer took its current batch or checkpoint */
 	int busy;                   /* it has one */
 	int gave_up;                /* a waiter timed out since the writer took it */
 	pthread_t writer;
@@ -821,8 +821,16 @@ static void pending_free(struct pending *p)
 	free(p);
 }
 
-/* The writer has been on one batch for the write timeout or longer, or a request gave up
- * waiting while it has been on this one (mu held). */
+/* The writer starts on a batch or a checkpoint (mu held). */
+static void mark_busy(struct ledger *l)
+{
+	l->busy = 1;
+	l->gave_up = 0;
+	clock_gettime(CLOCK_MONOTONIC, &l->busy_since);
+}
+
+/* The writer has been on one batch or checkpoint for the write timeout or longer, or a
+ * request gave up waiting while it has been on this one (mu held). */
 static int stalled(struct ledger *l)
 {
 	return l->busy &&
@@ -894,7 +902,7 @@ static void *writer_main(void *arg)
 	struct txn t;
 	int64_t wait_ns = 0;
 	size_t n, gone;
-	int stop, due, delay;
+	int stop, due, delay, r;
 
 	pthread_setname_np(pthread_self(), "ledger-writer");
 	for (;;) {
@@ -917,11 +925,8 @@ static void *writer_main(void *arg)
 			    l->sync_ns < LEDGER_DELAY_MAX_NS ? l->sync_ns : LEDGER_DELAY_MAX_NS;
 		batch = take_queue(l);
 		stop = l->stop;
-		if (batch != NULL) {
-			l->busy = 1;
-			l->gave_up = 0;
-			clock_gettime(CLOCK_MONOTONIC, &l->busy_since);
-		}
+		if (batch != NULL)
+			mark_busy(l);
 		pthread_mutex_unlock(&l->mu);
 
 		if (batch != NULL) {
@@ -956,12 +961,27 @@ static void *writer_main(void *arg)
 			l->gave_up = 0;
 			pthread_mutex_unlock(&l->mu);
 		}
-		pthread_mutex_lock(&l->mu);
-		due = checkpoint_due(l);
-		pthread_mutex_unlock(&l->mu);
 		/* Not while stopping: ledger_close writes the final one. */
-		if (due && !stop && checkpoint_now(l, NULL) != LEDGER_OK)
-			fprintf(stderr, "ledger: checkpoint failed; will retry\n");
+		pthread_mutex_lock(&l->mu);
+		due = checkpoint_due(l) && !stop;
+		if (due) /* the queue waits on it as on a batch: it can hang the same way */
+			mark_busy(l);
+		pthread_mutex_unlock(&l->mu);
+		if (due) {
+			r = checkpoint_now(l, NULL);
+			pthread_mutex_lock(&l->mu);
+			if (l->gave_up)
+				fprintf(
+				    stderr,
+				    "ledger: a checkpoint took %.0f ms; requests queued behind it "
+				    "were answered unavailable after %u ms\n",
+				    mono_since(&l->busy_since) * 1000.0, l->opts.timeout_ms);
+			l->busy = 0;
+			l->gave_up = 0;
+			pthread_mutex_unlock(&l->mu);
+			if (r != LEDGER_OK)
+				fprintf(stderr, "ledger: checkpoint failed; will retry\n");
+		}
 		if (stop && batch == NULL)
 			break;
 	}

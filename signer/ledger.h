@@ -83,12 +83,13 @@ void ledger_close(struct ledger *l);
  * thread, the wait is bounded by opts.timeout_ms: a record still queued then is never written
  * and LEDGER_ERR_UNAVAILABLE returned; one the writer was already writing is left to it, and
  * may still be committed (a signature thrown away then has a record all the same). While the
- * writer has been on one batch for that long (ledger_stalled), appends fail at once. */
+ * writer has been on one batch or checkpoint for that long (ledger_stalled), appends fail at
+ * once. */
 int ledger_append(struct ledger *l, struct audit_rec *rec);
 
-/* 1 while the writer is stuck on a batch (a hung fsync, a lock held elsewhere): it has been
- * on it for opts.timeout_ms or longer, or a request gave up waiting meanwhile. Never in direct
- * mode. */
+/* 1 while the writer is stuck on a batch or a checkpoint (a hung fsync, a lock held
+ * elsewhere, an audit key that does not answer): it has been on it for opts.timeout_ms or
+ * longer, or a request gave up waiting meanwhile. Never in direct mode. */
 int ledger_stalled(struct ledger *l);
 
 /* Group commit's hint: a request announces (+1) that it will append a record soon, then
@@ -112,8 +113,8 @@ int ledger_append_expected(struct ledger *l, struct audit_rec *rec);
  * counts the appends answered LEDGER_ERR_UNAVAILABLE or LEDGER_ERR_INTERNAL: nothing was
  * recorded for them, except for one that timed out while the writer had it, and that the
  * writer then committed (counted in records too). Checkpoints are not counted. busy_ms is how
- * long the writer has been on its current batch (0 when it has none): a stuck disk or a held
- * lock shows there while the requests in that batch wait. Thread-safe. */
+ * long the writer has been on its current batch or checkpoint (0 when it has neither): a stuck
+ * disk or a held lock shows there while the requests queued behind it wait. Thread-safe. */
 struct ledger_stats {
 	uint64_t commits;
 	uint64_t records;

@@ -119,41 +119,76 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* A disk that stops answering: while fsync_hangs is set, SQLite's fsync and fdatasync (which
- * resolve to these definitions, the executable's) wait until it is cleared. */
-static pthread_mutex_t fsync_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t fsync_cv = PTHREAD_COND_INITIALIZER;
-static int fsync_hangs, fsync_hung;
+/* A gate that, while closed, holds whoever passes it until it opens; hung tells that someone
+ * is held. */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int closed, hung;
+};
 
-static void fsync_gate(void)
-{
-	pthread_mutex_lock(&fsync_mu);
-	while (fsync_hangs) {
-		fsync_hung = 1;
-		pthread_cond_wait(&fsync_cv, &fsync_mu);
+#define GATE_INIT                                                                                  \
+	{                                                                                          \
+		PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0                          \
 	}
-	pthread_mutex_unlock(&fsync_mu);
+
+static void gate_pass(struct gate *g)
+{
+	pthread_mutex_lock(&g->mu);
+	while (g->closed) {
+		g->hung = 1;
+		pthread_cond_wait(&g->cv, &g->mu);
+	}
+	pthread_mutex_unlock(&g->mu);
 }
 
-static void fsync_hang(int on)
+static void gate_close(struct gate *g, int on)
 {
-	pthread_mutex_lock(&fsync_mu);
-	fsync_hangs = on;
-	fsync_hung = 0;
-	pthread_cond_broadcast(&fsync_cv);
-	pthread_mutex_unlock(&fsync_mu);
+	pthread_mutex_lock(&g->mu);
+	g->closed = on;
+	g->hung = 0;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
 }
+
+/* Wait (up to 5 s) until someone is held at g. */
+static void gate_wait_hung(struct gate *g)
+{
+	int hung = 0;
+
+	for (int i = 0; i < 500 && !hung; i++) {
+		pthread_mutex_lock(&g->mu);
+		hung = g->hung;
+		pthread_mutex_unlock(&g->mu);
+		if (!hung)
+			usleep(10 * 1000);
+	}
+	assert_true(hung);
+}
+
+/* A disk that stops answering: while fsync_gate is closed, SQLite's fsync and fdatasync (which
+ * resolve to these definitions, the executable's) wait until it opens. */
+static struct gate fsync_gate = GATE_INIT;
 
 int fdatasync(int fd)
 {
-	fsync_gate();
+	gate_pass(&fsync_gate);
 	return (int)syscall(SYS_fdatasync, fd);
 }
 
 int fsync(int fd)
 {
-	fsync_gate();
+	gate_pass(&fsync_gate);
 	return (int)syscall(SYS_fsync, fd);
+}
+
+/* An audit key that stops answering while sign_gate is closed. */
+static struct gate sign_gate = GATE_INIT;
+
+static int gated_sign(void *arg, const uint8_t head[32], uint8_t *sig, size_t *siglen)
+{
+	gate_pass(&sign_gate);
+	return sw_sign(arg, head, sig, siglen);
 }
 
 static void make_rec(struct audit_rec *r, unsigned i)
@@ -715,23 +750,14 @@ static void test_fsync_hangs(void **state)
 	struct audit_rec r;
 	pthread_t t;
 	int64_t t0, took;
-	int hung;
 
 	alarm(30); /* a wait that never ends fails the test */
 	append_n(l, 2);
-	fsync_hang(1);
+	gate_close(&fsync_gate, 1);
 	t0 = mono_ms();
 	assert_int_equal(pthread_create(&t, NULL, blocked_append, &b), 0);
 	/* The writer takes the record and hangs in the commit's fsync. */
-	for (int i = 0; i < 500; i++) {
-		pthread_mutex_lock(&fsync_mu);
-		hung = fsync_hung;
-		pthread_mutex_unlock(&fsync_mu);
-		if (hung)
-			break;
-		usleep(10 * 1000);
-	}
-	assert_true(hung);
+	gate_wait_hung(&fsync_gate);
 	pthread_join(t, NULL);
 	took = mono_ms() - t0;
 	assert_int_equal(b.rc, LEDGER_ERR_UNAVAILABLE);
@@ -748,7 +774,7 @@ static void test_fsync_hangs(void **state)
 	assert_int_equal(st.failed, 2);
 	assert_true(st.busy_ms >= 300);
 	/* The disk answers: the record given up on was in the commit, and is in the chain. */
-	fsync_hang(0);
+	gate_close(&fsync_gate, 0);
 	wait_idle(l);
 	ledger_stats(l, &st);
 	assert_int_equal(st.records, 3);
@@ -759,6 +785,61 @@ static void test_fsync_hangs(void **state)
 	assert_int_equal(r.seq, 4);
 	ledger_close(l);
 	expect_intact(f, 4);
+	alarm(0);
+}
+
+/* A checkpoint that hangs (the audit key does not answer; its own fsync could do the same)
+ * holds the queue like a batch that hangs, and counts as a stall the same way. */
+static void test_checkpoint_hangs(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger_opts o = {.timeout_ms = 300, .sign = gated_sign, .checkpoint_every = 2};
+	struct ledger *l;
+	struct ledger_stats st;
+	struct blocked b;
+	struct audit_rec r;
+	uint64_t records, ckpts, bad;
+	char why[512];
+	pthread_t t;
+	int64_t t0, took;
+
+	alarm(30); /* a wait that never ends fails the test */
+	o.sign_arg = f->key;
+	l = open_ledger_opts(f, &o);
+	b.l = l;
+	b.rc = 1;
+	gate_close(&sign_gate, 1);
+	append_n(l, 2); /* committed; the checkpoint they call for hangs */
+	gate_wait_hung(&sign_gate);
+	t0 = mono_ms();
+	assert_int_equal(pthread_create(&t, NULL, blocked_append, &b), 0);
+	pthread_join(t, NULL);
+	took = mono_ms() - t0;
+	assert_int_equal(b.rc, LEDGER_ERR_UNAVAILABLE);
+	if (took < 300 || took > 5300)
+		fail_msg("the append returned after %lld ms", (long long)took);
+	assert_true(ledger_stalled(l));
+	assert_int_equal(ledger_announce(l), LEDGER_ERR_UNAVAILABLE);
+	make_rec(&r, 9);
+	t0 = mono_ms();
+	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_UNAVAILABLE);
+	assert_true(mono_ms() - t0 < 200);
+	ledger_stats(l, &st);
+	assert_int_equal(st.records, 2);
+	assert_int_equal(st.failed, 2);
+	assert_true(st.busy_ms >= 300);
+	/* The key answers: the checkpoint is stored; the records given up on were still queued,
+	 * and are not. */
+	gate_close(&sign_gate, 0);
+	wait_idle(l);
+	assert_false(ledger_stalled(l));
+	make_rec(&r, 10);
+	assert_int_equal(ledger_append(l, &r), LEDGER_OK);
+	assert_int_equal(r.seq, 3);
+	ledger_close(l);
+	assert_int_equal(verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why)), 0);
+	assert_int_equal(records, 3);
+	assert_int_equal(ckpts, 2); /* at 2, and at 3 on close */
 	alarm(0);
 }
 
@@ -1094,6 +1175,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_jti, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unavailable, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fsync_hangs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpoint_hangs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unavailable_direct, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoints, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_sign_fails, setup, teardown),
