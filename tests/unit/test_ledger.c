@@ -741,23 +741,20 @@ static void test_unavailable(void **state)
 /* The disk stops answering inside the commit's fsync: the request is answered unavailable
  * at the write timeout, later ones at once, and once the fsync returns the ledger goes on with
  * the chain intact. */
-static void test_fsync_hangs(void **state)
+/* The writer is held at g, or is about to be, with 2 records committed and a write timeout of
+ * 300 ms: an append gives up at the timeout, and from then on the ledger is stalled, refusing
+ * announcements and appends at once. */
+static void expect_stall(struct ledger *l, struct gate *g)
 {
-	struct fixture *f = *state;
-	struct ledger *l = open_ledger_timeout(f, 300);
-	struct ledger_stats st;
 	struct blocked b = {.l = l, .rc = 1};
+	struct ledger_stats st;
 	struct audit_rec r;
 	pthread_t t;
 	int64_t t0, took;
 
-	alarm(30); /* a wait that never ends fails the test */
-	append_n(l, 2);
-	gate_close(&fsync_gate, 1);
 	t0 = mono_ms();
 	assert_int_equal(pthread_create(&t, NULL, blocked_append, &b), 0);
-	/* The writer takes the record and hangs in the commit's fsync. */
-	gate_wait_hung(&fsync_gate);
+	gate_wait_hung(g);
 	pthread_join(t, NULL);
 	took = mono_ms() - t0;
 	assert_int_equal(b.rc, LEDGER_ERR_UNAVAILABLE);
@@ -773,6 +770,20 @@ static void test_fsync_hangs(void **state)
 	assert_int_equal(st.records, 2);
 	assert_int_equal(st.failed, 2);
 	assert_true(st.busy_ms >= 300);
+}
+
+static void test_fsync_hangs(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger_timeout(f, 300);
+	struct ledger_stats st;
+	struct audit_rec r;
+
+	alarm(30); /* a wait that never ends fails the test */
+	append_n(l, 2);
+	/* The writer takes the next record and hangs in the commit's fsync. */
+	gate_close(&fsync_gate, 1);
+	expect_stall(l, &fsync_gate);
 	/* The disk answers: the record given up on was in the commit, and is in the chain. */
 	gate_close(&fsync_gate, 0);
 	wait_idle(l);
@@ -795,39 +806,17 @@ static void test_checkpoint_hangs(void **state)
 	struct fixture *f = *state;
 	struct ledger_opts o = {.timeout_ms = 300, .sign = gated_sign, .checkpoint_every = 2};
 	struct ledger *l;
-	struct ledger_stats st;
-	struct blocked b;
 	struct audit_rec r;
 	uint64_t records, ckpts, bad;
 	char why[512];
-	pthread_t t;
-	int64_t t0, took;
 
 	alarm(30); /* a wait that never ends fails the test */
 	o.sign_arg = f->key;
 	l = open_ledger_opts(f, &o);
-	b.l = l;
-	b.rc = 1;
 	gate_close(&sign_gate, 1);
 	append_n(l, 2); /* committed; the checkpoint they call for hangs */
 	gate_wait_hung(&sign_gate);
-	t0 = mono_ms();
-	assert_int_equal(pthread_create(&t, NULL, blocked_append, &b), 0);
-	pthread_join(t, NULL);
-	took = mono_ms() - t0;
-	assert_int_equal(b.rc, LEDGER_ERR_UNAVAILABLE);
-	if (took < 300 || took > 5300)
-		fail_msg("the append returned after %lld ms", (long long)took);
-	assert_true(ledger_stalled(l));
-	assert_int_equal(ledger_announce(l), LEDGER_ERR_UNAVAILABLE);
-	make_rec(&r, 9);
-	t0 = mono_ms();
-	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_UNAVAILABLE);
-	assert_true(mono_ms() - t0 < 200);
-	ledger_stats(l, &st);
-	assert_int_equal(st.records, 2);
-	assert_int_equal(st.failed, 2);
-	assert_true(st.busy_ms >= 300);
+	expect_stall(l, &sign_gate);
 	/* The key answers: the checkpoint is stored; the records given up on were still queued,
 	 * and are not. */
 	gate_close(&sign_gate, 0);
