@@ -163,6 +163,13 @@ static const char *const rsql[R_COUNT] = {
 
 /* One record waiting for the writer, with a copy of the record of its own: a waiter that
  * gives up (the write timeout) leaves it behind, and whoever holds it last frees it. */
+/* Answers given without a record (the ledger could not take theirs): counted until a record
+ * noting them can be written (gap_record). */
+struct gap {
+	uint64_t n;
+	int64_t first_ms, last_ms;
+};
+
 struct pending {
 	struct audit_rec rec;
 	struct pending *next;
@@ -170,6 +177,8 @@ struct pending {
 	int done;          /* the writer is finished with it: result and rec are final */
 	int abandoned;     /* its waiter gave up while the writer had it: the writer frees it */
 	pthread_cond_t cv; /* its waiter's own: a batch wakes only the waiters it carried */
+	int notes_gap;     /* the writer's own record noting gap (gap_record); no waiter, no cv */
+	struct gap gap;
 };
 
 struct ledger {
@@ -199,6 +208,7 @@ struct ledger {
 	struct timespec busy_since; /* when the writer took its current batch or checkpoint */
 	int busy;                   /* it has one */
 	int gave_up;                /* a waiter timed out since the writer took it */
+	struct gap gap;             /* answers without a record, not yet noted in the ledger */
 	pthread_t writer;
 	int have_writer;
 	int have_locks;
@@ -224,6 +234,8 @@ static int64_t now_ms(void)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+static int rfc3339_ms(int64_t ms, char *buf, size_t len);
 
 static double mono_since(const struct timespec *t0)
 {
@@ -821,6 +833,61 @@ static void pending_free(struct pending *p)
 	free(p);
 }
 
+/* Count n more answers left without a record (mu held). Not for a direct ledger, whose caller
+ * (iamsign-admin) reports its own failure. */
+static void gap_add(struct ledger *l, const struct gap *g)
+{
+	if (l->opts.direct || g->n == 0)
+		return;
+	if (l->gap.n == 0 || g->first_ms < l->gap.first_ms)
+		l->gap.first_ms = g->first_ms;
+	if (g->last_ms > l->gap.last_ms)
+		l->gap.last_ms = g->last_ms;
+	l->gap.n += g->n;
+}
+
+static void gap_now(struct ledger *l, uint64_t n)
+{
+	int64_t now = now_ms();
+	struct gap g = {n, now, now};
+
+	gap_add(l, &g);
+}
+
+/* The record that notes the answers counted so far, taking them over (mu held): NULL when
+ * there are none, or no memory (they stay counted). It goes into the next transaction, before
+ * its records; if that fails, the count is given back (gap_add). */
+static struct pending *gap_record(struct ledger *l)
+{
+	struct pending *p;
+	struct audit_rec *r;
+	char from[32], to[32];
+
+	if (l->gap.n == 0 || (p = calloc(1, sizeof(*p))) == NULL)
+		return NULL;
+	p->notes_gap = 1;
+	p->gap = l->gap;
+	memset(&l->gap, 0, sizeof(l->gap));
+	r = &p->rec;
+	r->time_ms = now_ms();
+	snprintf(r->caller, sizeof(r->caller), "iamsignd");
+	r->uid = (uint32_t)getuid();
+	r->gid = (uint32_t)getgid();
+	r->pid = (int32_t)getpid();
+	snprintf(r->op, sizeof(r->op), "ledger.unrecorded");
+	snprintf(r->decision, sizeof(r->decision), "deny");
+	snprintf(r->reason, sizeof(r->reason), "ledger_unavailable");
+	if (rfc3339_ms(p->gap.first_ms, from, sizeof(from)) != 0 ||
+	    rfc3339_ms(p->gap.last_ms, to, sizeof(to)) != 0)
+		from[0] = to[0] = '\0';
+	snprintf(r->detail, sizeof(r->detail),
+	         "%llu answer(s) 503 ledger_unavailable without a record of their own, from %s to "
+	         "%s",
+	         (unsigned long long)p->gap.n, from, to);
+	p->result = LEDGER_ERR_UNAVAILABLE;
+	return p;
+}
+
 /* The writer starts on a batch or a checkpoint (mu held). */
 static void mark_busy(struct ledger *l)
 {
@@ -844,9 +911,16 @@ static int stalled(struct ledger *l)
 static void count_end(struct ledger *l, const struct txn *t, size_t n)
 {
 	if (n == 0) {
-		/* One that timed out was counted when its waiter gave up. */
-		for (const struct pending *p = t->head; p != NULL; p = p->next)
+		/* One that timed out was counted failed when its waiter gave up; now its request is
+		 * also an answer without a record. A gap record gives its count back. */
+		for (const struct pending *p = t->head; p != NULL; p = p->next) {
+			if (p->notes_gap) {
+				gap_add(l, &p->gap);
+				continue;
+			}
 			l->stats.failed += !p->abandoned;
+			gap_now(l, 1);
+		}
 		return;
 	}
 	l->sync_ns = l->sync_ns == 0 ? t->took_ns : (7 * l->sync_ns + t->took_ns) / 8;
@@ -897,12 +971,12 @@ static void gather(struct ledger *l, struct txn *t, int64_t wait_ns)
 static void *writer_main(void *arg)
 {
 	struct ledger *l = arg;
-	struct pending *batch, *p, *next;
+	struct pending *batch, *gap, *p, *next;
 	struct timespec ts;
 	struct txn t;
 	int64_t wait_ns = 0;
 	size_t n, gone;
-	int stop, due, delay, r;
+	int stop, due, delay, noted = 0, r;
 
 	pthread_setname_np(pthread_self(), "ledger-writer");
 	for (;;) {
@@ -925,8 +999,15 @@ static void *writer_main(void *arg)
 			    l->sync_ns < LEDGER_DELAY_MAX_NS ? l->sync_ns : LEDGER_DELAY_MAX_NS;
 		batch = take_queue(l);
 		stop = l->stop;
-		if (batch != NULL)
+		if (batch != NULL) {
 			mark_busy(l);
+			gap = gap_record(l);
+			noted = gap != NULL;
+			if (noted) { /* the answers it notes came first */
+				gap->next = batch;
+				batch = gap;
+			}
+		}
 		pthread_mutex_unlock(&l->mu);
 
 		if (batch != NULL) {
@@ -941,7 +1022,12 @@ static void *writer_main(void *arg)
 			count_end(l, &t, n);
 			gone = 0;
 			for (p = t.head; p != NULL; p = next) {
-				next = p->next; /* p belongs to its waiter once done */
+				next = p->next;     /* p belongs to its waiter once done */
+				if (p->notes_gap) { /* counted back by count_end if it failed */
+					OPENSSL_cleanse(p, sizeof(*p));
+					free(p);
+					continue;
+				}
 				if (p->abandoned) {
 					pending_free(p);
 					gone++;
@@ -956,7 +1042,8 @@ static void *writer_main(void *arg)
 				    "ledger: a batch took %.0f ms, %s; %zu of its %zu request(s) "
 				    "had been answered unavailable after %u ms\n",
 				    mono_since(&l->busy_since) * 1000.0,
-				    n > 0 ? "committed" : "failed", gone, t.n, l->opts.timeout_ms);
+				    n > 0 ? "committed" : "failed", gone, t.n - (size_t)noted,
+				    l->opts.timeout_ms);
 			l->busy = 0;
 			l->gave_up = 0;
 			pthread_mutex_unlock(&l->mu);
@@ -990,6 +1077,33 @@ static void *writer_main(void *arg)
 
 /* ---- open, close ---- */
 
+/* At close, with the writer gone: note the answers still counted without a record. */
+static void gap_flush(struct ledger *l)
+{
+	struct pending *gap;
+	struct txn t;
+	size_t n;
+
+	pthread_mutex_lock(&l->mu);
+	gap = gap_record(l);
+	pthread_mutex_unlock(&l->mu);
+	if (gap == NULL)
+		return;
+	pthread_mutex_lock(&l->wmu);
+	txn_begin(l, &t);
+	txn_add(l, &t, gap);
+	n = txn_end(l, &t);
+	pthread_mutex_unlock(&l->wmu);
+	if (n == 0)
+		fprintf(stderr, "ledger: %llu answer(s) without a record could not be noted\n",
+		        (unsigned long long)gap->gap.n);
+	pthread_mutex_lock(&l->mu);
+	count_end(l, &t, n);
+	pthread_mutex_unlock(&l->mu);
+	OPENSSL_cleanse(gap, sizeof(*gap));
+	free(gap);
+}
+
 void ledger_close(struct ledger *l)
 {
 	int i, uncovered;
@@ -1002,6 +1116,8 @@ void ledger_close(struct ledger *l)
 		pthread_cond_signal(&l->cv_work);
 		pthread_mutex_unlock(&l->mu);
 		pthread_join(l->writer, NULL);
+		if (l->db != NULL)
+			gap_flush(l);
 	}
 	if (l->have_locks && l->db != NULL && l->opts.sign != NULL) {
 		pthread_mutex_lock(&l->mu);
@@ -1182,6 +1298,7 @@ static int append(struct ledger *l, struct audit_rec *rec, int announced)
 		p->result = LEDGER_ERR_UNAVAILABLE;
 		p->done = 0;
 		p->abandoned = 0;
+		p->notes_gap = 0;
 	}
 	if (l->opts.direct) {
 		struct txn t;
@@ -1215,6 +1332,7 @@ static int append(struct ledger *l, struct audit_rec *rec, int announced)
 		r = LEDGER_ERR_INTERNAL;
 	if (r != LEDGER_OK) {
 		l->stats.failed++;
+		gap_now(l, 1);
 		pthread_mutex_unlock(&l->mu);
 		if (p != NULL) {
 			OPENSSL_cleanse(p, sizeof(*p));
@@ -1237,6 +1355,7 @@ static int append(struct ledger *l, struct audit_rec *rec, int announced)
 		l->stats.failed++;
 		l->gave_up = 1;
 		if (unqueue(l, p)) {
+			gap_now(l, 1); /* never written; one the writer has may yet be */
 			pthread_mutex_unlock(&l->mu);
 			pending_free(p);
 		} else {
@@ -1283,10 +1402,12 @@ int ledger_announce(struct ledger *l)
 	if (l == NULL || l->opts.direct)
 		return LEDGER_OK;
 	pthread_mutex_lock(&l->mu);
-	if (stalled(l))
+	if (stalled(l)) {
 		r = LEDGER_ERR_UNAVAILABLE;
-	else
+		gap_now(l, 1); /* the request is answered so, without a record */
+	} else {
 		l->expected++;
+	}
 	pthread_mutex_unlock(&l->mu);
 	return r;
 }

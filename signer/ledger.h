@@ -6,7 +6,13 @@
  * record waiting at that moment in one transaction and one fsync (group commit), and returns
  * once the record is durable. iamsign-admin opens the ledger in direct mode: each append is its
  * own transaction. Either way the chain stays linear across processes: the writer reads the
- * chain head inside each write transaction (BEGIN IMMEDIATE). */
+ * chain head inside each write transaction (BEGIN IMMEDIATE).
+ *
+ * With the writer, every append the ledger could not take (refused, given up on while still
+ * queued, or in a batch that failed) and every announcement refused (ledger_announce) is an
+ * answer without a record of its own. They are counted, and the next transaction starts with
+ * one record noting them (op "ledger.unrecorded", caller "iamsignd", decision "deny", reason
+ * "ledger_unavailable", the count and the time span in detail), or ledger_close writes it. */
 #ifndef IAMSIGN_SIGNER_LEDGER_H
 #define IAMSIGN_SIGNER_LEDGER_H
 
@@ -76,7 +82,8 @@ struct ledger_opts {
 struct ledger;
 int ledger_open(const char *state_dir, const struct ledger_opts *opts, struct ledger **out,
                 char *err, size_t errlen);
-/* Writes a final checkpoint (when it can sign), stops the writer, closes. */
+/* Stops the writer, writes the record of answers without one (if any) and a final checkpoint
+ * (when it can sign), closes. */
 void ledger_close(struct ledger *l);
 
 /* Append one record; blocks until it is durable (or failed). Thread-safe. With the writer

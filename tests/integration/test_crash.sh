@@ -109,6 +109,7 @@ done
 # A locked ledger: another process holds the write lock (until lock.release appears, 60 s at
 # most), signing answers 503 with no signature.
 fresh=$(mint locked 100)
+head_before_lock=$(sqlite3 "$WORK/state/iamsign.db" "SELECT COALESCE(MAX(seq), 0) FROM audit")
 python3 - "$WORK/state/iamsign.db" "$WORK/lock.ready" "$WORK/lock.release" <<'PY' &
 import sqlite3, sys, time, os
 db = sqlite3.connect(sys.argv[1], timeout=1, isolation_level=None)
@@ -190,6 +191,19 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ "$code" = 200 ] && [ "$(metric iamsign_ledger_busy_seconds)" = 0.000 ] && [ "$ms" -lt 2000 ] &&
 	pass "/healthz ok again ${ms} ms after the lock is gone" || fail "/healthz after the stall: $code $(cat "$WORK/resp.json")"
 expect_status "signing once the lock is gone" 200 "$(csc signatures/signHash "$(request "$fresh")")"
+# That request's batch brought along one ledger.unrecorded record, for the 21 answers of the
+# episode (20 locked, 1 while stalled): each is either that record's count or its own record,
+# one the writer held through the lock and committed late, before it.
+gap=$(sqlite3 -separator ' ' "$WORK/state/iamsign.db" \
+	"SELECT seq, CAST(detail AS INTEGER) FROM audit WHERE op = 'ledger.unrecorded' AND seq > $head_before_lock
+	 AND caller = 'iamsignd' AND decision = 'deny' AND reason = 'ledger_unavailable'
+	 AND detail LIKE '% answer(s) 503 ledger_unavailable without a record of their own, from %'")
+gseq=${gap%% *}
+gnum=${gap##* }
+[ "$(printf '%s\n' "$gap" | grep -c .)" = 1 ] && [ "$gnum" -ge 1 ] &&
+	[ $((gnum + gseq - head_before_lock - 1)) = 21 ] &&
+	pass "ledger.unrecorded at seq $gseq notes $gnum answers; $((gseq - head_before_lock - 1)) committed late" ||
+	fail "ledger.unrecorded after the lock: '$gap' (head before the lock $head_before_lock)"
 # /metrics: the records this daemon committed are exactly the chain's growth since it started;
 # the refusal while locked counts as failed.
 failed=$(metric iamsign_ledger_failed_total)
@@ -228,7 +242,13 @@ if [ "$(id -u)" = 0 ] && mkdir -p "$WORK/fullstate" && mount -t tmpfs -o size=16
 	jq -e '.signatures' "$WORK/resp.json" >/dev/null 2>&1 && fail "a signature was returned without its record" || pass "no signature returned on a full disk"
 	kill -0 "$DAEMON_PID" 2>/dev/null && pass "daemon still running on a full disk" || fail "daemon died on a full disk"
 	rm -f "$WORK/fullstate/filler"
+	head_full=$(sqlite3 "$WORK/fullstate/iamsign.db" "SELECT MAX(seq) FROM audit")
 	expect_status "signing once there is room again" 200 "$(csc signatures/signHash "$(request "$full")")"
+	gap=$(sqlite3 -separator ' ' "$WORK/fullstate/iamsign.db" \
+		"SELECT seq, CAST(detail AS INTEGER) FROM audit WHERE op = 'ledger.unrecorded' AND seq > $head_full")
+	[ "$gap" = "$((head_full + 1)) 1" ] &&
+		pass "ledger.unrecorded notes the answer refused on the full disk" ||
+		fail "ledger.unrecorded after the full disk: '$gap' (head $head_full)"
 	stop_daemon
 	check "audit verify after the full-disk episode" admin audit verify
 	umount "$WORK/fullstate"

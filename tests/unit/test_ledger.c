@@ -1,6 +1,7 @@
 /* The ledger: hash chain, group commit, quota and jti conditions, failure when the database
  * cannot be written, tamper and truncation detection, export. Each test uses its own state
  * directory under $TMPDIR. */
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -170,15 +171,30 @@ static void gate_wait_hung(struct gate *g)
  * resolve to these definitions, the executable's) wait until it opens. */
 static struct gate fsync_gate = GATE_INIT;
 
+/* A disk that fails the next fsync (EIO) while fsync_fails is set. */
+static int fsync_fails;
+
+static int fsync_fault(void)
+{
+	if (!__atomic_exchange_n(&fsync_fails, 0, __ATOMIC_SEQ_CST))
+		return 0;
+	errno = EIO;
+	return -1;
+}
+
 int fdatasync(int fd)
 {
 	gate_pass(&fsync_gate);
+	if (fsync_fault() != 0)
+		return -1;
 	return (int)syscall(SYS_fdatasync, fd);
 }
 
 int fsync(int fd)
 {
 	gate_pass(&fsync_gate);
+	if (fsync_fault() != 0)
+		return -1;
 	return (int)syscall(SYS_fsync, fd);
 }
 
@@ -271,6 +287,74 @@ static void sql(struct fixture *f, const char *stmt)
 	if (sqlite3_exec(db, stmt, NULL, NULL, &msg) != SQLITE_OK)
 		fail_msg("%s: %s", stmt, msg);
 	sqlite3_close(db);
+}
+
+/* The ledger.unrecorded records: how many there are, and the answers they note in all. Each
+ * is checked for the fields every such record carries. */
+static uint64_t gaps_noted(struct fixture *f, unsigned *nrecords)
+{
+	char path[512];
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	uint64_t sum = 0;
+	unsigned long long n;
+	const char *detail;
+
+	*nrecords = 0;
+	snprintf(path, sizeof(path), "%s/iamsign.db", f->dir);
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_prepare_v2(db,
+	                       "SELECT caller, decision, reason, detail, pid FROM audit "
+	                       "WHERE op = 'ledger.unrecorded' ORDER BY seq",
+	                       -1, &st, NULL),
+	    SQLITE_OK);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		assert_string_equal((const char *)sqlite3_column_text(st, 0), "iamsignd");
+		assert_string_equal((const char *)sqlite3_column_text(st, 1), "deny");
+		assert_string_equal((const char *)sqlite3_column_text(st, 2), "ledger_unavailable");
+		detail = (const char *)sqlite3_column_text(st, 3);
+		if (sscanf(detail, "%llu answer(s) 503 ledger_unavailable without a record", &n) !=
+		        1 ||
+		    strstr(detail, " from 20") == NULL || strstr(detail, "Z to 20") == NULL)
+			fail_msg("detail: %s", detail);
+		assert_int_equal(sqlite3_column_int64(st, 4), getpid());
+		sum += n;
+		(*nrecords)++;
+	}
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return sum;
+}
+
+static int64_t count_rows(struct fixture *f, const char *where)
+{
+	char path[512], q[256];
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int64_t n = -1;
+
+	snprintf(path, sizeof(path), "%s/iamsign.db", f->dir);
+	snprintf(q, sizeof(q), "SELECT COUNT(*) FROM audit WHERE %s", where);
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+/* Exactly one ledger.unrecorded record, at seq, noting n answers. */
+static void expect_one_gap(struct fixture *f, unsigned seq, uint64_t n)
+{
+	char where[64];
+	unsigned ngaps;
+
+	assert_int_equal(gaps_noted(f, &ngaps), n);
+	assert_int_equal(ngaps, 1);
+	snprintf(where, sizeof(where), "seq = %u AND op = 'ledger.unrecorded'", seq);
+	assert_int_equal(count_rows(f, where), 1);
 }
 
 /* ---- chain ---- */
@@ -735,6 +819,17 @@ static void test_unavailable(void **state)
 	assert_int_equal(st.failed, 3);
 	ledger_close(l);
 	expect_intact(f, st.records);
+	/* Each of the 3 answered unavailable is accounted for: its own record, committed late,
+	 * or counted in the ledger.unrecorded record that went in with the next batch. */
+	{
+		unsigned ngaps;
+		uint64_t noted = gaps_noted(f, &ngaps);
+		int64_t late = count_rows(f, "detail = 'record 7'");
+
+		if ((uint64_t)late + noted != 3 || ngaps != (noted > 0))
+			fail_msg("%lld committed late, %llu noted in %u record(s)", (long long)late,
+			         (unsigned long long)noted, ngaps);
+	}
 	alarm(0);
 }
 
@@ -790,12 +885,15 @@ static void test_fsync_hangs(void **state)
 	ledger_stats(l, &st);
 	assert_int_equal(st.records, 3);
 	assert_int_equal(st.failed, 2);
+	/* The next record takes along one that notes the two answers refused at once (the
+	 * announcement and the append) without a record of their own. */
 	assert_int_equal(ledger_announce(l), LEDGER_OK);
 	make_rec(&r, 10);
 	assert_int_equal(ledger_append_expected(l, &r), LEDGER_OK);
-	assert_int_equal(r.seq, 4);
+	assert_int_equal(r.seq, 5);
 	ledger_close(l);
-	expect_intact(f, 4);
+	expect_intact(f, 5);
+	expect_one_gap(f, 4, 2);
 	alarm(0);
 }
 
@@ -806,7 +904,6 @@ static void test_checkpoint_hangs(void **state)
 	struct fixture *f = *state;
 	struct ledger_opts o = {.timeout_ms = 300, .sign = gated_sign, .checkpoint_every = 2};
 	struct ledger *l;
-	struct audit_rec r;
 	uint64_t records, ckpts, bad;
 	char why[512];
 
@@ -818,18 +915,43 @@ static void test_checkpoint_hangs(void **state)
 	gate_wait_hung(&sign_gate);
 	expect_stall(l, &sign_gate);
 	/* The key answers: the checkpoint is stored; the records given up on were still queued,
-	 * and are not. */
+	 * and are not. With no record to take it along, the one noting the three answers without
+	 * a record (the queued append, the announcement, the append refused at once) is written
+	 * at close, before the final checkpoint. */
 	gate_close(&sign_gate, 0);
 	wait_idle(l);
 	assert_false(ledger_stalled(l));
-	make_rec(&r, 10);
-	assert_int_equal(ledger_append(l, &r), LEDGER_OK);
-	assert_int_equal(r.seq, 3);
 	ledger_close(l);
 	assert_int_equal(verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why)), 0);
 	assert_int_equal(records, 3);
 	assert_int_equal(ckpts, 2); /* at 2, and at 3 on close */
+	expect_one_gap(f, 3, 3);
 	alarm(0);
+}
+
+/* A commit whose fsync fails: its request is answered unavailable, nothing of it is kept, and
+ * the next batch carries a record noting that answer. */
+static void test_batch_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger *l = open_ledger_timeout(f, 2000);
+	struct ledger_stats st;
+	struct audit_rec r;
+
+	append_n(l, 2);
+	__atomic_store_n(&fsync_fails, 1, __ATOMIC_SEQ_CST);
+	make_rec(&r, 8);
+	assert_int_equal(ledger_append(l, &r), LEDGER_ERR_UNAVAILABLE);
+	ledger_stats(l, &st);
+	assert_int_equal(st.records, 2);
+	assert_int_equal(st.failed, 1);
+	make_rec(&r, 9);
+	assert_int_equal(ledger_append(l, &r), LEDGER_OK);
+	assert_int_equal(r.seq, 4);
+	ledger_close(l);
+	expect_intact(f, 4);
+	assert_int_equal(count_rows(f, "detail = 'record 8'"), 0);
+	expect_one_gap(f, 3, 1);
 }
 
 static void test_unavailable_direct(void **state)
@@ -1165,6 +1287,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_unavailable, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fsync_hangs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_hangs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batch_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unavailable_direct, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoints, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_sign_fails, setup, teardown),
