@@ -128,11 +128,6 @@ struct gate {
 	int closed, hung;
 };
 
-#define GATE_INIT                                                                                  \
-	{                                                                                          \
-		PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0                          \
-	}
-
 static void gate_pass(struct gate *g)
 {
 	pthread_mutex_lock(&g->mu);
@@ -169,7 +164,7 @@ static void gate_wait_hung(struct gate *g)
 
 /* A disk that stops answering: while fsync_gate is closed, SQLite's fsync and fdatasync (which
  * resolve to these definitions, the executable's) wait until it opens. */
-static struct gate fsync_gate = GATE_INIT;
+static struct gate fsync_gate = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 /* A disk that fails the next fsync (EIO) while fsync_fails is set. */
 static int fsync_fails;
@@ -199,7 +194,7 @@ int fsync(int fd)
 }
 
 /* An audit key that stops answering while sign_gate is closed. */
-static struct gate sign_gate = GATE_INIT;
+static struct gate sign_gate = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static int gated_sign(void *arg, const uint8_t head[32], uint8_t *sig, size_t *siglen)
 {
