@@ -826,9 +826,11 @@ int ledger_checkpoint(struct ledger *l, uint64_t *seq)
 
 /* ---- the writer thread ---- */
 
+/* A queued pending (its cv initialised) or the writer's gap record (no cv). */
 static void pending_free(struct pending *p)
 {
-	pthread_cond_destroy(&p->cv);
+	if (!p->notes_gap)
+		pthread_cond_destroy(&p->cv);
 	OPENSSL_cleanse(p, sizeof(*p));
 	free(p);
 }
@@ -894,6 +896,13 @@ static void mark_busy(struct ledger *l)
 	l->busy = 1;
 	l->gave_up = 0;
 	clock_gettime(CLOCK_MONOTONIC, &l->busy_since);
+}
+
+/* The writer is done with its batch or checkpoint (mu held). */
+static void mark_idle(struct ledger *l)
+{
+	l->busy = 0;
+	l->gave_up = 0;
 }
 
 /* The writer has been on one batch or checkpoint for the write timeout or longer, or a
@@ -1024,8 +1033,7 @@ static void *writer_main(void *arg)
 			for (p = t.head; p != NULL; p = next) {
 				next = p->next;     /* p belongs to its waiter once done */
 				if (p->notes_gap) { /* counted back by count_end if it failed */
-					OPENSSL_cleanse(p, sizeof(*p));
-					free(p);
+					pending_free(p);
 					continue;
 				}
 				if (p->abandoned) {
@@ -1044,8 +1052,7 @@ static void *writer_main(void *arg)
 				    mono_since(&l->busy_since) * 1000.0,
 				    n > 0 ? "committed" : "failed", gone, t.n - (size_t)noted,
 				    l->opts.timeout_ms);
-			l->busy = 0;
-			l->gave_up = 0;
+			mark_idle(l);
 			pthread_mutex_unlock(&l->mu);
 		}
 		/* Not while stopping: ledger_close writes the final one. */
@@ -1063,8 +1070,7 @@ static void *writer_main(void *arg)
 				    "ledger: a checkpoint took %.0f ms; requests queued behind it "
 				    "were answered unavailable after %u ms\n",
 				    mono_since(&l->busy_since) * 1000.0, l->opts.timeout_ms);
-			l->busy = 0;
-			l->gave_up = 0;
+			mark_idle(l);
 			pthread_mutex_unlock(&l->mu);
 			if (r != LEDGER_OK)
 				fprintf(stderr, "ledger: checkpoint failed; will retry\n");
@@ -1077,31 +1083,38 @@ static void *writer_main(void *arg)
 
 /* ---- open, close ---- */
 
+/* Write p in a transaction of its own, without the writer thread: p->result says how it went.
+ * For a direct ledger's appends, and for the gap record at close. */
+static void write_one(struct ledger *l, struct pending *p)
+{
+	struct txn t;
+	size_t n;
+
+	pthread_mutex_lock(&l->wmu);
+	txn_begin(l, &t);
+	txn_add(l, &t, p);
+	n = txn_end(l, &t);
+	pthread_mutex_lock(&l->mu);
+	count_end(l, &t, n);
+	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_unlock(&l->wmu);
+}
+
 /* At close, with the writer gone: note the answers still counted without a record. */
 static void gap_flush(struct ledger *l)
 {
 	struct pending *gap;
-	struct txn t;
-	size_t n;
 
 	pthread_mutex_lock(&l->mu);
 	gap = gap_record(l);
 	pthread_mutex_unlock(&l->mu);
 	if (gap == NULL)
 		return;
-	pthread_mutex_lock(&l->wmu);
-	txn_begin(l, &t);
-	txn_add(l, &t, gap);
-	n = txn_end(l, &t);
-	pthread_mutex_unlock(&l->wmu);
-	if (n == 0)
+	write_one(l, gap);
+	if (gap->result != LEDGER_OK)
 		fprintf(stderr, "ledger: %llu answer(s) without a record could not be noted\n",
 		        (unsigned long long)gap->gap.n);
-	pthread_mutex_lock(&l->mu);
-	count_end(l, &t, n);
-	pthread_mutex_unlock(&l->mu);
-	OPENSSL_cleanse(gap, sizeof(*gap));
-	free(gap);
+	pending_free(gap);
 }
 
 void ledger_close(struct ledger *l)
@@ -1280,7 +1293,6 @@ static int append(struct ledger *l, struct audit_rec *rec, int announced)
 {
 	struct pending *p;
 	struct timespec until;
-	size_t n;
 	int r = LEDGER_OK, rc = 0;
 
 	if (l == NULL)
@@ -1301,18 +1313,9 @@ static int append(struct ledger *l, struct audit_rec *rec, int announced)
 		p->notes_gap = 0;
 	}
 	if (l->opts.direct) {
-		struct txn t;
-
 		if (p == NULL)
 			return LEDGER_ERR_INTERNAL;
-		pthread_mutex_lock(&l->wmu);
-		txn_begin(l, &t);
-		txn_add(l, &t, p);
-		n = txn_end(l, &t);
-		pthread_mutex_lock(&l->mu);
-		count_end(l, &t, n);
-		pthread_mutex_unlock(&l->mu);
-		pthread_mutex_unlock(&l->wmu);
+		write_one(l, p);
 		*rec = p->rec;
 		r = p->result;
 		OPENSSL_cleanse(p, sizeof(*p));
