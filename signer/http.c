@@ -463,13 +463,19 @@ static char *metrics_text(struct http_server *h)
 	             "# HELP iamsign_ledger_busy_seconds How long the ledger's writer has been on "
 	             "its current batch or checkpoint, 0 when idle.\n"
 	             "# TYPE iamsign_ledger_busy_seconds gauge\n"
-	             "iamsign_ledger_busy_seconds %.3f\n",
+	             "iamsign_ledger_busy_seconds %.3f\n"
+	             "# HELP iamsign_ledger_unrecorded_total Answers 503 ledger_unavailable given "
+	             "without a record of their own, each noted later by a ledger.unrecorded "
+	             "record.\n"
+	             "# TYPE iamsign_ledger_unrecorded_total counter\n"
+	             "iamsign_ledger_unrecorded_total %llu\n",
 	             atomic_load(&h->requests), atomic_load(&h->errors4), atomic_load(&h->errors5),
 	             atomic_load(&h->in_flight), ts->state, (unsigned long long)ts->downs,
 	             (unsigned long long)ts->recoveries, (unsigned long long)ts->fast_failures,
 	             (double)ts->last_outage_ms / 1000.0, (unsigned long long)ls->commits,
 	             (unsigned long long)ls->records, (unsigned long long)ls->failed,
-	             (double)ls->commit_ns / 1e9, (double)ls->busy_ms / 1000.0) < 0)
+	             (double)ls->commit_ns / 1e9, (double)ls->busy_ms / 1000.0,
+	             (unsigned long long)ls->unrecorded) < 0)
 		return NULL;
 	return s;
 }

@@ -848,12 +848,17 @@ static void gap_add(struct ledger *l, const struct gap *g)
 	l->gap.n += g->n;
 }
 
+/* n answers are given now without a record: counted for the gap record and in the stats (mu
+ * held). gap_add alone gives back a count that a failed gap record took over. */
 static void gap_now(struct ledger *l, uint64_t n)
 {
 	int64_t now = now_ms();
 	struct gap g = {n, now, now};
 
+	if (l->opts.direct)
+		return;
 	gap_add(l, &g);
+	l->stats.unrecorded += n;
 }
 
 /* The record that notes the answers counted so far, taking them over (mu held): NULL when

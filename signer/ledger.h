@@ -121,13 +121,17 @@ int ledger_append_expected(struct ledger *l, struct audit_rec *rec);
  * recorded for them, except for one that timed out while the writer had it, and that the
  * writer then committed (counted in records too). Checkpoints are not counted. busy_ms is how
  * long the writer has been on its current batch or checkpoint (0 when it has neither): a stuck
- * disk or a held lock shows there while the requests queued behind it wait. Thread-safe. */
+ * disk or a held lock shows there while the requests queued behind it wait. unrecorded counts
+ * the answers given LEDGER_ERR_UNAVAILABLE without a record of their own, each once, when that
+ * became certain (appends and refused announcements alike); a ledger.unrecorded record notes
+ * them in the chain afterwards. Not kept across restarts. Thread-safe. */
 struct ledger_stats {
 	uint64_t commits;
 	uint64_t records;
 	uint64_t failed;
 	uint64_t commit_ns;
 	uint64_t busy_ms;
+	uint64_t unrecorded;
 };
 void ledger_stats(struct ledger *l, struct ledger_stats *out);
 

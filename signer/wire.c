@@ -926,6 +926,7 @@ int wire_enc_status(struct wire_buf *b, const struct wire_status *st)
 	put_u64(b, st->ledger.failed);
 	put_u64(b, st->ledger.commit_ns);
 	put_u64(b, st->ledger.busy_ms);
+	put_u64(b, st->ledger.unrecorded);
 	return enc_done(b, 1);
 }
 
@@ -955,7 +956,8 @@ int wire_dec_status(const uint8_t *p, size_t len, struct wire_status *out, char 
 		return fail(why, whylen, "last_outage_ms: negative");
 	if (rd_u64(&r, "commits", &ls.commits) != 0 || rd_u64(&r, "records", &ls.records) != 0 ||
 	    rd_u64(&r, "failed", &ls.failed) != 0 || rd_u64(&r, "commit_ns", &ls.commit_ns) != 0 ||
-	    rd_u64(&r, "busy_ms", &ls.busy_ms) != 0)
+	    rd_u64(&r, "busy_ms", &ls.busy_ms) != 0 ||
+	    rd_u64(&r, "unrecorded", &ls.unrecorded) != 0)
 		return -1;
 	if (ls.records < ls.commits)
 		return fail(why, whylen, "records: fewer than commits");

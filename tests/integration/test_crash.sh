@@ -220,6 +220,11 @@ grown=$(( $(sqlite3 "$WORK/state/iamsign.db" "SELECT MAX(seq) FROM audit") - hea
 	fail "metrics: commits '$commits', records '$records', seconds '$csecs'"
 [ -n "$failed" ] && [ "$failed" -ge 1 ] && pass "metrics: $failed record(s) failed while locked" ||
 	fail "metrics: iamsign_ledger_failed_total '$failed'"
+# The answers given without a record are counted as the chain notes them.
+unrec=$(metric iamsign_ledger_unrecorded_total)
+[ -n "$unrec" ] && [ "$unrec" = "$gnum" ] &&
+	pass "metrics: $unrec answers without a record, as ledger.unrecorded notes" ||
+	fail "metrics: iamsign_ledger_unrecorded_total '$unrec', ledger.unrecorded notes '$gnum'"
 stop_daemon
 
 # A full disk: the state directory on a small tmpfs, filled up (root only). The WAL grows with

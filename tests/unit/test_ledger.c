@@ -827,6 +827,8 @@ static void test_unavailable(void **state)
 		if ((uint64_t)late + noted != 3 || ngaps != (noted > 0))
 			fail_msg("%lld committed late, %llu noted in %u record(s)", (long long)late,
 			         (unsigned long long)noted, ngaps);
+		/* The stats counted the same answers. */
+		assert_int_equal(st.unrecorded, noted);
 	}
 	alarm(0);
 }
@@ -887,6 +889,7 @@ static void test_fsync_hangs(void **state)
 	ledger_stats(l, &st);
 	assert_int_equal(st.records, 3);
 	assert_int_equal(st.failed, 2);
+	assert_int_equal(st.unrecorded, 2);
 	/* The next record takes along one that notes the two answers refused at once (the
 	 * announcement and the append) without a record of their own. */
 	assert_int_equal(ledger_announce(l), LEDGER_OK);
@@ -905,6 +908,7 @@ static void test_checkpoint_hangs(void **state)
 {
 	struct fixture *f = *state;
 	struct ledger_opts o = {.timeout_ms = 300, .sign = gated_sign, .checkpoint_every = 2};
+	struct ledger_stats st;
 	struct ledger *l;
 	uint64_t records, ckpts, bad;
 	char why[512];
@@ -923,6 +927,8 @@ static void test_checkpoint_hangs(void **state)
 	gate_close(&sign_gate, 0);
 	wait_idle(l);
 	assert_false(ledger_stalled(l));
+	ledger_stats(l, &st);
+	assert_int_equal(st.unrecorded, 3);
 	ledger_close(l);
 	assert_int_equal(verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why)), 0);
 	assert_int_equal(records, 3);
@@ -947,6 +953,7 @@ static void test_batch_fails(void **state)
 	ledger_stats(l, &st);
 	assert_int_equal(st.records, 2);
 	assert_int_equal(st.failed, 1);
+	assert_int_equal(st.unrecorded, 1);
 	make_rec(&r, 9);
 	assert_int_equal(ledger_append(l, &r), LEDGER_OK);
 	assert_int_equal(r.seq, 4);
@@ -981,6 +988,7 @@ static void test_unavailable_direct(void **state)
 	assert_int_equal(r.seq, 1);
 	ledger_stats(l, &st);
 	assert_true(st.commits == 1 && st.records == 1 && st.failed == 1 && st.commit_ns > 0);
+	assert_int_equal(st.unrecorded, 0); /* admin reports its own failure */
 	ledger_close(l);
 	expect_intact(f, 1);
 }

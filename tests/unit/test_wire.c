@@ -1373,6 +1373,7 @@ static void r_ledger(struct raw *r, uint64_t commits, uint64_t records)
 	r64(r, 5);
 	r64(r, 6);
 	r64(r, 7);
+	r64(r, 8);
 }
 
 static void status(void **state)
@@ -1387,7 +1388,8 @@ static void status(void **state)
 	                                    .records = UINT64_MAX,
 	                                    .failed = 11,
 	                                    .commit_ns = 13,
-	                                    .busy_ms = 17}},
+	                                    .busy_ms = 17,
+	                                    .unrecorded = 19}},
 	                   out;
 	struct wire_buf b;
 	struct raw r;
@@ -1404,7 +1406,7 @@ static void status(void **state)
 	assert_true(out.tok.last_outage_ms == INT64_MAX);
 	assert_true(out.ledger.commits == 7 && out.ledger.records == UINT64_MAX);
 	assert_true(out.ledger.failed == 11 && out.ledger.commit_ns == 13);
-	assert_true(out.ledger.busy_ms == 17);
+	assert_true(out.ledger.busy_ms == 17 && out.ledger.unrecorded == 19);
 	check_strict(d_status, b.p, b.len);
 	wire_buf_free(&b);
 
@@ -1424,7 +1426,8 @@ static void status(void **state)
 	r_ledger(&r, 0, 0);
 	refused(d_status, &r, "last_outage_ms");
 	raw_free(&r);
-	/* A status from before the ledger's figures, or from before busy_ms: too short. */
+	/* A status from before the ledger's figures, before busy_ms or before unrecorded: too
+	 * short. */
 	r_token(&r, 0, 0, 4);
 	refused(d_status, &r, "commits");
 	r64(&r, 1);
@@ -1432,6 +1435,8 @@ static void status(void **state)
 	r64(&r, 0);
 	r64(&r, 0);
 	refused(d_status, &r, "busy_ms");
+	r64(&r, 0);
+	refused(d_status, &r, "unrecorded");
 	raw_free(&r);
 	/* Every commit carries at least one record. */
 	for (uint64_t c = 0; c < 3; c++)
