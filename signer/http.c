@@ -52,9 +52,6 @@ struct http_server {
 	struct core_link *link;
 	struct MHD_Daemon *mhd;
 	struct config_limits lim;
-	/* /healthz says the ledger is stalled once its writer has been this long on one batch or
-	 * checkpoint (ledger.write_timeout): from then on the core refuses to sign. */
-	uint64_t stalled_ms;
 	atomic_long in_flight;
 	atomic_ulong requests, errors4, errors5;
 	/* Connections and the reaper that enforces their deadlines. MHD calls the notify
@@ -654,7 +651,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			             "application/json");
 		switch (st.tok.state) {
 		case TOK_STATE_UP:
-			if (st.ledger.busy_ms >= h->stalled_ms)
+			if (st.ledger.stalled)
 				return reply(h, c, 503,
 				             strdup("{\"status\":\"degraded\",\"token\":\"up\","
 				                    "\"ledger\":\"stalled\"}"),
@@ -753,7 +750,6 @@ int http_start(struct core_link *link, const struct config *cfg, int listen_fd,
 	}
 	h->link = link;
 	h->lim = cfg->limits;
-	h->stalled_ms = (uint64_t)cfg->ledger_write_timeout * 1000;
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -1388,6 +1388,7 @@ void ledger_stats(struct ledger *l, struct ledger_stats *out)
 	*out = l->stats;
 	if (l->busy)
 		out->busy_ms = (uint64_t)(mono_since(&l->busy_since) * 1000.0);
+	out->stalled = !l->opts.direct && stalled(l);
 	pthread_mutex_unlock(&l->mu);
 }
 

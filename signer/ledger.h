@@ -124,7 +124,8 @@ int ledger_append_expected(struct ledger *l, struct audit_rec *rec);
  * disk or a held lock shows there while the requests queued behind it wait. unrecorded counts
  * the answers given LEDGER_ERR_UNAVAILABLE without a record of their own, each once, when that
  * became certain (appends and refused announcements alike); a ledger.unrecorded record notes
- * them in the chain afterwards. Not kept across restarts. Thread-safe. */
+ * them in the chain afterwards. Not kept across restarts. stalled is ledger_stalled() at the
+ * same moment: 1 while signing is refused at once. Thread-safe. */
 struct ledger_stats {
 	uint64_t commits;
 	uint64_t records;
@@ -132,6 +133,7 @@ struct ledger_stats {
 	uint64_t commit_ns;
 	uint64_t busy_ms;
 	uint64_t unrecorded;
+	int stalled;
 };
 void ledger_stats(struct ledger *l, struct ledger_stats *out);
 

@@ -927,13 +927,14 @@ int wire_enc_status(struct wire_buf *b, const struct wire_status *st)
 	put_u64(b, st->ledger.commit_ns);
 	put_u64(b, st->ledger.busy_ms);
 	put_u64(b, st->ledger.unrecorded);
+	put_u8(b, st->ledger.stalled ? 1 : 0);
 	return enc_done(b, 1);
 }
 
 int wire_dec_status(const uint8_t *p, size_t len, struct wire_status *out, char *why, size_t whylen)
 {
 	struct rd r;
-	uint8_t state, pcsc;
+	uint8_t state, pcsc, stalled;
 	uint64_t downs, ups, fast, last;
 	struct ledger_stats ls;
 	int64_t outage;
@@ -957,10 +958,13 @@ int wire_dec_status(const uint8_t *p, size_t len, struct wire_status *out, char 
 	if (rd_u64(&r, "commits", &ls.commits) != 0 || rd_u64(&r, "records", &ls.records) != 0 ||
 	    rd_u64(&r, "failed", &ls.failed) != 0 || rd_u64(&r, "commit_ns", &ls.commit_ns) != 0 ||
 	    rd_u64(&r, "busy_ms", &ls.busy_ms) != 0 ||
-	    rd_u64(&r, "unrecorded", &ls.unrecorded) != 0)
+	    rd_u64(&r, "unrecorded", &ls.unrecorded) != 0 || rd_u8(&r, "stalled", &stalled) != 0)
 		return -1;
 	if (ls.records < ls.commits)
 		return fail(why, whylen, "records: fewer than commits");
+	if (stalled > 1)
+		return fail(why, whylen, "stalled: %u not 0 or 1", stalled);
+	ls.stalled = stalled;
 	if (rd_end(&r) != 0)
 		return -1;
 	out->tok.state = state;

@@ -189,7 +189,7 @@ void wire_list_clear(struct wire_list *l);
 
 /* WIRE_RESP_STATUS payload: u8 state (enum tok_state), u8 pcsc, u64 downs, u64 recoveries,
  * u64 fast_failures, i64 last_outage_ms; then the ledger's u64 commits, u64 records (at least
- * commits), u64 failed, u64 commit_ns, u64 busy_ms, u64 unrecorded. */
+ * commits), u64 failed, u64 commit_ns, u64 busy_ms, u64 unrecorded, u8 stalled (0 or 1). */
 struct wire_status {
 	struct tok_stats tok;
 	struct ledger_stats ledger;

@@ -788,6 +788,7 @@ static void test_unavailable(void **state)
 	usleep(300 * 1000);
 	ledger_stats(l, &st);
 	assert_true(st.busy_ms >= 200 && st.busy_ms < 500);
+	assert_int_equal(st.stalled, 0);
 	assert_false(ledger_stalled(l));
 	/* Each is answered unavailable at the write timeout, not the busy timeout's 5 s. */
 	for (i = 0; i < 3; i++) {
@@ -866,6 +867,7 @@ static void expect_stall(struct ledger *l, struct gate *g)
 	ledger_stats(l, &st);
 	assert_int_equal(st.records, 2);
 	assert_int_equal(st.failed, 2);
+	assert_int_equal(st.stalled, 1);    /* what /healthz shows */
 	if ((int64_t)st.busy_ms + 2 < held) /* ms rounding */
 		fail_msg("busy for %llu ms, held for %lld", (unsigned long long)st.busy_ms,
 		         (long long)held);
@@ -890,6 +892,7 @@ static void test_fsync_hangs(void **state)
 	assert_int_equal(st.records, 3);
 	assert_int_equal(st.failed, 2);
 	assert_int_equal(st.unrecorded, 2);
+	assert_int_equal(st.stalled, 0);
 	/* The next record takes along one that notes the two answers refused at once (the
 	 * announcement and the append) without a record of their own. */
 	assert_int_equal(ledger_announce(l), LEDGER_OK);
@@ -929,6 +932,7 @@ static void test_checkpoint_hangs(void **state)
 	assert_false(ledger_stalled(l));
 	ledger_stats(l, &st);
 	assert_int_equal(st.unrecorded, 3);
+	assert_int_equal(st.stalled, 0);
 	ledger_close(l);
 	assert_int_equal(verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why)), 0);
 	assert_int_equal(records, 3);

@@ -1374,6 +1374,7 @@ static void r_ledger(struct raw *r, uint64_t commits, uint64_t records)
 	r64(r, 6);
 	r64(r, 7);
 	r64(r, 8);
+	r8(r, 0);
 }
 
 static void status(void **state)
@@ -1389,7 +1390,8 @@ static void status(void **state)
 	                                    .failed = 11,
 	                                    .commit_ns = 13,
 	                                    .busy_ms = 17,
-	                                    .unrecorded = 19}},
+	                                    .unrecorded = 19,
+	                                    .stalled = 1}},
 	                   out;
 	struct wire_buf b;
 	struct raw r;
@@ -1407,6 +1409,7 @@ static void status(void **state)
 	assert_true(out.ledger.commits == 7 && out.ledger.records == UINT64_MAX);
 	assert_true(out.ledger.failed == 11 && out.ledger.commit_ns == 13);
 	assert_true(out.ledger.busy_ms == 17 && out.ledger.unrecorded == 19);
+	assert_int_equal(out.ledger.stalled, 1);
 	check_strict(d_status, b.p, b.len);
 	wire_buf_free(&b);
 
@@ -1426,7 +1429,7 @@ static void status(void **state)
 	r_ledger(&r, 0, 0);
 	refused(d_status, &r, "last_outage_ms");
 	raw_free(&r);
-	/* A status from before the ledger's figures, before busy_ms or before unrecorded: too
+	/* A status from before the ledger's figures, before busy_ms, unrecorded or stalled: too
 	 * short. */
 	r_token(&r, 0, 0, 4);
 	refused(d_status, &r, "commits");
@@ -1437,7 +1440,23 @@ static void status(void **state)
 	refused(d_status, &r, "busy_ms");
 	r64(&r, 0);
 	refused(d_status, &r, "unrecorded");
+	r64(&r, 0);
+	refused(d_status, &r, "stalled");
 	raw_free(&r);
+	/* stalled is a flag. */
+	for (unsigned v = 0; v < 256; v++) {
+		r_token(&r, 0, 0, 4);
+		r64(&r, 1);
+		r64(&r, 1);
+		for (int i = 0; i < 4; i++)
+			r64(&r, 0);
+		r8(&r, v);
+		if (v > 1)
+			refused(d_status, &r, "stalled");
+		else
+			accepted(d_status, &r);
+		raw_free(&r);
+	}
 	/* Every commit carries at least one record. */
 	for (uint64_t c = 0; c < 3; c++)
 		for (uint64_t n = 0; n < 3; n++) {
