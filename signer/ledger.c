@@ -835,11 +835,10 @@ static void pending_free(struct pending *p)
 	free(p);
 }
 
-/* Count n more answers left without a record (mu held). Not for a direct ledger, whose caller
- * (iamsign-admin) reports its own failure. */
+/* Count the answers of g, left without a record, for the next gap record (mu held). */
 static void gap_add(struct ledger *l, const struct gap *g)
 {
-	if (l->opts.direct || g->n == 0)
+	if (g->n == 0)
 		return;
 	if (l->gap.n == 0 || g->first_ms < l->gap.first_ms)
 		l->gap.first_ms = g->first_ms;
@@ -849,7 +848,8 @@ static void gap_add(struct ledger *l, const struct gap *g)
 }
 
 /* n answers are given now without a record: counted for the gap record and in the stats (mu
- * held). gap_add alone gives back a count that a failed gap record took over. */
+ * held). gap_add alone gives back a count that a failed gap record took over. Not for a direct
+ * ledger, whose caller (iamsign-admin) reports its own failure; so it never has a gap record. */
 static void gap_now(struct ledger *l, uint64_t n)
 {
 	int64_t now = now_ms();
