@@ -3,11 +3,11 @@
  * Token state and recovery (issues 5 and 6). A token is UP, DOWN or PIN_FAILED:
  * - UP -> DOWN when the PC/SC watcher sees the card leave its reader, when a call fails with a
  *   "token gone" CK_RV (device removed or in error, session lost, login lost), or when a
- *   signature has been in the module longer than TOK_CALL_DEADLINE_MS. Going down bumps gen:
- *   every session and key handle of an older gen is dead, whoever holds it.
- * - Signatures run on worker threads (worker.c); the request waits TOK_CALL_DEADLINE_MS at
- *   most, then is answered TOK_ERR_UNAVAILABLE and the token marked down: a module call that
- *   never returns costs its worker, not the request.
+ *   signature or key lookup has been in the module longer than TOK_CALL_DEADLINE_MS. Going
+ *   down bumps gen: every session and key handle of an older gen is dead, whoever holds it.
+ * - Signatures and key lookups run on worker threads (worker.c); the request waits
+ *   TOK_CALL_DEADLINE_MS at most, then is answered TOK_ERR_UNAVAILABLE and the token marked
+ *   down: a module call that never returns costs its worker, not the request.
  * - While not UP, the request path answers TOK_ERR_UNAVAILABLE (TOK_ERR_PIN when PIN_FAILED)
  *   at once without entering the module: no request waits on a vanished token.
  * - DOWN -> UP by the monitor thread, with backoff (TOK_BACKOFF_*), woken early by a PC/SC
@@ -178,6 +178,10 @@ int tok_pool_init(struct token *tok);
  * still running it (the worker drops it later: the caller must not touch it again).
  * TOK_ERR_INTERNAL when no worker can be started. */
 int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *gone);
+/* The request path's call into the module: TOK_ERR_UNAVAILABLE (or TOK_ERR_PIN) at once while
+ * the token is not up; else tok_job_run with TOK_CALL_DEADLINE_MS. Past the deadline the token
+ * is marked down ("<what> took longer than ...") and *gone set, as with tok_job_run. */
+int tok_job_call(struct token *tok, struct tok_job *job, const char *what, int *gone);
 /* Stop the workers, waiting up to wait_ms for those inside the module. TOK_OK when all are
  * gone; TOK_ERR_UNAVAILABLE when some are still stuck (the module must then stay loaded). */
 int tok_pool_stop(struct token *tok, int wait_ms);

@@ -1,6 +1,6 @@
-/* The daemon's own sessions (one per thread), the token's state, and recovery after the token
- * goes away: PC/SC removal, a "token gone" CK_RV, or a signature stuck in the module. The state
- * machine is described in internal.h.
+/* The daemon's own sessions (one per calling thread: the workers), the token's state, and
+ * recovery after the token goes away: PC/SC removal, a "token gone" CK_RV, or a call stuck in
+ * the module. The state machine is described in internal.h.
  *
  * Sessions are ours, not a library pool's (see DESIGN: libp11's pool hangs or hands out dead
  * sessions when the token goes away): each thread opens its own on first use. A session from

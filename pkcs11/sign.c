@@ -233,8 +233,7 @@ int tok_sign_digest(struct token *tok, const struct tok_key *key, const struct t
 	const struct hash_info *h, *mgf;
 	struct sign_job *sj = NULL;
 	size_t dilen = 0, emlen, modlen, outmax;
-	unsigned gen;
-	int st, gone = 0;
+	int gone = 0;
 
 	if (siglen != NULL)
 		*siglen = 0;
@@ -291,23 +290,9 @@ int tok_sign_digest(struct token *tok, const struct tok_key *key, const struct t
 	}
 	sj->outlen = (CK_ULONG)outmax;
 
-	/* Down: answered at once, no worker involved. */
-	if ((st = atomic_load(&tok->state)) != ST_UP) {
-		atomic_fetch_add(&tok->n_fast_fail, 1);
-		r = st == ST_PIN_FAILED ? TOK_ERR_PIN : TOK_ERR_UNAVAILABLE;
-		goto out;
-	}
-	gen = atomic_load(&tok->gen);
-	r = tok_job_run(tok, &sj->j, TOK_CALL_DEADLINE_MS, &gone);
-	if (gone) {
-		/* Still in the module: the worker owns the job now. */
-		sj = NULL;
-		tok_mark_down(tok, gen,
-		              "a signature took longer than 1.5 s; the module has not "
-		              "returned");
-		r = TOK_ERR_UNAVAILABLE;
-		goto out;
-	}
+	r = tok_job_call(tok, &sj->j, "a signature", &gone);
+	if (gone)
+		sj = NULL; /* still in the module: the worker owns the job now */
 	if (r != TOK_OK)
 		goto out;
 

@@ -1,9 +1,10 @@
-/* One token: selection by PKCS#11 URI, login, the daemon's own sessions (one per thread), and
- * the key cache.
+/* One token: selection by PKCS#11 URI, login, the daemon's own sessions, and the key cache.
  *
  * Sessions are ours, not a library pool's (see DESIGN: libp11's pool hangs or hands out dead
- * sessions when the token goes away): each thread opens its own on first use, and a session the
- * module declares dead is dropped so that the thread's next call opens a fresh one.
+ * sessions when the token goes away): each thread that calls the module opens its own on first
+ * use, and a session the module declares dead is dropped so that the thread's next call opens a
+ * fresh one. In the daemon those threads are the workers (worker.c) and the monitor's login
+ * session: requests reach the module only through the workers, key lookups included.
  *
  * Keys are looked up once per URI and cached: SoftHSM's C_FindObjects scans every object, so a
  * search per request would make signing cost grow with the number of credentials. */
@@ -938,7 +939,8 @@ out:
 	return r;
 }
 
-/* First lookup of a URI: one object search and the attribute reads. Caller holds op_lock. */
+/* First lookup of a URI: one object search and the attribute reads, on a worker's session.
+ * Caller holds op_lock (read). */
 static int key_load(struct token *tok, const char *uri, size_t ulen, struct key_ent **out)
 {
 	int r = TOK_ERR_INTERNAL;
@@ -971,6 +973,64 @@ static int key_load(struct token *tok, const char *uri, size_t ulen, struct key_
 	e = NULL;
 out:
 	key_ent_free(e);
+	return r;
+}
+
+/* A first lookup's module work, run by a worker like a signature (worker.c) and with the same
+ * deadline: heap-allocated, because a caller that gave up on it leaves it to the worker. */
+struct key_job {
+	struct tok_job j;
+	char *uri;
+	size_t ulen;
+	struct key_ent *e; /* the result, until the caller takes it */
+};
+
+static void key_job_drop(struct tok_job *j)
+{
+	struct key_job *kj = (struct key_job *)j;
+
+	key_ent_free(kj->e);
+	free(kj->uri);
+	free(kj);
+}
+
+static int key_job_run(struct token *tok, struct tok_job *j)
+{
+	struct key_job *kj = (struct key_job *)j;
+	int r;
+
+	r = tok_use_begin(tok);
+	if (r != TOK_OK)
+		return r;
+	r = key_load(tok, kj->uri, kj->ulen, &kj->e);
+	tok_use_end(tok);
+	return r;
+}
+
+/* key_load on a worker; *out is the caller's on TOK_OK. */
+static int key_lookup(struct token *tok, const char *uri, size_t ulen, struct key_ent **out)
+{
+	struct key_job *kj;
+	int r, gone = 0;
+
+	*out = NULL;
+	if ((kj = calloc(1, sizeof(*kj))) == NULL || (kj->uri = malloc(ulen + 1)) == NULL) {
+		free(kj);
+		return TOK_ERR_INTERNAL;
+	}
+	memcpy(kj->uri, uri, ulen);
+	kj->uri[ulen] = '\0';
+	kj->ulen = ulen;
+	kj->j.run = key_job_run;
+	kj->j.drop = key_job_drop;
+	r = tok_job_call(tok, &kj->j, "a key lookup", &gone);
+	if (gone)
+		return r; /* still in the module: the worker owns the job now */
+	if (r == TOK_OK) {
+		*out = kj->e;
+		kj->e = NULL;
+	}
+	key_job_drop(&kj->j);
 	return r;
 }
 
@@ -1138,11 +1198,7 @@ int tok_key_get(struct token *tok, const char *uri, const struct tok_key **out)
 
 	/* Search without the cache lock: a slow token must not stall cache hits of other
 	 * threads. A token that is down is not searched at all. */
-	r = tok_use_begin(tok);
-	if (r != TOK_OK)
-		return r;
-	r = key_load(tok, uri, ulen, &e);
-	tok_use_end(tok);
+	r = key_lookup(tok, uri, ulen, &e);
 	if (r != TOK_OK)
 		return r;
 	e->hash = h;

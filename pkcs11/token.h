@@ -125,8 +125,10 @@ struct tok_key {
 
 /* Find the private key matching a PKCS#11 object URI (e.g. "pkcs11:object=cred-1;type=private"
  * or "pkcs11:id=%01%02"), with its certificate and public key. One object search the first
- * time, a cache hit afterwards. TOK_ERR_NOT_FOUND if no key matches, TOK_ERR_BAD_INPUT if the
- * URI is malformed or matches more than one key. Thread-safe. */
+ * time, a cache hit afterwards. The search runs on a worker thread, like a signature, and is
+ * waited for at most 1.5 s: then TOK_ERR_UNAVAILABLE, and the token is marked down.
+ * TOK_ERR_NOT_FOUND if no key matches, TOK_ERR_BAD_INPUT if the URI is malformed or matches
+ * more than one key. Thread-safe. */
 int tok_key_get(struct token *tok, const char *uri, const struct tok_key **out);
 
 /* Drop every cached key (after provisioning changes, or token loss). */

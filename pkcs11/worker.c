@@ -8,6 +8,9 @@
  * the module lets it and throws the late result away; until then recovery waits for it (it
  * holds op_lock's read side), and requests fail fast in the meantime.
  *
+ * Everything the request path asks of the module goes this way: signatures (sign.c) and the
+ * first lookup of a key (token.c), so the requests' threads hold no session of their own.
+ *
  * Workers start on demand, up to TOK_MAX_WORKERS; idle ones wait for the next job. */
 #include <errno.h>
 #include <stdio.h>
@@ -176,6 +179,29 @@ int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *go
 	*gone = 1;
 	pthread_mutex_unlock(&tok->pool_lock);
 	return TOK_ERR_UNAVAILABLE;
+}
+
+int tok_job_call(struct token *tok, struct tok_job *job, const char *what, int *gone)
+{
+	char why[128];
+	unsigned gen;
+	int st, r;
+
+	*gone = 0;
+	if ((st = atomic_load(&tok->state)) != ST_UP) {
+		atomic_fetch_add(&tok->n_fast_fail, 1);
+		return st == ST_PIN_FAILED ? TOK_ERR_PIN : TOK_ERR_UNAVAILABLE;
+	}
+	gen = atomic_load(&tok->gen);
+	r = tok_job_run(tok, job, TOK_CALL_DEADLINE_MS, gone);
+	if (*gone) {
+		snprintf(why, sizeof(why),
+		         "%s took longer than %.1f s; the module has not returned", what,
+		         TOK_CALL_DEADLINE_MS / 1000.0);
+		tok_mark_down(tok, gen, why);
+		r = TOK_ERR_UNAVAILABLE;
+	}
+	return r;
 }
 
 int tok_pool_stop(struct token *tok, int wait_ms)

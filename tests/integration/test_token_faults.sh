@@ -6,7 +6,8 @@
 # For C_Sign and C_OpenSession failing with each "token gone" CK_RV: the request is answered
 # 503 token_unavailable within 2 s (never 500, never a hang), /healthz shows the token down,
 # and once the fault is cleared the daemon recovers by itself and signs again without a
-# restart. C_Sign hanging 5 s: 503 within 2 s, then recovery. C_Login refused (PIN incorrect,
+# restart. C_Sign hanging 5 s: 503 within 2 s, then recovery. The same for a key lookup
+# (C_FindObjectsInit) hanging 3 s. C_Login refused (PIN incorrect,
 # PIN locked) while recovering: no further login attempt at all, a loud log line, /healthz
 # pin_refused, and 503 for every request. /metrics shows the token state and counters.
 #
@@ -23,6 +24,7 @@ setup_env
 [ -f "$MOCK" ] || die "$MOCK not built"
 init_token
 provision_cred seal-ec ec-p256 records-office seal
+provision_cred seal-ec2 ec-p256 records-office seal
 
 # From here on the daemon (and nothing else) goes through the mock.
 cat >"$WORK/iamsignd.yaml" <<EOF
@@ -96,9 +98,11 @@ healthz() {
 
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 
+# verify_last: the last answer's signature verifies with $PUB (the signing credential's key).
+PUB="$WORK/seal-ec.pub"
 verify_last() {
 	jq_get '.signatures[0]' | base64 -d >"$WORK/sig.bin" 2>/dev/null
-	openssl dgst -sha256 -verify "$WORK/seal-ec.pub" -signature "$WORK/sig.bin" \
+	openssl dgst -sha256 -verify "$PUB" -signature "$WORK/sig.bin" \
 		"$WORK/form.txt" >/dev/null 2>&1
 }
 
@@ -224,6 +228,32 @@ total=$(printf '%.3f' "$(echo "$(date +%s.%N) - $t0" | bc)")
 RESULTS+=("$(printf '%-40s answer %6.3fs  recovery %6.3fs (from the hang start; the module returned after 5 s)' "$what" "$answer" "$total")")
 grep -q "took longer than" "$WORK/daemon.log" && pass "$what: the stuck call is logged" ||
 	fail "$what: nothing in the log about the stuck call"
+
+# --- a key lookup hanging 3 s -----------------------------------------------------------------
+# The first request for a credential looks its key up on the token. That runs on a worker with
+# the signing deadline too: a module stuck in C_FindObjectsInit costs a worker, not the request
+# (nor the core's channel that carries it).
+what="C_FindObjectsInit=hang:3"
+openssl x509 -in "$WORK/seal-ec2.pem" -pubkey -noout >"$WORK/seal-ec2.pub"
+BODY1=$BODY
+BODY=${BODY1/\"seal-ec\"/\"seal-ec2\"}
+PUB="$WORK/seal-ec2.pub"
+ctl "C_FindObjectsInit=hang:3*1"
+t0=$(date +%s.%N)
+sign
+expect_unavailable "$what (a credential not looked up before)"
+answer=$SECS
+expect_down "$what"
+[ "$(mstat C_FindObjectsInit.faults)" = 1 ] && pass "$what: the lookup reached the module" ||
+	fail "$what: $(mstat C_FindObjectsInit.faults) C_FindObjectsInit faults, expected 1"
+recover "$what"
+total=$(printf '%.3f' "$(echo "$(date +%s.%N) - $t0" | bc)")
+RESULTS+=("$(printf '%-40s answer %6.3fs  recovery %6.3fs (from the hang start; the module returned after 3 s)' "$what" "$answer" "$total")")
+grep -q "a key lookup took longer than" "$WORK/daemon.log" && pass "$what: the stuck lookup is logged" ||
+	fail "$what: nothing in the log about the stuck lookup"
+BODY=$BODY1
+PUB="$WORK/seal-ec.pub"
+ctl ""
 
 # --- /metrics -----------------------------------------------------------------------------------
 [ "$(metric iamsign_token_state)" = 0 ] && pass "metrics: token state 0 (up)" ||
