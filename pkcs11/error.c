@@ -22,6 +22,8 @@ const char *tok_strerror(int err)
 		return "mechanism not supported by the token";
 	case TOK_ERR_EXISTS:
 		return "object already exists on the token";
+	case TOK_ERR_BUSY:
+		return "the token has no free session (CKR_SESSION_COUNT)";
 	}
 	return "unknown token error";
 }
@@ -62,6 +64,10 @@ int tok_err_from_rv(CK_RV rv)
 	case CKR_OBJECT_HANDLE_INVALID:
 	case CKR_KEY_HANDLE_INVALID:
 		return TOK_ERR_NOT_FOUND;
+	case CKR_SESSION_COUNT:
+		/* The token (or another application) holds all the sessions it allows: nothing
+		 * is wrong with the token or the request. */
+		return TOK_ERR_BUSY;
 	default:
 		return TOK_ERR_INTERNAL;
 	}

@@ -143,6 +143,10 @@ struct token {
 	int pool_ok;
 	int pool_stop;
 	int nworkers, nidle, nqueued;
+	/* The most workers at once, each holding one session: the token's session limit (or
+	 * tok_opts.max_sessions) less the login's, lowered when the token refuses a worker a
+	 * session. Workers above it leave. */
+	int pool_cap;
 	/* Every worker started, joined at stop: a worker that has left its loop is still running
 	 * its thread-exit destructors (its session's, OpenSSL's), which must be over before the
 	 * token is freed and the module unloaded. */
@@ -192,6 +196,8 @@ int tok_select(struct token *tok, char *err, size_t errlen);
 
 /* session.c */
 int64_t tok_now_ms(void);
+/* One line on stderr, "<UTC time> iamsign token: <message>". */
+void tok_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 CK_RV tok_open_session(struct token *tok, CK_SESSION_HANDLE *h);
 void tok_sess_destructor(void *v);
 /* Copy the PIN into a locked mapping (tok->pin); tok_pin_drop wipes and unmaps it. */

@@ -29,9 +29,7 @@ int64_t tok_now_ms(void)
 }
 
 /* Wall-clock stamp for stderr lines, so operators can line them up with pcscd's log. */
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void logmsg(const char *fmt, ...)
+void tok_log(const char *fmt, ...)
 {
 	char line[512];
 	struct timespec ts;
@@ -68,9 +66,9 @@ int tok_pin_hold(struct token *tok, const char *pin, size_t len)
 	madvise(p, map, MADV_WIPEONFORK);
 #endif
 	if (mlock(p, map) != 0) {
-		logmsg("cannot lock the PIN in memory (mlock: %s); raise RLIMIT_MEMLOCK "
-		       "(LimitMEMLOCK=) to at least %zu bytes",
-		       strerror(errno), map);
+		tok_log("cannot lock the PIN in memory (mlock: %s); raise RLIMIT_MEMLOCK "
+		        "(LimitMEMLOCK=) to at least %zu bytes",
+		        strerror(errno), map);
 		munmap(p, map);
 		return TOK_ERR_PIN;
 	}
@@ -328,8 +326,8 @@ void tok_mark_down_settle(struct token *tok, unsigned gen, const char *why, int 
 		 * failed again before a signature succeeded since the last outage. */
 		if (tok->backoff_ms > settle_ms)
 			settle_ms = tok->backoff_ms;
-		logmsg("down: %s; requests fail fast until it is back (next attempt in %d ms)", why,
-		       settle_ms);
+		tok_log("down: %s; requests fail fast until it is back (next attempt in %d ms)",
+		        why, settle_ms);
 	}
 	if (settle_ms > 0) {
 		until = tok_now_ms() + settle_ms;
@@ -399,10 +397,10 @@ int tok_login_failed(struct token *tok, CK_USER_TYPE who, CK_RV rv)
 	 * more try could be the one that locks the card, so there is none. */
 	was = atomic_exchange(&tok->state, ST_PIN_FAILED);
 	if (was != ST_PIN_FAILED)
-		logmsg("*** %s REFUSED by the token: %s (CKR 0x%lx). NOT retrying: a retry could "
-		       "lock the card. Signing is off until token.pin_file is fixed and iamsignd "
-		       "restarted. ***",
-		       who_name(who), p11_kit_strerror(rv), (unsigned long)rv);
+		tok_log("*** %s REFUSED by the token: %s (CKR 0x%lx). NOT retrying: a retry could "
+		        "lock the card. Signing is off until token.pin_file is fixed and iamsignd "
+		        "restarted. ***",
+		        who_name(who), p11_kit_strerror(rv), (unsigned long)rv);
 	return TOK_ERR_PIN;
 }
 
@@ -469,7 +467,7 @@ static int recover(struct token *tok, int reinit, char *why, size_t whylen)
 			goto out;
 		}
 		tok->need_reinit = 0;
-		logmsg("module re-initialised");
+		tok_log("module re-initialised");
 	}
 	r = tok_select(tok, why, whylen);
 	/* Every failure below is "still down": r must not stay TOK_OK from here (it did, and a
@@ -596,16 +594,16 @@ static void *monitor(void *arg)
 			took = tok_now_ms() - tok->down_since;
 			atomic_store(&tok->last_down_ms, took);
 			atomic_fetch_add(&tok->n_up, 1);
-			logmsg("up again after %lld ms (%d attempt%s): new sessions, logged in",
-			       (long long)took, tok->attempts, tok->attempts == 1 ? "" : "s");
+			tok_log("up again after %lld ms (%d attempt%s): new sessions, logged in",
+			        (long long)took, tok->attempts, tok->attempts == 1 ? "" : "s");
 			continue;
 		}
 		if (r == TOK_ERR_PIN)
 			continue;
 		/* Say why once per distinct reason, not once per attempt. */
 		if (why[0] != '\0' && strcmp(why, last_why) != 0) {
-			logmsg("still down: %s (retrying with backoff, up to %d ms apart)", why,
-			       TOK_BACKOFF_MAX_MS);
+			tok_log("still down: %s (retrying with backoff, up to %d ms apart)", why,
+			        TOK_BACKOFF_MAX_MS);
 			snprintf(last_why, sizeof(last_why), "%s", why);
 		}
 		if (tok->mon_stop)
@@ -673,8 +671,8 @@ int tok_monitor_start(struct token *tok)
 		memcpy(reader, si.slotDescription, sizeof(si.slotDescription));
 		reader[sizeof(si.slotDescription)] = '\0';
 		if (tok_pcsc_start(reader, pcsc_event, tok, &tok->pcsc) != TOK_OK)
-			logmsg("PC/SC is not available: a pulled card is noticed by the next "
-			       "failing request only");
+			tok_log("PC/SC is not available: a pulled card is noticed by the next "
+			        "failing request only");
 	}
 	return TOK_OK;
 }

@@ -307,11 +307,53 @@ void tok_close(struct token *tok)
 	free(tok);
 }
 
+/* The fewest sessions CK_TOKEN_INFO allows at once (read-write ones included, which is what the
+ * daemon opens); 0 when it states no limit. */
+static CK_ULONG session_limit(const CK_TOKEN_INFO *ti)
+{
+	CK_ULONG v[2] = {ti->ulMaxSessionCount, ti->ulMaxRwSessionCount}, lim = 0;
+
+	for (int i = 0; i < 2; i++)
+		if (v[i] != CK_EFFECTIVELY_INFINITE && v[i] != CK_UNAVAILABLE_INFORMATION &&
+		    (lim == 0 || v[i] < lim))
+			lim = v[i];
+	return lim;
+}
+
+/* Cap the workers at the sessions allowed (by the token, or fewer by opts), less one: the
+ * login's session (a one-shot tool's own thread's without one). */
+static int pool_size(struct token *tok, const struct tok_opts *opts, CK_ULONG token_lim, char *err,
+                     size_t errlen)
+{
+	CK_ULONG max = token_lim;
+
+	if (opts->max_sessions != 0 && (max == 0 || opts->max_sessions < max))
+		max = opts->max_sessions;
+	if (max == 0)
+		return TOK_OK;
+	if (max < 2) {
+		seterr(err, errlen,
+		       "the token allows %lu session at once; iamsign needs 2: one to hold the "
+		       "login, one to sign",
+		       (unsigned long)max);
+		return TOK_ERR_BUSY;
+	}
+	if (max - 1 < (CK_ULONG)tok->pool_cap)
+		tok->pool_cap = (int)(max - 1);
+	if (!opts->no_monitor)
+		tok_log("at most %lu sessions at once (%s): the login's, and one for each of up "
+		        "to %d workers",
+		        (unsigned long)max,
+		        max == token_lim ? "the token's limit" : "token.sessions", tok->pool_cap);
+	return TOK_OK;
+}
+
 int tok_open(const struct tok_opts *opts, struct token **out, char *err, size_t errlen)
 {
 	int r = TOK_ERR_INTERNAL;
 	struct token *tok = NULL;
 	CK_TOKEN_INFO ti;
+	CK_ULONG lim = 0;
 	char *pin = NULL;
 	size_t plen = 0;
 	CK_RV rv = CKR_OK;
@@ -358,7 +400,11 @@ int tok_open(const struct tok_opts *opts, struct token **out, char *err, size_t 
 	if (tok->fl->C_GetTokenInfo(tok->slot, &ti) == CKR_OK) {
 		memcpy(tok->serial, ti.serialNumber, sizeof(tok->serial));
 		tok->have_serial = 1;
+		lim = session_limit(&ti);
 	}
+	r = pool_size(tok, opts, lim, err, errlen);
+	if (r != TOK_OK)
+		goto out;
 
 	if (opts->pin_file != NULL) {
 		r = tok_pin_read(opts->pin_file, &pin, &plen);

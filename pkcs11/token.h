@@ -22,6 +22,7 @@ enum tok_err {
 	TOK_ERR_MODULE = -6,      /* module path not allowed, or not a PKCS#11 module */
 	TOK_ERR_MECHANISM = -7,   /* the token does not support the mechanism */
 	TOK_ERR_EXISTS = -8,      /* object already present (provisioning) */
+	TOK_ERR_BUSY = -9,        /* the token has no session free for us: retry later */
 };
 
 /* One line naming the error; never NULL. */
@@ -46,6 +47,10 @@ struct tok_opts {
 	/* 1: no monitor thread (no PC/SC watching, no recovery after token loss); for one-shot
 	 * tools. The daemon leaves it 0. */
 	int no_monitor;
+	/* The most sessions to hold on the token at once, the login's included (at least 2); 0:
+	 * as many as the token's CK_TOKEN_INFO allows. Either way the workers are capped at one
+	 * fewer, and at 64. */
+	unsigned max_sessions;
 };
 
 /* NULL-terminated default allowlist: system PKCS#11 module and SoftHSM directories. */

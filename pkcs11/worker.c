@@ -11,7 +11,11 @@
  * Everything the request path asks of the module goes this way: signatures (sign.c) and the
  * first lookup of a key (token.c), so the requests' threads hold no session of their own.
  *
- * Workers start on demand, up to TOK_MAX_WORKERS; idle ones wait for the next job. */
+ * Workers start on demand, up to pool_cap (the token's session limit less the login's session,
+ * TOK_MAX_WORKERS at most); idle ones wait for the next job. A token that refuses a worker its
+ * session (CKR_SESSION_COUNT: it allows fewer than it said, or another application holds the
+ * rest) lowers the cap to the workers that have one; the refused worker leaves and its job goes
+ * back to the head of the queue for them, so the request does not fail for it. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +42,7 @@ int tok_pool_init(struct token *tok)
 	/* Kept for the jobs: each has a condition of its own, so a finished signature wakes its
 	 * requester only, not every request waiting on the token. */
 	tok->job_cattr = ca;
+	tok->pool_cap = TOK_MAX_WORKERS;
 	tok->pool_ok = 1;
 	return TOK_OK;
 fail_cond:
@@ -60,6 +65,33 @@ static void deadline_at(struct timespec *ts, int ms)
 	}
 }
 
+/* A worker's job failed TOK_ERR_BUSY: the token refused it a session. Unless it is the only
+ * worker, lower the cap below it (it leaves) and put its job back at the head of the queue, for
+ * the workers that have a session: 1 then, and the job is no longer this worker's. Caller holds
+ * pool_lock. */
+static int session_refused(struct token *tok, struct tok_job *job)
+{
+	if (tok->nworkers <= 1)
+		return 0;
+	if (tok->pool_cap > tok->nworkers - 1) {
+		tok->pool_cap = tok->nworkers - 1;
+		tok_log("the token refused a new session (CKR_SESSION_COUNT); signing continues "
+		        "on at most %d worker(s), one session each",
+		        tok->pool_cap);
+		pthread_cond_broadcast(&tok->pool_cond); /* idle workers above the cap leave */
+	}
+	if (job->state == JOB_ABANDONED)
+		return 0; /* its requester has gone: the worker drops it, then leaves */
+	job->state = JOB_QUEUED;
+	job->next = tok->queue_head;
+	tok->queue_head = job;
+	if (tok->queue_tail == NULL)
+		tok->queue_tail = job;
+	tok->nqueued++;
+	pthread_cond_signal(&tok->pool_cond);
+	return 1;
+}
+
 static void *worker(void *arg)
 {
 	struct token *tok = arg;
@@ -68,7 +100,7 @@ static void *worker(void *arg)
 
 	pthread_setname_np(pthread_self(), "token-worker");
 	pthread_mutex_lock(&tok->pool_lock);
-	while (!tok->pool_stop) {
+	while (!tok->pool_stop && tok->nworkers <= tok->pool_cap) {
 		job = tok->queue_head;
 		if (job == NULL) {
 			tok->nidle++;
@@ -86,6 +118,8 @@ static void *worker(void *arg)
 		r = job->run(tok, job);
 
 		pthread_mutex_lock(&tok->pool_lock);
+		if (r == TOK_ERR_BUSY && session_refused(tok, job))
+			break;
 		job->result = r;
 		if (job->state == JOB_ABANDONED) {
 			/* Its caller answered long ago; the late result goes nowhere. */
@@ -146,7 +180,8 @@ int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *go
 		tok->queue_head = job;
 	tok->queue_tail = job;
 	tok->nqueued++;
-	if (tok->nqueued > tok->nidle && tok->nthreads < TOK_MAX_WORKERS) {
+	if (tok->nqueued > tok->nidle && tok->nworkers < tok->pool_cap &&
+	    tok->nthreads < TOK_MAX_WORKERS) {
 		if (pthread_create(&t, NULL, worker, tok) == 0) {
 			tok->threads[tok->nthreads++] = t;
 			tok->nworkers++;

@@ -16,6 +16,7 @@
 
 #define CFG_MAX_URI 1024
 #define CFG_MAX_THREADS 64
+#define CFG_MAX_SESSIONS 65 /* the login's and one per token worker (64) */
 #define CFG_DEFAULT_THREADS 16
 #define CFG_DEFAULT_MODE 0660
 #define CFG_MAX_LIST 64 /* module_dirs, sad_issuers */
@@ -65,6 +66,7 @@ static int parse_token(struct loader *L, yaml_node_t *at, yaml_node_t *map)
 	const char *k, *s;
 	char key[80];
 	size_t ndirs;
+	uint64_t u;
 	int n, i;
 
 	n = yf_map_size(yf, map, "token");
@@ -99,11 +101,20 @@ static int parse_token(struct loader *L, yaml_node_t *at, yaml_node_t *map)
 				return yf_error(yf, v, "token.module_dirs",
 				                "empty list would allow no module (leave "
 				                "module_dirs out for the built-in list)");
+		} else if (strcmp(k, "sessions") == 0) {
+			if (yf_uint(yf, v, "token.sessions", CFG_MAX_SESSIONS, &u) != 0)
+				return -1;
+			if (u < 2)
+				return yf_error(yf, v, "token.sessions",
+				                "must be between 2 and %d (one session holds the "
+				                "login, the others sign)",
+				                CFG_MAX_SESSIONS);
+			c->token_sessions = (unsigned)u;
 		} else {
 			snprintf(key, sizeof(key), "token.%.60s", k);
 			return yf_error(yf, yf_pair_key(yf, map, i), key,
 			                "unknown key in token (expected module, uri, pin_file, "
-			                "module_dirs)");
+			                "module_dirs, sessions)");
 		}
 	}
 	if (c->token_module == NULL)

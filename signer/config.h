@@ -45,6 +45,7 @@ struct config {
 	char *token_uri;
 	char *token_pin_file;
 	char **token_module_dirs; /* token.module_dirs, NULL-terminated; NULL: built-in allowlist */
+	unsigned token_sessions;  /* token.sessions: most sessions at once, 2..65; 0: the token's */
 	/* listen: */
 	char *socket_path;
 	mode_t socket_mode; /* default 0660 */

@@ -204,13 +204,15 @@ int svc_open(struct service *s, struct config *cfg, int no_fsync, char *err, siz
 	topts.uri = cfg->token_uri;
 	topts.pin_file = cfg->token_pin_file;
 	topts.require_initialized = 1;
+	topts.max_sessions = cfg->token_sessions;
 	if ((r = tok_open(&topts, &s->tok, err, errlen)) != TOK_OK)
 		goto fail;
 	if ((r = tok_key_get(s->tok, cfg->ledger_audit_key, &s->audit_key)) != TOK_OK) {
-		snprintf(err, errlen,
-		         "ledger.audit_key %s: %s (create it with iamsign-admin audit-key, or name "
-		         "an existing key)",
-		         cfg->ledger_audit_key, tok_strerror(r));
+		snprintf(err, errlen, "ledger.audit_key %s: %s%s", cfg->ledger_audit_key,
+		         tok_strerror(r),
+		         r == TOK_ERR_NOT_FOUND ? " (create it with iamsign-admin audit-key, or "
+		                                  "name an existing key)"
+		                                : "");
 		goto fail;
 	}
 	lopts.no_fsync = no_fsync;
@@ -304,6 +306,9 @@ static int token_error(struct svc_error *e, int r, const char *what)
 	case TOK_ERR_PIN:
 		return svc_fail(e, 503, "temporarily_unavailable", "token_unavailable", "%s: %s",
 		                what, tok_strerror(r));
+	case TOK_ERR_BUSY:
+		return svc_fail(e, 503, "temporarily_unavailable", "token_busy", "%s: %s", what,
+		                tok_strerror(r));
 	case TOK_ERR_NOT_FOUND:
 		return svc_fail(e, 500, "server_error", "key_not_found",
 		                "%s: the credential's key is not on the token", what);

@@ -13,14 +13,24 @@
  *     C_Sign=hang:5:CKR_DEVICE_ERROR   sleeps, then fails
  *     C_Login=CKR_PIN_INCORRECT        a login that the token refuses
  *
- * for any function in MOCK_FUNCS below. The file is looked at (one stat) on every call and
+ * for any function in MOCK_FUNCS below, and
+ *
+ *     sessions=4                       at most 4 sessions open at once: C_OpenSession answers
+ *                                      CKR_SESSION_COUNT beyond (CK_TOKEN_INFO says no limit)
+ *     sessions=4:reported              the same, and CK_TOKEN_INFO says 4 (ulMaxSessionCount
+ *                                      and ulMaxRwSessionCount)
+ *
+ * The file is looked at (one stat) on every call and
  * parsed again whenever it changed (inode, size or times): write it by rename so a change is
  * never missed and never read half-written. Parsing again restarts the "*N" counts.
  *
  * After every call the stats file (IAMSIGN_MOCK_STATS, default: the control path + ".stats")
  * is replaced (by rename) with lines "C_Login.calls=4" and "C_Login.faults=1" for every
  * function called so far: calls count every call, faults those answered from the control
- * file. Malformed control lines are reported on stderr once per parse and ignored. */
+ * file; and "sessions.open=2", "sessions.peak=5" (most open at once since the module was
+ * loaded) and "sessions.refused=1" (C_OpenSession answered CKR_SESSION_COUNT). Sessions are
+ * counted as opened and closed through the mock (C_CloseAllSessions and C_Finalize close them
+ * all). Malformed control lines are reported on stderr once per parse and ignored. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -97,6 +107,10 @@ static int control_had;          /* 1: rules came from an existing file */
 static struct rule rules[MOCK_NFUNCS];
 static unsigned long n_calls[MOCK_NFUNCS];
 static unsigned long n_faults[MOCK_NFUNCS];
+static long sess_limit;   /* "sessions=N": 0 none */
+static int sess_reported; /* ":reported" */
+static long sess_open, sess_peak;
+static unsigned long sess_refused;
 
 static const struct {
 	const char *name;
@@ -179,6 +193,24 @@ static int parse_action(char *v, struct rule *r)
 	return 0;
 }
 
+/* "N" or "N:reported" into sess_limit and sess_reported; -1 if malformed. */
+static int parse_sessions(const char *v)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || end == v || n < 1 || n > 1000000)
+		return -1;
+	if (strcmp(end, ":reported") == 0)
+		sess_reported = 1;
+	else if (*end != '\0')
+		return -1;
+	sess_limit = n;
+	return 0;
+}
+
 /* Caller holds mu. Parse the control file again if it changed since last time. */
 static void control_refresh(void)
 {
@@ -204,6 +236,8 @@ static void control_refresh(void)
 	    st.st_ctim.tv_nsec == control_seen.st_ctim.tv_nsec)
 		return;
 	memset(rules, 0, sizeof(rules));
+	sess_limit = 0;
+	sess_reported = 0;
 	control_seen = st;
 	control_had = 1;
 	if ((f = fopen(control_path, "re")) == NULL)
@@ -218,6 +252,13 @@ static void control_refresh(void)
 		if ((eq = strchr(line, '=')) == NULL)
 			goto bad;
 		*eq = '\0';
+		if (strcmp(line, "sessions") == 0) {
+			if (parse_sessions(eq + 1) != 0) {
+				*eq = '=';
+				goto bad;
+			}
+			continue;
+		}
 		for (i = 0; i < MOCK_NFUNCS; i++)
 			if (strcmp(line, func_names[i]) == 0)
 				break;
@@ -248,6 +289,8 @@ static void stats_write(void)
 		if (n_calls[i] > 0)
 			fprintf(f, "%s.calls=%lu\n%s.faults=%lu\n", func_names[i], n_calls[i],
 			        func_names[i], n_faults[i]);
+	fprintf(f, "sessions.open=%ld\nsessions.peak=%ld\nsessions.refused=%lu\n", sess_open,
+	        sess_peak, sess_refused);
 	if (fclose(f) == 0)
 		rename(tmp, stats_path);
 }
@@ -290,6 +333,86 @@ static int fault_before(int idx, CK_RV *rv)
 	}
 MOCK_FUNCS(MOCK_WRAP)
 
+/* The session count, around the scripted calls. A session is counted from before it is opened
+ * (so that racing threads never exceed the limit) and uncounted if the open fails. */
+static CK_RV lim_C_OpenSession(CK_SLOT_ID a, CK_FLAGS b, CK_VOID_PTR c, CK_NOTIFY d,
+                               CK_SESSION_HANDLE_PTR e)
+{
+	CK_RV rv;
+
+	pthread_mutex_lock(&mu);
+	control_refresh();
+	if (sess_limit > 0 && sess_open >= sess_limit) {
+		n_calls[IDX_C_OpenSession]++;
+		n_faults[IDX_C_OpenSession]++;
+		sess_refused++;
+		stats_write();
+		pthread_mutex_unlock(&mu);
+		return CKR_SESSION_COUNT;
+	}
+	sess_open++;
+	pthread_mutex_unlock(&mu);
+	rv = mock_C_OpenSession(a, b, c, d, e);
+	pthread_mutex_lock(&mu);
+	if (rv != CKR_OK)
+		sess_open--;
+	else if (sess_open > sess_peak)
+		sess_peak = sess_open;
+	stats_write();
+	pthread_mutex_unlock(&mu);
+	return rv;
+}
+
+static void sessions_closed(long n) /* n < 0: all */
+{
+	pthread_mutex_lock(&mu);
+	sess_open = n < 0 || n > sess_open ? 0 : sess_open - n;
+	stats_write();
+	pthread_mutex_unlock(&mu);
+}
+
+static CK_RV lim_C_CloseSession(CK_SESSION_HANDLE a)
+{
+	CK_RV rv = mock_C_CloseSession(a);
+
+	if (rv == CKR_OK)
+		sessions_closed(1);
+	return rv;
+}
+
+static CK_RV lim_C_CloseAllSessions(CK_SLOT_ID a)
+{
+	CK_RV rv = mock_C_CloseAllSessions(a);
+
+	if (rv == CKR_OK)
+		sessions_closed(-1);
+	return rv;
+}
+
+static CK_RV lim_C_Finalize(CK_VOID_PTR a)
+{
+	CK_RV rv = mock_C_Finalize(a);
+
+	if (rv == CKR_OK)
+		sessions_closed(-1);
+	return rv;
+}
+
+static CK_RV lim_C_GetTokenInfo(CK_SLOT_ID a, CK_TOKEN_INFO_PTR b)
+{
+	CK_RV rv = mock_C_GetTokenInfo(a, b);
+	long n;
+	int reported;
+
+	pthread_mutex_lock(&mu);
+	n = sess_limit;
+	reported = sess_reported;
+	pthread_mutex_unlock(&mu);
+	if (rv == CKR_OK && reported)
+		b->ulMaxSessionCount = b->ulMaxRwSessionCount = (CK_ULONG)n;
+	return rv;
+}
+
 /* Caller holds mu. */
 static CK_RV load_real(void)
 {
@@ -325,6 +448,11 @@ static CK_RV load_real(void)
 #define MOCK_SET(name, params, args) list.name = mock_##name;
 	MOCK_FUNCS(MOCK_SET)
 #undef MOCK_SET
+	list.C_OpenSession = lim_C_OpenSession;
+	list.C_CloseSession = lim_C_CloseSession;
+	list.C_CloseAllSessions = lim_C_CloseAllSessions;
+	list.C_Finalize = lim_C_Finalize;
+	list.C_GetTokenInfo = lim_C_GetTokenInfo;
 	list.C_GetFunctionList = C_GetFunctionList;
 	list_ready = 1;
 	return CKR_OK;

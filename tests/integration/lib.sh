@@ -21,6 +21,10 @@
 #   check_fails MSG CMD...      pass if CMD fails, else fail
 #   check_exit CODE MSG CMD...  pass if CMD exits with CODE
 #   die MSG                     fail and stop now
+#   use_mock                    the daemon's module is to be tests/mock-pkcs11.so ($MOCK), in
+#                               front of SoftHSM, scripted by $CTL; then:
+#   ctl LINES...                the mock's control file (see the top of tests/mock-pkcs11.c)
+#   mstat NAME                  a value from the mock's stats file (0 when absent)
 #
 # Meson's skip status (77) is used only when SoftHSM's softhsm2-util is missing.
 #
@@ -548,4 +552,25 @@ wait_log() {
 		n=$((n - 1))
 	done
 	return 1
+}
+
+use_mock() {
+	MOCK="$IAMSIGN_BUILD/tests/mock-pkcs11.so"
+	[ -f "$MOCK" ] || die "$MOCK not built"
+	CTL="$WORK/mock.ctl"
+	STATS="$WORK/mock.ctl.stats"
+	export IAMSIGN_MOCK_CONTROL="$CTL"
+	export IAMSIGN_MOCK_STATS="$STATS"
+	export IAMSIGN_MOCK_MODULE="$SOFTHSM_MODULE"
+}
+
+# The control file is replaced by rename (the mock re-reads it when it changes).
+ctl() {
+	printf '%s\n' "$@" >"$CTL.new" && mv -f "$CTL.new" "$CTL" || die "cannot write $CTL"
+}
+
+mstat() {
+	local v
+	v=$(sed -n "s/^$1=//p" "$STATS" 2>/dev/null || true)
+	echo "${v:-0}"
 }

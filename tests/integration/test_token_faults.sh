@@ -16,12 +16,11 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-MOCK="$IAMSIGN_BUILD/tests/mock-pkcs11.so"
 DEADLINE=2.0     # seconds a faulted request may take to be answered
 RECOVER_MAX=10   # seconds to recover once the fault is gone
 
 setup_env
-[ -f "$MOCK" ] || die "$MOCK not built"
+use_mock
 init_token
 provision_cred seal-ec ec-p256 records-office seal
 provision_cred seal-ec2 ec-p256 records-office seal
@@ -54,24 +53,6 @@ purposes:
     max_hashes: 1
     require_sad: false
 EOF
-
-CTL="$WORK/mock.ctl"
-STATS="$WORK/mock.ctl.stats"
-export IAMSIGN_MOCK_CONTROL="$CTL"
-export IAMSIGN_MOCK_STATS="$STATS"
-export IAMSIGN_MOCK_MODULE="$SOFTHSM_MODULE"
-
-# ctl LINES...: the mock's control file, replaced by rename (the mock re-reads it on change).
-ctl() {
-	printf '%s\n' "$@" >"$CTL.new" && mv -f "$CTL.new" "$CTL" || die "cannot write $CTL"
-}
-
-# mstat NAME: a counter from the mock's stats file (0 when absent).
-mstat() {
-	local v
-	v=$(sed -n "s/^$1=//p" "$STATS" 2>/dev/null || true)
-	echo "${v:-0}"
-}
 
 printf 'Records office seal\nfile: 2026/0042\n' >"$WORK/form.txt"
 DIGEST=$(openssl dgst -sha256 -binary "$WORK/form.txt" | base64 -w0)

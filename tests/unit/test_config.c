@@ -249,6 +249,27 @@ static void test_threads(void **state)
 	config_free(c);
 }
 
+/* token.sessions: 2..65, absent 0 (the token's own limit). */
+static void test_sessions(void **state)
+{
+	struct config *c = NULL;
+
+	expect_fail(TOKEN "  sessions: 1\n" LISTEN TAIL, ":5: token.sessions:", "between 2 and 65",
+	            NULL);
+	expect_fail(TOKEN "  sessions: 0\n" LISTEN TAIL, ":5: token.sessions:", NULL);
+	expect_fail(TOKEN "  sessions: 66\n" LISTEN TAIL, ":5: token.sessions:", "too large", NULL);
+	expect_fail(TOKEN "  sessions: many\n" LISTEN TAIL, "token.sessions", NULL);
+	expect_fail(TOKEN "  sessions: -3\n" LISTEN TAIL, "token.sessions", NULL);
+	assert_int_equal(
+	    config_load(write_tmp(TOKEN "  sessions: 2\n" LISTEN TAIL, 0600), &c, err, sizeof(err)),
+	    0);
+	assert_int_equal(c->token_sessions, 2);
+	config_free(c);
+	assert_int_equal(config_load(write_tmp(TOKEN LISTEN TAIL, 0600), &c, err, sizeof(err)), 0);
+	assert_int_equal(c->token_sessions, 0);
+	config_free(c);
+}
+
 /* user, group, listener.user, listener.group: names only, checked; the listener's default. */
 static void test_users(void **state)
 {
@@ -730,6 +751,7 @@ int main(void)
 	    cmocka_unit_test(test_missing_required),
 	    cmocka_unit_test(test_mode),
 	    cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_sessions),
 	    cmocka_unit_test(test_users),
 	    cmocka_unit_test(test_socket_and_uri),
 	    cmocka_unit_test(test_relative_paths),
