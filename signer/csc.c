@@ -325,10 +325,23 @@ int csc_decode_sign_doc(json_t *root, struct sign_req *req, struct svc_error *e)
 
 char *csc_error_body(const struct svc_error *e)
 {
+	char desc[sizeof(e->desc)];
 	json_t *o = json_pack("{s:s, s:s, s:s}", "error", e->error, "error_description", e->desc,
 	                      "reason", e->reason);
-	char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+	char *s;
 
+	if (o == NULL) {
+		/* The description can quote the request (a parameter's name) cut at a byte count,
+		 * which may split a UTF-8 sequence, and jansson refuses a string that is not
+		 * UTF-8. Send it with every non-ASCII byte as '?' rather than no body at all. */
+		snprintf(desc, sizeof(desc), "%s", e->desc);
+		for (size_t i = 0; desc[i] != '\0'; i++)
+			if ((unsigned char)desc[i] >= 0x80)
+				desc[i] = '?';
+		o = json_pack("{s:s, s:s, s:s}", "error", e->error, "error_description", desc,
+		              "reason", e->reason);
+	}
+	s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	return s;
 }

@@ -361,6 +361,47 @@ static void error_body_is_json(void **state)
 	free(s);
 }
 
+/* A parameter's name is quoted cut at 64 bytes: cut inside a UTF-8 sequence, the body still
+ * comes out (found by fuzz-decode: it came out NULL, and the client got a 400 with no body). */
+static void error_body_with_split_utf8(void **state)
+{
+	char text[512], key[80];
+	json_error_t je;
+	json_t *o;
+	const char *d;
+	char *s;
+
+	memset(key, ':', 63);
+	memcpy(key + 63, "\xc6\xbc", 2); /* U+01BC across bytes 64 and 65 */
+	strcpy(key + 65, "tail");
+	snprintf(text, sizeof(text),
+	         "{\"credentialID\":\"c\",\"hashes\":[\"" H32 "\"],\"hashAlgorithmOID\":\"" SHA256
+	         "\",\"signAlgo\":\"1.2.840.10045.2.1\",\"%s\":1}",
+	         key);
+	assert_int_equal(decode_hash(text), -1);
+	expect_400("invalid_request");
+	s = csc_error_body(&err);
+	assert_non_null(s);
+	o = json_loads(s, 0, &je);
+	assert_non_null(o);
+	d = json_string_value(json_object_get(o, "error_description"));
+	assert_non_null(d);
+	assert_non_null(strstr(d, ":::::?"));
+	assert_string_equal(json_string_value(json_object_get(o, "reason")), "invalid_request");
+	json_decref(o);
+	free(s);
+	/* A whole non-ASCII name is quoted as it is. */
+	svc_fail(&err, 400, "invalid_request", "invalid_request", "Unknown parameter \xc6\xbc");
+	s = csc_error_body(&err);
+	assert_non_null(s);
+	o = json_loads(s, 0, &je);
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(o, "error_description")),
+	                    "Unknown parameter \xc6\xbc");
+	json_decref(o);
+	free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -378,6 +419,7 @@ int main(void)
 	    cmocka_unit_test(good_sign_doc),
 	    cmocka_unit_test(bad_sign_doc),
 	    cmocka_unit_test(error_body_is_json),
+	    cmocka_unit_test(error_body_with_split_utf8),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 
