@@ -372,8 +372,8 @@ static void error_body_with_split_utf8(void **state)
 	char *s;
 
 	memset(key, ':', 63);
-	memcpy(key + 63, "\xc6\xbc", 2); /* U+01BC across bytes 64 and 65 */
-	strcpy(key + 65, "tail");
+	memcpy(key + 63, "\xc6\xbc", 2);          /* U+01BC across bytes 64 and 65 */
+	memcpy(key + 65, "tail", sizeof("tail")); /* with its NUL */
 	snprintf(text, sizeof(text),
 	         "{\"credentialID\":\"c\",\"hashes\":[\"" H32 "\"],\"hashAlgorithmOID\":\"" SHA256
 	         "\",\"signAlgo\":\"1.2.840.10045.2.1\",\"%s\":1}",
