@@ -3,8 +3,8 @@
  * Sessions are ours, not a library pool's (see DESIGN: libp11's pool hangs or hands out dead
  * sessions when the token goes away): each thread that calls the module opens its own on first
  * use, and a session the module declares dead is dropped so that the thread's next call opens a
- * fresh one. In the daemon those threads are the workers (worker.c) and the monitor's login
- * session: requests reach the module only through the workers, key lookups included.
+ * fresh one. In the daemon those threads are the workers (worker.c): requests reach the module
+ * only through them, key lookups included. The login's session (anchor) is held apart.
  *
  * Keys are looked up once per URI and cached: SoftHSM's C_FindObjects scans every object, so a
  * search per request would make signing cost grow with the number of credentials. */
