@@ -1,5 +1,5 @@
 /* iamsignd: the signing daemon. The process started is the signing core; it forks the
- * listener (signer/listener.c) before it opens the token or the ledger. */
+ * listener (signer/listener/listener.c) before it opens the token or the ledger. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -19,10 +19,10 @@
 #include <systemd/sd-daemon.h>
 
 #include "signer/config.h"
-#include "signer/core.h"
-#include "signer/http.h"
-#include "signer/listener.h"
-#include "signer/service.h"
+#include "signer/core/core.h"
+#include "signer/listener/http.h"
+#include "signer/listener/listener.h"
+#include "signer/core/service.h"
 
 #define READY_MS 30000 /* the listener's start */
 #define STOP_MS (LISTENER_DRAIN_MS + 5000)

@@ -38,8 +38,8 @@
 #include "policy/policy.h"
 #include "policy/rules.h"
 #include "signer/config.h"
-#include "signer/ledger.h"
-#include "signer/registry.h"
+#include "signer/core/ledger.h"
+#include "signer/core/registry.h"
 
 #define PROG "iamsign-admin"
 #define DEFAULT_CONFIG "/etc/iamsign/iamsignd.yaml"

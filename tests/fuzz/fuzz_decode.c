@@ -6,7 +6,7 @@
 
 #include <jansson.h>
 
-#include "signer/csc.h"
+#include "signer/listener/csc.h"
 #include "tests/fuzz/fuzz.h"
 
 static void decode(json_t *root, int doc)

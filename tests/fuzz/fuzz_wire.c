@@ -1,12 +1,12 @@
-/* Fuzz target: the listener <-> core payload decoders (signer/wire.h). The first byte picks the
- * decoder, the rest is the payload, under the cap wire_recv applies to that direction. The
+/* Fuzz target: the listener <-> core payload decoders (signer/wire/wire.h). The first byte picks
+ * the decoder, the rest is the payload, under the cap wire_recv applies to that direction. The
  * decoders' contract is checked: a refusal names why and leaves the output cleared; an
  * acceptance holds only values in range and encodes back to exactly the same bytes (the
  * encoding is canonical, so nothing is lost or invented in between). */
 #include <stdlib.h>
 #include <string.h>
 
-#include "signer/wire.h"
+#include "signer/wire/wire.h"
 #include "tests/fuzz/fuzz.h"
 
 /* The first byte, modulo D_COUNT (the seeds in corpus/wire use these values). */

@@ -13,7 +13,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-#include "signer/csc.h"
+#include "signer/listener/csc.h"
 
 /* base64 of 32 bytes 0x00..0x1f, 48 bytes, and 31 bytes */
 #define H32 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="

@@ -23,7 +23,7 @@
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
-#include "signer/ledger.h"
+#include "signer/core/ledger.h"
 
 #define THREADS 16
 

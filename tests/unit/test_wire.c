@@ -1,4 +1,4 @@
-/* The listener <-> core protocol (signer/wire.h). Every message round trips; every decoder
+/* The listener <-> core protocol (signer/wire/wire.h). Every message round trips; every decoder
  * refuses every truncation of a valid payload, a trailing byte, each cap passed by one, bad
  * enumerations and bad characters, and leaves its output cleared; the framing passes one
  * descriptor and nothing else; wire_peer accepts only a connection accepted on the daemon's own
@@ -28,9 +28,9 @@
 
 #include <openssl/objects.h>
 
-#include "signer/core.h"
-#include "signer/link.h"
-#include "signer/wire.h"
+#include "signer/core/core.h"
+#include "signer/listener/link.h"
+#include "signer/wire/wire.h"
 
 /* --- A payload written by hand, host byte order --- */
 

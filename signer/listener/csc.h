@@ -1,5 +1,5 @@
 /* CSC API v2 over JSON, in the listener: decode and bound every field, ask the signing core
- * (signer/link.h), encode the answer. */
+ * (signer/listener/link.h), encode the answer. */
 #ifndef IAMSIGN_SIGNER_CSC_H
 #define IAMSIGN_SIGNER_CSC_H
 
@@ -8,8 +8,8 @@
 #include <jansson.h>
 
 #include "signer/config.h"
-#include "signer/link.h"
-#include "signer/service.h"
+#include "signer/listener/link.h"
+#include "signer/core/service.h"
 
 #define CSC_MAX_BODY (64 * 1024)
 

@@ -5,7 +5,7 @@
  * anything is allocated, and on error leave their output cleared (freed and wiped). Encoders
  * check the same bounds, so the sending side never emits a payload the other side must refuse;
  * an encoder that refuses its input poisons the buffer (oom), so that wire_send refuses it. */
-#include "signer/wire.h"
+#include "signer/wire/wire.h"
 
 #include <errno.h>
 #include <stdarg.h>

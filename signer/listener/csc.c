@@ -1,6 +1,6 @@
 /* CSC API v2: JSON in, JSON out. Every field is checked for type, length and range here; the
  * service sees only decoded, bounded values. */
-#include "signer/csc.h"
+#include "signer/listener/csc.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,7 +16,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-#include "signer/wire.h"
+#include "signer/wire/wire.h"
 
 #define CSC_MAX_STR 512        /* longest plain string field */
 #define CSC_MAX_PSS_PARAMS 256 /* base64 of DER RSASSA-PSS-params */

@@ -38,7 +38,7 @@
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
-#include "signer/ledger.h"
+#include "signer/core/ledger.h"
 
 #define LEDGER_DB_NAME "iamsign.db"
 #define LEDGER_BUSY_MS 5000

@@ -16,8 +16,8 @@
 #include "policy/rules.h"
 #include "policy/sad.h"
 #include "signer/config.h"
-#include "signer/ledger.h"
-#include "signer/registry.h"
+#include "signer/core/ledger.h"
+#include "signer/core/registry.h"
 
 /* Who is calling: from SO_PEERCRED, never from the request. */
 struct peer {

@@ -17,7 +17,7 @@
 #include <sqlite3.h>
 
 #include "policy/policy.h"
-#include "signer/registry.h"
+#include "signer/core/registry.h"
 
 #define REG_DB_NAME "iamsign.db"
 #define REG_BUSY_MS 5000

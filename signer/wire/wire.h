@@ -17,9 +17,9 @@
 #include <stdint.h>
 
 #include "pkcs11/token.h"
-#include "signer/ledger.h"
-#include "signer/registry.h"
-#include "signer/service.h"
+#include "signer/core/ledger.h"
+#include "signer/core/registry.h"
+#include "signer/core/service.h"
 
 #define WIRE_MAGIC 0x31574149u /* "IAW1" read as a little-endian u32 */
 #define WIRE_HDR_LEN 12

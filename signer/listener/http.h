@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 #include "signer/config.h"
-#include "signer/link.h"
+#include "signer/listener/link.h"
 
 struct http_server;
 

@@ -3,7 +3,7 @@
  * rate limit, certificate, signature activation data, daily quota; then the token signs and
  * the ledger records the request durably (re-checking quota and SAD consumption in the same
  * transaction) before any signature is returned. */
-#include "signer/service.h"
+#include "signer/core/service.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,7 +15,7 @@
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 
-#include "signer/cms.h"
+#include "signer/core/cms.h"
 
 #define CERT_CACHE_SLOTS 1024
 

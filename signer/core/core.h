@@ -1,10 +1,10 @@
 /* The signing core's end of the listener's socketpairs: one thread per channel, each
- * decoding and re-validating a request (signer/wire.h), identifying the caller from the
+ * decoding and re-validating a request (signer/wire/wire.h), identifying the caller from the
  * connection passed with it, and answering through the service. */
 #ifndef IAMSIGN_SIGNER_CORE_H
 #define IAMSIGN_SIGNER_CORE_H
 
-#include "signer/service.h"
+#include "signer/core/service.h"
 
 struct core;
 

@@ -1,5 +1,5 @@
 /* CAdES B-B detached CMS with an external signer; see cms.h for the approach. */
-#include "signer/cms.h"
+#include "signer/core/cms.h"
 
 #include <string.h>
 

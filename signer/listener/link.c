@@ -3,7 +3,7 @@
  * answered 503 at once. The last channel is not in the pool: status requests (/healthz,
  * /metrics) take it, one at a time, so they never wait for a request on the token or the
  * ledger. */
-#include "signer/link.h"
+#include "signer/listener/link.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
  * Nothing the listener sends is trusted: the caller is who the kernel says is at the other end
  * of the connection passed along, every field is decoded afresh and checked (wire.c), and
  * every answer but a framing error is recorded in the ledger by the core itself. */
-#include "signer/core.h"
+#include "signer/core/core.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -14,7 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/x509.h>
 
-#include "signer/wire.h"
+#include "signer/wire/wire.h"
 
 struct channel {
 	struct core *core;

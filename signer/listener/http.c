@@ -1,5 +1,5 @@
 /* libmicrohttpd glue: socket setup, peer credentials, body limits, routing. */
-#include "signer/http.h"
+#include "signer/listener/http.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -20,8 +20,8 @@
 
 #include <microhttpd.h>
 
-#include "signer/csc.h"
-#include "signer/wire.h"
+#include "signer/listener/csc.h"
+#include "signer/wire/wire.h"
 
 #define CSC_PREFIX "/csc/v2/"
 /* MHD's per-connection memory pool holds the request line and headers, the header list, the

@@ -6,8 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "signer/service.h"
-#include "signer/wire.h"
+#include "signer/core/service.h"
+#include "signer/wire/wire.h"
 
 struct core_link;
 

@@ -1,7 +1,7 @@
 /* The listener: everything a caller sends is parsed here, in a process that has no PIN, no
  * PKCS#11 module, no ledger and, once started, no file system: its root is an empty directory
  * that no longer exists, its user is listener.user, and it cannot gain privileges again. */
-#include "signer/listener.h"
+#include "signer/listener/listener.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,8 +24,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#include "signer/http.h"
-#include "signer/link.h"
+#include "signer/listener/http.h"
+#include "signer/listener/link.h"
 
 __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...)
 {
