@@ -11,7 +11,7 @@
 #define CFG_DEFAULT_HEADER_SIZE (16 * 1024) /* limits.header_size, 1 KiB..1 MiB */
 #define CFG_MAX_HEADER_SIZE (1024 * 1024)
 #define CFG_MIN_SIZE 1024
-#define CFG_DEFAULT_HASHES 64 /* limits.hashes, 1..SVC_MAX_HASHES (64) */
+#define CFG_DEFAULT_HASHES 64 /* limits.hashes, 1..WIRE_MAX_HASHES (64) */
 #define CFG_MAX_HASHES 64
 #define CFG_DEFAULT_JSON_DEPTH 32 /* limits.json_depth, 4..1024 */
 #define CFG_MIN_JSON_DEPTH 4      /* a signDoc request is 4 deep */

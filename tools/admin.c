@@ -377,8 +377,8 @@ struct audit {
 	const char *state_dir;
 	struct ledger_opts opts;
 	const char *op;
-	char cred[REG_MAX_ID + 1];
-	char owner[REG_MAX_USER + 1];
+	char cred[CRED_MAX_ID + 1];
+	char owner[CRED_MAX_USER + 1];
 	char detail[200];
 	const char *reason; /* a stable reason for a refusal; NULL: "failed" */
 };
@@ -1052,12 +1052,12 @@ static int cmd_keygen(const char *config_path, const struct args *a)
 	struct labels labels = {0};
 	CK_FUNCTION_LIST *fn;
 	CK_SESSION_HANDLE s;
-	char id[REG_MAX_ID + 1];
+	char id[CRED_MAX_ID + 1];
 	unsigned long count, i, made = 0;
 	int r = EXIT_FAIL, tr, taken, last = -1, bar = isatty(STDERR_FILENO);
 
-	if (!reg_valid_id(base)) {
-		msg("keygen: credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+	if (!cred_valid_id(base)) {
+		msg("keygen: credential ID must be 1..%d of [A-Za-z0-9._-]", CRED_MAX_ID);
 		return EXIT_USAGE;
 	}
 	if (alg == NULL) {
@@ -1076,7 +1076,7 @@ static int cmd_keygen(const char *config_path, const struct args *a)
 		int n = snprintf(id, sizeof(id), "%s-%lu", base, count);
 		if (n < 0 || (size_t)n >= sizeof(id)) {
 			msg("keygen: %s-%lu would be longer than %d characters", base, count,
-			    REG_MAX_ID);
+			    CRED_MAX_ID);
 			return EXIT_USAGE;
 		}
 	}
@@ -1303,8 +1303,8 @@ static int cmd_csr(const char *config_path, const struct args *a)
 	long pemlen;
 	int tbslen, sig_nid, r = EXIT_FAIL, tr;
 
-	if (!reg_valid_id(id)) {
-		msg("csr: credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+	if (!cred_valid_id(id)) {
+		msg("csr: credential ID must be 1..%d of [A-Za-z0-9._-]", CRED_MAX_ID);
 		return EXIT_USAGE;
 	}
 	if ((r = parse_subject(a->v[OPT_SUBJECT], &name)) != EXIT_OK)
@@ -1559,8 +1559,8 @@ static int cmd_import_cert(const char *config_path, const struct args *a)
 	int r = EXIT_FAIL, tr, rr;
 	CK_RV rv;
 
-	if (!reg_valid_id(id)) {
-		msg("import-cert: credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+	if (!cred_valid_id(id)) {
+		msg("import-cert: credential ID must be 1..%d of [A-Za-z0-9._-]", CRED_MAX_ID);
 		return EXIT_USAGE;
 	}
 	if ((cert = load_cert(a->v[OPT_CERT])) == NULL)
@@ -1690,13 +1690,13 @@ static int cmd_enrol(const char *config_path, const struct args *a)
 
 	memset(&c, 0, sizeof(c));
 	memset(&prev, 0, sizeof(prev));
-	if (!reg_valid_id(id)) {
-		msg("enrol: credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+	if (!cred_valid_id(id)) {
+		msg("enrol: credential ID must be 1..%d of [A-Za-z0-9._-]", CRED_MAX_ID);
 		return EXIT_USAGE;
 	}
-	if (!reg_valid_user(user)) {
+	if (!cred_valid_user(user)) {
 		msg("enrol: userID must be 1..%d printable ASCII characters without spaces",
-		    REG_MAX_USER);
+		    CRED_MAX_USER);
 		return EXIT_USAGE;
 	}
 	if (strcmp(id, AUDIT_KEY_LABEL) == 0) {
@@ -1909,8 +1909,8 @@ static int set_status(const char *config_path, const struct args *a, const char 
 	int r = EXIT_FAIL, rr;
 
 	memset(&c, 0, sizeof(c));
-	if (!reg_valid_id(id)) {
-		msg("credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+	if (!cred_valid_id(id)) {
+		msg("credential ID must be 1..%d of [A-Za-z0-9._-]", CRED_MAX_ID);
 		return EXIT_USAGE;
 	}
 	if (load_config(config_path, &cfg) != EXIT_OK ||
@@ -2044,8 +2044,8 @@ static int cmd_destroy(const char *config_path, const struct args *a)
 	int r = EXIT_FAIL, rr, tr, enrolled = 0;
 
 	memset(&c, 0, sizeof(c));
-	if (!reg_valid_id(id)) {
-		msg("destroy: credential ID must be 1..%d of [A-Za-z0-9._-]", REG_MAX_ID);
+	if (!cred_valid_id(id)) {
+		msg("destroy: credential ID must be 1..%d of [A-Za-z0-9._-]", CRED_MAX_ID);
 		return EXIT_USAGE;
 	}
 	if (strcmp(id, AUDIT_KEY_LABEL) == 0) {

@@ -1,7 +1,8 @@
 /* The signing core's channels: the listener's decoded requests in, the service's answers out.
  * Nothing the listener sends is trusted: the caller is who the kernel says is at the other end
  * of the connection passed along, every field is decoded afresh and checked (wire.c), and
- * every answer but a framing error is recorded in the ledger by the core itself. */
+ * every answer but a framing error, or a request that names no caller, goes out through
+ * svc_conclude, which records it. */
 #include "signer/core/core.h"
 
 #include <pthread.h>
@@ -33,31 +34,15 @@ struct core {
 };
 
 /* A field the listener should never have sent: its bug or its compromise. Said loudly. */
-static int violation(struct svc_error *e, const struct channel *ch, const char *why)
+static int violation(struct refusal *f, const struct channel *ch, const char *why)
 {
 	fprintf(stderr, "iamsignd: core: channel %u: listener sent an invalid request: %s\n",
 	        ch->id, why);
-	return svc_fail(e, 400, "invalid_request", "invalid_request",
-	                "request refused by the signing core: %s", why);
-}
-
-/* Whatever the service has not recorded yet is recorded now: no answer leaves without its
- * record. ok: the answer is a success. Returns ok, or 0 with e set when the record failed. */
-static int finish(struct service *s, struct audit_rec *rec, int ok, struct svc_error *e)
-{
-	struct svc_error le;
-
-	if (ok ? rec->seq != 0 : e->recorded)
-		return ok;
-	if (svc_record(s, rec, ok ? NULL : e, &le) != 0) {
-		*e = le;
-		return 0;
-	}
-	return ok;
+	return refuse(f, R_INVALID_REQUEST, "request refused by the signing core: %s", why);
 }
 
 static int do_sign(struct channel *ch, const uint8_t *p, size_t len, const struct peer *peer,
-                   struct audit_rec *rec, struct wire_buf *out, struct svc_error *e)
+                   struct audit_rec *rec, struct wire_buf *out, struct refusal *f)
 {
 	struct service *s = ch->core->svc;
 	struct wire_sign *w;
@@ -67,57 +52,59 @@ static int do_sign(struct channel *ch, const uint8_t *p, size_t len, const struc
 
 	if ((w = malloc(sizeof(*w))) == NULL) {
 		svc_audit_begin(rec, peer, "signatures/signHash");
-		svc_fail(e, 500, "server_error", "internal_error", "out of memory");
-		return finish(s, rec, 0, e);
+		refuse(f, R_INTERNAL_ERROR, "out of memory");
+		return svc_conclude(s, rec, 0, f);
 	}
 	if (wire_dec_sign(p, len, w, why, sizeof(why)) != 0) {
 		const char *op = len > 0 ? wire_method_name((enum wire_method)p[0]) : NULL;
 
 		svc_audit_begin(rec, peer, op != NULL ? op : "unknown");
-		violation(e, ch, why);
+		violation(f, ch, why);
 		goto out;
 	}
 	svc_audit_begin(rec, peer, wire_method_name(w->method));
 	/* The configuration's cap, which the listener applies too. */
 	if (s->cfg != NULL && w->req.nhashes > s->cfg->limits.hashes) {
-		svc_fail(e, 400, "invalid_request", "too_many_hashes",
+		refuse(f, R_TOO_MANY_HASHES,
 		         "Invalid parameter %s: more than %u hashes (limits.hashes)",
 		         w->req.cms ? "documentDigests" : "hashes", s->cfg->limits.hashes);
 		goto out;
 	}
-	if (svc_sign(s, peer, &w->req, &res, rec, e) != 0)
+	if (svc_sign(s, peer, &w->req, &res, rec, f) != 0)
 		goto out;
 	ok = 1;
 out:
 	OPENSSL_cleanse(w, sizeof(*w));
 	free(w);
 	/* An answer that does not encode marks out (oom): handle() answers 500 for it. */
-	if ((ok = finish(s, rec, ok, e)))
+	if ((ok = svc_conclude(s, rec, ok, f)))
 		wire_enc_sign_result(out, &res);
 	sign_result_clear(&res);
 	return ok;
 }
 
 static int do_cred_info(struct channel *ch, const uint8_t *p, size_t len, const struct peer *peer,
-                        struct audit_rec *rec, struct wire_buf *out, struct svc_error *e)
+                        struct audit_rec *rec, struct wire_buf *out, struct refusal *f)
 {
 	struct service *s = ch->core->svc;
 	struct cred_info ci;
 	struct wire_cred_info w = {0};
-	char id[REG_MAX_ID + 1], why[160];
+	char id[CRED_MAX_ID + 1], why[160];
 	unsigned char *der = NULL;
 	int ok = 0, n;
 
 	svc_audit_begin(rec, peer, wire_method_name(WM_CRED_INFO));
 	if (wire_dec_cred_info_req(p, len, id, why, sizeof(why)) != 0) {
-		violation(e, ch, why);
-		return finish(s, rec, 0, e);
+		violation(f, ch, why);
+		return svc_conclude(s, rec, 0, f);
 	}
-	if (svc_cred_info(s, peer, id, &ci, rec, e) != 0)
-		return finish(s, rec, 0, e);
-	w.reg_status = (int)ci.reg.status;
+	if (svc_cred_info(s, peer, id, &ci, rec, f) != 0)
+		return svc_conclude(s, rec, 0, f);
+	w.status = ci.reg.status == REG_ACTIVE      ? WIRE_CRED_ACTIVE
+	           : ci.reg.status == REG_SUSPENDED ? WIRE_CRED_SUSPENDED
+	                                            : WIRE_CRED_REVOKED;
 	snprintf(w.owner, sizeof(w.owner), "%s", ci.reg.owner);
-	w.key_type = (int)ci.key->type;
+	w.key_type = ci.key->type == TOK_KEY_EC ? WIRE_KEY_EC : WIRE_KEY_RSA;
 	w.bits = (unsigned)ci.key->bits;
 	w.curve_nid = ci.key->type == TOK_KEY_EC ? ci.key->curve_nid : 0;
 	if (ci.key->cert != NULL && (n = i2d_X509(ci.key->cert, &der)) > 0) {
@@ -125,7 +112,7 @@ static int do_cred_info(struct channel *ch, const uint8_t *p, size_t len, const 
 		w.cert_len = (size_t)n;
 	}
 	w.chain_pem = ci.reg.chain_pem;
-	if ((ok = finish(s, rec, 1, e)))
+	if ((ok = svc_conclude(s, rec, 1, f)))
 		wire_enc_cred_info(out, &w);
 	OPENSSL_free(der);
 	cred_info_clear(&ci);
@@ -133,7 +120,7 @@ static int do_cred_info(struct channel *ch, const uint8_t *p, size_t len, const 
 }
 
 static int do_list(struct channel *ch, const uint8_t *p, size_t len, const struct peer *peer,
-                   struct audit_rec *rec, struct wire_buf *out, struct svc_error *e)
+                   struct audit_rec *rec, struct wire_buf *out, struct refusal *f)
 {
 	struct service *s = ch->core->svc;
 	struct wire_list_req w;
@@ -143,17 +130,17 @@ static int do_list(struct channel *ch, const uint8_t *p, size_t len, const struc
 
 	svc_audit_begin(rec, peer, wire_method_name(WM_LIST));
 	if (wire_dec_list_req(p, len, &w, why, sizeof(why)) != 0) {
-		violation(e, ch, why);
-		return finish(s, rec, 0, e);
+		violation(f, ch, why);
+		return svc_conclude(s, rec, 0, f);
 	}
 	if ((ids = calloc(WIRE_MAX_IDS, sizeof(*ids))) == NULL) {
-		svc_fail(e, 500, "server_error", "internal_error", "out of memory");
-		return finish(s, rec, 0, e);
+		refuse(f, R_INTERNAL_ERROR, "out of memory");
+		return svc_conclude(s, rec, 0, f);
 	}
 	if (svc_cred_list(s, peer, w.has_user ? w.user : NULL, w.has_after ? w.after : NULL, w.max,
-	                  ids, &n, &more, rec, e) == 0)
+	                  ids, &n, &more, rec, f) == 0)
 		ok = 1;
-	if ((ok = finish(s, rec, ok, e)))
+	if ((ok = svc_conclude(s, rec, ok, f)))
 		wire_enc_list(out, more, ids, n);
 	for (size_t i = 0; i < n; i++)
 		free(ids[i]);
@@ -164,30 +151,51 @@ static int do_list(struct channel *ch, const uint8_t *p, size_t len, const struc
 /* An answer the listener gave by itself (info, or a refusal of what it could not decode):
  * recorded under the caller the kernel names. */
 static int do_record(struct channel *ch, const uint8_t *p, size_t len, const struct peer *peer,
-                     struct audit_rec *rec, struct svc_error *e)
+                     struct audit_rec *rec, struct refusal *f)
 {
 	struct service *s = ch->core->svc;
 	struct wire_record w;
-	struct svc_error outcome = {0};
 	char why[160];
 
 	if (wire_dec_record(p, len, &w, why, sizeof(why)) != 0) {
 		const char *op = len > 0 ? wire_method_name((enum wire_method)p[0]) : NULL;
 
 		svc_audit_begin(rec, peer, op != NULL ? op : "unknown");
-		violation(e, ch, why);
-		return finish(s, rec, 0, e);
+		violation(f, ch, why);
+		return svc_conclude(s, rec, 0, f);
 	}
 	svc_audit_begin(rec, peer, wire_method_name(w.method));
-	if (w.status == 200)
-		return finish(s, rec, 1, e);
-	outcome.http = w.status;
-	outcome.error = w.error;
-	outcome.reason = w.reason;
-	snprintf(outcome.desc, sizeof(outcome.desc), "%s", w.desc);
-	if (svc_record(s, rec, &outcome, e) != 0)
-		return 0;
-	return 1;
+	if (w.refusal.reason == R_NONE)
+		return svc_conclude(s, rec, 1, f);
+	/* The listener's refusal is recorded; the answer to the listener is that it was. */
+	*f = w.refusal;
+	svc_conclude(s, rec, 0, f);
+	return rec->seq != 0;
+}
+
+/* The token's and the ledger's figures, for /healthz and /metrics. */
+static void status_of(struct service *s, struct wire_status *st)
+{
+	struct tok_stats ts;
+	struct ledger_stats ls;
+
+	tok_stats(s->tok, &ts);
+	ledger_stats(s->ledger, &ls);
+	st->tok.state = ts.state == TOK_STATE_UP       ? WIRE_TOKEN_UP
+	                : ts.state == TOK_STATE_DOWN   ? WIRE_TOKEN_DOWN
+	                                               : WIRE_TOKEN_PIN_FAILED;
+	st->tok.pcsc = ts.pcsc;
+	st->tok.downs = ts.downs;
+	st->tok.recoveries = ts.recoveries;
+	st->tok.fast_failures = ts.fast_failures;
+	st->tok.last_outage_ms = ts.last_outage_ms;
+	st->ledger.commits = ls.commits;
+	st->ledger.records = ls.records;
+	st->ledger.failed = ls.failed;
+	st->ledger.commit_ns = ls.commit_ns;
+	st->ledger.busy_ms = ls.busy_ms;
+	st->ledger.unrecorded = ls.unrecorded;
+	st->ledger.stalled = ls.stalled;
 }
 
 /* One request: the answer's type and payload in out. */
@@ -195,7 +203,7 @@ static uint32_t handle(struct channel *ch, uint32_t type, const uint8_t *p, size
                        struct wire_buf *out)
 {
 	struct service *s = ch->core->svc;
-	struct svc_error e = {0};
+	struct refusal f = {0};
 	struct audit_rec *rec = NULL;
 	struct peer peer;
 	char why[160];
@@ -203,53 +211,52 @@ static uint32_t handle(struct channel *ch, uint32_t type, const uint8_t *p, size
 	int ok = 0;
 
 	if (ch->status_only && type != WIRE_REQ_STATUS) {
-		violation(&e, ch, "a request other than status on the status channel");
+		violation(&f, ch, "a request other than status on the status channel");
 		goto answer;
 	}
 	if (type == WIRE_REQ_STATUS) {
 		struct wire_status st;
 
 		if (cfd >= 0 || len != 0) {
-			violation(&e, ch, "status request with a payload or a descriptor");
+			violation(&f, ch, "status request with a payload or a descriptor");
 			goto answer;
 		}
-		tok_stats(s->tok, &st.tok);
-		ledger_stats(s->ledger, &st.ledger);
+		status_of(s, &st);
 		if (wire_enc_status(out, &st) == 0)
 			return WIRE_RESP_STATUS;
-		svc_fail(&e, 500, "server_error", "internal_error", "out of memory");
+		refuse(&f, R_INTERNAL_ERROR, "out of memory");
 		goto answer;
 	}
 	if (type < WIRE_REQ_SIGN || type > WIRE_REQ_RECORD) {
-		violation(&e, ch, "unknown request type");
+		violation(&f, ch, "unknown request type");
 		goto answer;
 	}
 	/* No connection, or not one accepted on our socket: no caller, nothing recorded. */
 	if (cfd < 0 || wire_peer(cfd, ch->core->sock_path, &peer, why, sizeof(why)) != 0) {
 		fprintf(stderr, "iamsignd: core: channel %u: request without a caller: %s\n",
 		        ch->id, cfd < 0 ? "no connection passed" : why);
-		svc_fail(&e, 403, "access_denied", "unknown_caller", "caller identity unavailable");
+		refuse(&f, R_UNKNOWN_CALLER, "caller identity unavailable");
 		goto answer;
 	}
 	if ((rec = malloc(sizeof(*rec))) == NULL) {
-		svc_fail(&e, 500, "server_error", "internal_error", "out of memory");
+		refuse(&f, R_INTERNAL_ERROR, "out of memory");
 		goto answer;
 	}
 	switch (type) {
 	case WIRE_REQ_SIGN:
-		ok = do_sign(ch, p, len, &peer, rec, out, &e);
+		ok = do_sign(ch, p, len, &peer, rec, out, &f);
 		rtype = WIRE_RESP_SIGN;
 		break;
 	case WIRE_REQ_CRED_INFO:
-		ok = do_cred_info(ch, p, len, &peer, rec, out, &e);
+		ok = do_cred_info(ch, p, len, &peer, rec, out, &f);
 		rtype = WIRE_RESP_CRED_INFO;
 		break;
 	case WIRE_REQ_LIST:
-		ok = do_list(ch, p, len, &peer, rec, out, &e);
+		ok = do_list(ch, p, len, &peer, rec, out, &f);
 		rtype = WIRE_RESP_LIST;
 		break;
 	default:
-		ok = do_record(ch, p, len, &peer, rec, &e);
+		ok = do_record(ch, p, len, &peer, rec, &f);
 		rtype = WIRE_RESP_RECORD;
 		break;
 	}
@@ -263,13 +270,13 @@ answer:
 	if (ok) { /* recorded as allowed, but the answer does not encode: said loudly */
 		fprintf(stderr, "iamsignd: core: channel %u: an answer did not fit the protocol\n",
 		        ch->id);
-		svc_fail(&e, 500, "server_error", "internal_error", "answer too large");
+		refuse(&f, R_INTERNAL_ERROR, "answer too large");
 	}
-	if (e.http == 0)
-		svc_fail(&e, 500, "server_error", "internal_error", "internal error");
+	if (f.reason == R_NONE)
+		refuse(&f, R_INTERNAL_ERROR, "internal error");
 	wire_buf_free(out);
 	wire_buf_init(out, WIRE_MAX_RESP);
-	wire_enc_error(out, &e);
+	wire_enc_error(out, &f);
 	return WIRE_RESP_ERROR;
 }
 

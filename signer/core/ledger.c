@@ -1294,7 +1294,7 @@ static int unqueue(struct ledger *l, struct pending *p)
 	return 0;
 }
 
-static int append(struct ledger *l, struct audit_rec *rec, int announced)
+static int append_one(struct ledger *l, struct audit_rec *rec, int announced)
 {
 	struct pending *p;
 	struct timespec until;
@@ -1379,6 +1379,15 @@ static int append(struct ledger *l, struct audit_rec *rec, int announced)
 	return r;
 }
 
+static int append(struct ledger *l, struct audit_rec *rec, int announced)
+{
+	int r = append_one(l, rec, announced);
+
+	if (rec != NULL)
+		rec->settled = 1;
+	return r;
+}
+
 void ledger_stats(struct ledger *l, struct ledger_stats *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -1404,7 +1413,7 @@ int ledger_stalled(struct ledger *l)
 	return r;
 }
 
-int ledger_announce(struct ledger *l)
+int ledger_announce(struct ledger *l, struct audit_rec *rec)
 {
 	int r = LEDGER_OK;
 
@@ -1414,6 +1423,7 @@ int ledger_announce(struct ledger *l)
 	if (stalled(l)) {
 		r = LEDGER_ERR_UNAVAILABLE;
 		gap_now(l, 1); /* the request is answered so, without a record */
+		rec->settled = 1;
 	} else {
 		l->expected++;
 	}

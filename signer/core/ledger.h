@@ -62,8 +62,12 @@ struct audit_rec {
 	uint32_t jti_num;
 	int64_t jti_exp; /* kept so expired identifiers can be purged later */
 
-	/* Filled by the ledger on success. */
+	/* Filled by the ledger. seq on success; settled once the ledger has had its say on the
+	 * record: every ledger_append returns with it set (the record written, or counted among
+	 * the answers without one), and a refused ledger_announce sets it. A settled record is
+	 * never appended again (svc_conclude). */
 	uint64_t seq;
+	int settled;
 };
 
 /* Signs a checkpoint: the SHA-256 chain head, with the audit key. Returns 0 or negative. */
@@ -109,9 +113,10 @@ int ledger_stalled(struct ledger *l);
  * (direct). */
 void ledger_expect(struct ledger *l, int delta);
 /* ledger_expect(l, +1) for the signing path, unless the ledger is stalled (ledger_stalled):
- * then LEDGER_ERR_UNAVAILABLE and nothing is announced, so nothing should be signed. One lock,
+ * then LEDGER_ERR_UNAVAILABLE, rec settled (its answer counted as one without a record) and
+ * nothing announced, so nothing should be signed. One lock,
  * where a check and an announcement would take it twice. */
-int ledger_announce(struct ledger *l);
+int ledger_announce(struct ledger *l, struct audit_rec *rec);
 int ledger_append_expected(struct ledger *l, struct audit_rec *rec);
 
 /* What the ledger has done since it was opened, for /metrics. A commit is one write

@@ -120,39 +120,6 @@ void reg_cred_clear(struct reg_cred *c)
 	memset(c, 0, sizeof(*c));
 }
 
-int reg_valid_id(const char *s)
-{
-	size_t n;
-
-	if (s == NULL)
-		return 0;
-	for (n = 0; s[n] != '\0'; n++) {
-		unsigned char ch = (unsigned char)s[n];
-		if (n >= REG_MAX_ID)
-			return 0;
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
-			return 0;
-	}
-	return n > 0;
-}
-
-int reg_valid_user(const char *s)
-{
-	size_t n;
-
-	if (s == NULL)
-		return 0;
-	for (n = 0; s[n] != '\0'; n++) {
-		unsigned char ch = (unsigned char)s[n];
-		if (n >= REG_MAX_USER)
-			return 0;
-		if (ch < 0x21 || ch > 0x7e)
-			return 0;
-	}
-	return n > 0;
-}
-
 /* A key URI: "pkcs11:" followed by printable ASCII, at most REG_MAX_URI bytes. */
 static int valid_uri(const char *s)
 {
@@ -262,7 +229,7 @@ static int read_row(sqlite3_stmt *st, struct reg_cred *c)
 	    copy_col(st, 3, status, sizeof(status)) != REG_OK ||
 	    copy_col(st, 4, c->key_uri, sizeof(c->key_uri)) != REG_OK)
 		goto out;
-	if (!reg_valid_id(c->id) || !reg_valid_user(c->owner) || !valid_uri(c->key_uri))
+	if (!cred_valid_id(c->id) || !cred_valid_user(c->owner) || !valid_uri(c->key_uri))
 		goto out;
 	if ((c->cls = pol_class_lookup(cls)) == 0)
 		goto out;
@@ -502,7 +469,7 @@ int registry_get(struct registry *r, const char *id, struct reg_cred *out)
 	int rc, ret = REG_ERR_INTERNAL;
 
 	memset(out, 0, sizeof(*out));
-	if (r == NULL || !reg_valid_id(id))
+	if (r == NULL || !cred_valid_id(id))
 		return REG_ERR_BAD_INPUT;
 	lock(r);
 	st = r->st[ST_GET];
@@ -535,7 +502,7 @@ int registry_add(struct registry *r, const struct reg_cred *c)
 	sqlite3_stmt *st;
 	int ret = REG_ERR_INTERNAL;
 
-	if (r == NULL || c == NULL || !reg_valid_id(c->id) || !reg_valid_user(c->owner) ||
+	if (r == NULL || c == NULL || !cred_valid_id(c->id) || !cred_valid_user(c->owner) ||
 	    !valid_uri(c->key_uri) || !valid_pem(c->device_key_pem) || !valid_pem(c->chain_pem))
 		return REG_ERR_BAD_INPUT;
 	if ((c->cls != POL_CLASS_CITIZEN && c->cls != POL_CLASS_SEAL) ||
@@ -581,7 +548,7 @@ int registry_set_status(struct registry *r, const char *id, enum reg_status s)
 	sqlite3_stmt *st;
 	int ret = REG_ERR_INTERNAL;
 
-	if (r == NULL || !reg_valid_id(id) || status == NULL)
+	if (r == NULL || !cred_valid_id(id) || status == NULL)
 		return REG_ERR_BAD_INPUT;
 	lock(r);
 	st = r->st[ST_SET_STATUS];
@@ -603,7 +570,7 @@ int registry_set_chain(struct registry *r, const char *id, const char *chain_pem
 	sqlite3_stmt *st;
 	int ret = REG_ERR_INTERNAL;
 
-	if (r == NULL || !reg_valid_id(id) || !valid_pem(chain_pem))
+	if (r == NULL || !cred_valid_id(id) || !valid_pem(chain_pem))
 		return REG_ERR_BAD_INPUT;
 	lock(r);
 	st = r->st[chain_pem != NULL ? ST_CHAIN_PUT : ST_CHAIN_DEL];
@@ -623,7 +590,7 @@ int registry_remove(struct registry *r, const char *id)
 {
 	int ret = REG_ERR_INTERNAL, changed = 0;
 
-	if (r == NULL || !reg_valid_id(id))
+	if (r == NULL || !cred_valid_id(id))
 		return REG_ERR_BAD_INPUT;
 	lock(r);
 	if (exec_stmt(r->st[ST_BEGIN]) != REG_OK)
@@ -677,11 +644,11 @@ int registry_foreach(struct registry *r, const char *owner,
                      int (*fn)(const struct reg_cred *c, void *arg), void *arg)
 {
 	struct reg_cred *page = NULL;
-	char after[REG_MAX_ID + 1] = "";
+	char after[CRED_MAX_ID + 1] = "";
 	size_t i, n = 0;
 	int ret = REG_ERR_INTERNAL, stop = 0;
 
-	if (r == NULL || fn == NULL || (owner != NULL && !reg_valid_user(owner)))
+	if (r == NULL || fn == NULL || (owner != NULL && !cred_valid_user(owner)))
 		return REG_ERR_BAD_INPUT;
 	if ((page = calloc(REG_PAGE, sizeof(*page))) == NULL)
 		return REG_ERR_INTERNAL;

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "signer/wire/types.h"
+
 enum reg_err {
 	REG_OK = 0,
 	REG_ERR_INTERNAL = -1,
@@ -18,13 +20,11 @@ enum reg_err {
 enum reg_status { REG_ACTIVE = 1, REG_SUSPENDED = 2, REG_REVOKED = 3 };
 const char *reg_status_name(enum reg_status s); /* "active", "suspended", "revoked" */
 
-#define REG_MAX_ID 64    /* credential IDs: 1..64 of [A-Za-z0-9._-] */
-#define REG_MAX_USER 128 /* userIDs: 1..128 printable ASCII, no spaces */
 #define REG_MAX_URI 512
 
 struct reg_cred {
-	char id[REG_MAX_ID + 1];
-	char owner[REG_MAX_USER + 1];
+	char id[CRED_MAX_ID + 1];
+	char owner[CRED_MAX_USER + 1];
 	int cls; /* enum pol_class value (1 citizen, 2 seal) */
 	enum reg_status status;
 	char key_uri[REG_MAX_URI + 1];
@@ -34,10 +34,6 @@ struct reg_cred {
 	int64_t created;      /* unix time */
 };
 void reg_cred_clear(struct reg_cred *c);
-
-/* 1 if s is a valid credential ID / userID, else 0. */
-int reg_valid_id(const char *s);
-int reg_valid_user(const char *s);
 
 struct registry;
 /* Open (create with create != 0) STATE_DIR/iamsign.db, WAL mode, synchronous FULL. */

@@ -19,28 +19,6 @@
 
 #define CERT_CACHE_SLOTS 1024
 
-int svc_fail(struct svc_error *e, int http, const char *error, const char *reason, const char *fmt,
-             ...)
-{
-	va_list ap;
-
-	e->http = http;
-	e->error = error;
-	e->reason = reason;
-	e->recorded = 0;
-	va_start(ap, fmt);
-	vsnprintf(e->desc, sizeof(e->desc), fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-void sign_result_clear(struct sign_result *r)
-{
-	for (size_t i = 0; i < r->n; i++)
-		OPENSSL_free(r->sig[i]);
-	r->n = 0;
-}
-
 /* Copy a string into a fixed field, cut at the field's size. */
 #define SET_FIELD(dst, src) snprintf((dst), sizeof(dst), "%s", (src) != NULL ? (src) : "")
 
@@ -264,34 +242,38 @@ void svc_audit_begin(struct audit_rec *rec, const struct peer *p, const char *op
 		rec->op[i] = op[i] > 0x20 && op[i] < 0x7f ? op[i] : '?';
 }
 
-int svc_record(struct service *s, struct audit_rec *rec, const struct svc_error *outcome,
-               struct svc_error *e)
+int svc_conclude(struct service *s, struct audit_rec *rec, int ok, struct refusal *f)
 {
-	int r;
-
-	if (outcome != NULL) {
-		SET_FIELD(rec->decision, "deny");
-		SET_FIELD(rec->reason, outcome->reason);
-		SET_FIELD(rec->detail, outcome->desc);
-		rec->nsigs = 0;
-	} else {
-		SET_FIELD(rec->decision, "allow");
+	if (!rec->settled) {
+		if (ok) {
+			SET_FIELD(rec->decision, "allow");
+		} else {
+			SET_FIELD(rec->decision, "deny");
+			SET_FIELD(rec->reason, reason_name(f->reason) != NULL ? reason_name(f->reason)
+			                                                      : "internal_error");
+			SET_FIELD(rec->detail, f->desc);
+			rec->nsigs = 0;
+		}
+		/* Only a signature's own record carries conditions: nothing else consumes. */
+		rec->quota_add = 0;
+		rec->jti_add = 0;
+		ledger_append(s->ledger, rec); /* settles it, written or not */
 	}
-	rec->quota_add = 0;
-	rec->jti_add = 0;
-	if ((r = ledger_append(s->ledger, rec)) == LEDGER_OK)
-		return 0;
-	return svc_fail(e, 503, "temporarily_unavailable", "ledger_unavailable",
-	                "the audit ledger cannot be written; nothing was done");
+	if (rec->seq != 0)
+		return ok;
+	if (ok || f->reason != R_LEDGER_UNAVAILABLE)
+		refuse(f, R_LEDGER_UNAVAILABLE,
+		       "the audit ledger cannot be written; nothing was done");
+	return 0;
 }
 
 static const struct pol_caller *find_caller(const struct svc_rules *rules, const struct peer *p,
-                                            struct audit_rec *rec, struct svc_error *e)
+                                            struct audit_rec *rec, struct refusal *f)
 {
 	const struct pol_caller *c = policy_caller(rules->set.pol, p->uid, p->gid);
 
 	if (c == NULL)
-		svc_fail(e, 403, "access_denied", "unknown_caller",
+		refuse(f, R_UNKNOWN_CALLER,
 		         "no caller in the policy matches uid %u gid %u", (unsigned)p->uid,
 		         (unsigned)p->gid);
 	else
@@ -299,45 +281,45 @@ static const struct pol_caller *find_caller(const struct svc_rules *rules, const
 	return c;
 }
 
-static int token_error(struct svc_error *e, int r, const char *what)
+static int token_error(struct refusal *f, int r, const char *what)
 {
 	switch (r) {
 	case TOK_ERR_UNAVAILABLE:
 	case TOK_ERR_PIN:
-		return svc_fail(e, 503, "temporarily_unavailable", "token_unavailable", "%s: %s",
+		return refuse(f, R_TOKEN_UNAVAILABLE, "%s: %s",
 		                what, tok_strerror(r));
 	case TOK_ERR_BUSY:
-		return svc_fail(e, 503, "temporarily_unavailable", "token_busy", "%s: %s", what,
+		return refuse(f, R_TOKEN_BUSY, "%s: %s", what,
 		                tok_strerror(r));
 	case TOK_ERR_NOT_FOUND:
-		return svc_fail(e, 500, "server_error", "key_not_found",
+		return refuse(f, R_KEY_NOT_FOUND,
 		                "%s: the credential's key is not on the token", what);
 	case TOK_ERR_BAD_INPUT:
 	case TOK_ERR_MECHANISM:
-		return svc_fail(e, 400, "invalid_request", "algorithm_not_supported", "%s: %s",
+		return refuse(f, R_ALGORITHM_NOT_SUPPORTED, "%s: %s",
 		                what, tok_strerror(r));
 	default:
-		return svc_fail(e, 500, "server_error", "internal_error", "%s: %s", what,
+		return refuse(f, R_INTERNAL_ERROR, "%s: %s", what,
 		                tok_strerror(r));
 	}
 }
 
 /* The registry entry of an ID, usable (class allowed) by the caller. */
 static int lookup_cred(struct service *s, const struct pol_caller *c, const char *id,
-                       struct reg_cred *rc, struct audit_rec *rec, struct svc_error *e)
+                       struct reg_cred *rc, struct audit_rec *rec, struct refusal *f)
 {
 	int r = registry_get(s->reg, id, rc);
 
 	SET_FIELD(rec->cred, id);
 	if (r == REG_ERR_NOT_FOUND || r == REG_ERR_BAD_INPUT)
-		return svc_fail(e, 400, "invalid_request", "unknown_credential",
+		return refuse(f, R_UNKNOWN_CREDENTIAL,
 		                "Invalid parameter credentialID");
 	if (r != REG_OK)
-		return svc_fail(e, 500, "server_error", "registry_unavailable",
+		return refuse(f, R_REGISTRY_UNAVAILABLE,
 		                "the credential registry cannot be read");
 	SET_FIELD(rec->owner, rc->owner);
 	if (!policy_caller_may_use(c, (enum pol_class)rc->cls)) {
-		svc_fail(e, 403, "access_denied", "class_not_allowed",
+		refuse(f, R_CLASS_NOT_ALLOWED,
 		         "caller %s may not use %s credentials", c->name,
 		         pol_class_name((enum pol_class)rc->cls));
 		reg_cred_clear(rc);
@@ -346,17 +328,78 @@ static int lookup_cred(struct service *s, const struct pol_caller *c, const char
 	return 0;
 }
 
-static const char *policy_error_code(enum pol_reason r, int *http)
+/* The policy's, certificate check's and SAD check's own results as the API's reasons. */
+static enum reason reason_of_policy(enum pol_reason r)
 {
 	switch (r) {
+	case POL_OK:
+		break;
+	case POL_UNKNOWN_CALLER:
+		return R_UNKNOWN_CALLER;
 	case POL_PURPOSE_REQUIRED:
+		return R_PURPOSE_REQUIRED;
+	case POL_PURPOSE_NOT_ALLOWED:
+		return R_PURPOSE_NOT_ALLOWED;
+	case POL_CLASS_NOT_ALLOWED:
+		return R_CLASS_NOT_ALLOWED;
+	case POL_ALGORITHM_NOT_ALLOWED:
+		return R_ALGORITHM_NOT_ALLOWED;
+	case POL_HASH_NOT_ALLOWED:
+		return R_HASH_ALGORITHM_NOT_ALLOWED;
 	case POL_TOO_MANY_HASHES:
-		*http = 400;
-		return "invalid_request";
-	default:
-		*http = 403;
-		return "access_denied";
+		return R_TOO_MANY_HASHES;
 	}
+	return R_INTERNAL_ERROR;
+}
+
+static enum reason reason_of_cert(enum cert_result r)
+{
+	switch (r) {
+	case CERT_OK:
+		break;
+	case CERT_MISSING:
+		return R_CERT_MISSING;
+	case CERT_NOT_YET_VALID:
+		return R_CERT_NOT_YET_VALID;
+	case CERT_EXPIRED:
+		return R_CERT_EXPIRED;
+	case CERT_VALIDITY_TOO_SHORT:
+		return R_CERT_EXPIRING;
+	case CERT_UNTRUSTED:
+		return R_CERT_UNTRUSTED;
+	case CERT_REVOKED:
+		return R_CERT_REVOKED;
+	case CERT_CRL_STALE:
+		return R_CRL_STALE;
+	case CERT_NO_NON_REPUDIATION:
+		return R_CERT_NO_NON_REPUDIATION;
+	}
+	return R_INTERNAL_ERROR;
+}
+
+static enum reason reason_of_sad(enum sad_result r)
+{
+	switch (r) {
+	case SAD_OK:
+		break;
+	case SAD_MALFORMED:
+	case SAD_BAD_ALG:
+	case SAD_UNTRUSTED:
+	case SAD_NOT_YET_VALID:
+	case SAD_LIFETIME:
+		return R_SAD_INVALID;
+	case SAD_EXPIRED:
+		return R_SAD_EXPIRED;
+	case SAD_WRONG_CREDENTIAL:
+		return R_SAD_WRONG_CREDENTIAL;
+	case SAD_WRONG_SUBJECT:
+		return R_SAD_WRONG_SUBJECT;
+	case SAD_WRONG_PURPOSE:
+		return R_SAD_WRONG_PURPOSE;
+	case SAD_HASH_NOT_AUTHORISED:
+		return R_HASH_NOT_AUTHORISED;
+	}
+	return R_SAD_INVALID;
 }
 
 static STACK_OF(X509) * load_chain(const char *pem)
@@ -382,14 +425,14 @@ static STACK_OF(X509) * load_chain(const char *pem)
  * The credential's chain is parsed only when a check is due (*chain keeps it for the CMS). */
 static int check_cert(struct service *s, const struct svc_rules *rules, const struct tok_key *key,
                       const struct reg_cred *rc, STACK_OF(X509) * *chain, time_t now,
-                      struct svc_error *e)
+                      struct refusal *f)
 {
 	const struct pol_credentials *pc = &rules->set.pol->creds;
 	enum cert_result cr;
 	time_t good_until = 0;
 
 	if (key->cert == NULL)
-		return svc_fail(e, 403, "access_denied", cert_reason(CERT_MISSING),
+		return refuse(f, R_CERT_MISSING,
 		                "the credential has no certificate");
 	if (cert_cached(s->cert_cache, key, rules->generation, now))
 		return 0;
@@ -398,7 +441,7 @@ static int check_cert(struct service *s, const struct svc_rules *rules, const st
 	cr = cert_check(rules->set.certs, key->cert, *chain, now, pc->min_cert_validity,
 	                pc->require_non_repudiation, &good_until);
 	if (cr != CERT_OK)
-		return svc_fail(e, 403, "access_denied", cert_reason(cr),
+		return refuse(f, reason_of_cert(cr),
 		                "the signing certificate is refused: %s", cert_reason(cr));
 	cert_remember(s->cert_cache, key, rules->generation, good_until);
 	return 0;
@@ -407,7 +450,7 @@ static int check_cert(struct service *s, const struct svc_rules *rules, const st
 /* The citizen's approval: required for citizen credentials and for purposes that say so. */
 static int check_sad(struct service *s, const struct svc_rules *rules, const struct sign_req *req,
                      const struct reg_cred *rc, const struct pol_purpose *purpose, time_t now,
-                     struct audit_rec *rec, struct svc_error *e)
+                     struct audit_rec *rec, struct refusal *f)
 {
 	struct sad_claims *c;
 	enum sad_result sr;
@@ -416,30 +459,30 @@ static int check_sad(struct service *s, const struct svc_rules *rules, const str
 
 	if (req->sad == NULL) {
 		if (purpose->require_sad || rc->cls == POL_CLASS_CITIZEN)
-			return svc_fail(e, 403, "access_denied", "sad_required",
+			return refuse(f, R_SAD_REQUIRED,
 			                "this request needs the citizen's signature activation "
 			                "data (SAD)");
 		return 0;
 	}
 	if ((c = malloc(sizeof(*c))) == NULL)
-		return svc_fail(e, 500, "server_error", "internal_error", "out of memory");
+		return refuse(f, R_INTERNAL_ERROR, "out of memory");
 	sr = sad_verify(rules->set.sad, rc->device_key_pem, req->sad, now, c);
 	if (sr == SAD_OK)
 		sr = sad_match(c, rc->id, rc->owner, purpose->name, req->hash,
 		               (const uint8_t(*)[64])req->hashes, req->nhashes);
 	if (sr != SAD_OK) {
-		svc_fail(e, 403, "access_denied", sad_reason(sr), "SAD refused: %s",
+		refuse(f, reason_of_sad(sr), "SAD refused: %s",
 		         sad_strerror(sr));
 		goto out;
 	}
 	SET_FIELD(rec->jti, c->jti);
 	if ((used = ledger_jti_used(s->ledger, c->jti)) < 0) {
-		svc_fail(e, 503, "temporarily_unavailable", "ledger_unavailable",
+		refuse(f, R_LEDGER_UNAVAILABLE,
 		         "the audit ledger cannot be read");
 		goto out;
 	}
 	if ((uint64_t)used + req->nhashes > c->num) {
-		svc_fail(e, 403, "access_denied", "sad_replayed",
+		refuse(f, R_SAD_REPLAYED,
 		         "the SAD approves %u signature(s) and all were made with it", c->num);
 		goto out;
 	}
@@ -455,7 +498,7 @@ out:
 }
 
 static int check_quota(struct service *s, const struct svc_rules *rules, const struct reg_cred *rc,
-                       size_t n, time_t now, struct audit_rec *rec, struct svc_error *e)
+                       size_t n, time_t now, struct audit_rec *rec, struct refusal *f)
 {
 	uint32_t quota = rules->set.pol->creds.daily_quota;
 	int64_t day, used;
@@ -464,10 +507,10 @@ static int check_quota(struct service *s, const struct svc_rules *rules, const s
 		return 0;
 	day = hk_day(now);
 	if ((used = ledger_quota_used(s->ledger, rc->id, day)) < 0)
-		return svc_fail(e, 503, "temporarily_unavailable", "ledger_unavailable",
+		return refuse(f, R_LEDGER_UNAVAILABLE,
 		                "the audit ledger cannot be read");
 	if ((uint64_t)used + n > quota)
-		return svc_fail(e, 429, "access_denied", "quota_exceeded",
+		return refuse(f, R_QUOTA_EXCEEDED,
 		                "credential %s has made %lld of its %u signatures today", rc->id,
 		                (long long)used, quota);
 	rec->quota_add = (uint32_t)n;
@@ -499,7 +542,7 @@ static int cms_sign_cb(void *arg, const uint8_t *dig, size_t dlen, uint8_t *sig,
 }
 
 static int make_signatures(struct service *s, const struct sign_req *req, const struct tok_key *key,
-                           STACK_OF(X509) * chain, struct sign_result *out, struct svc_error *e)
+                           STACK_OF(X509) * chain, struct sign_result *out, struct refusal *f)
 {
 	struct tok_sign_params tp = {0};
 	size_t dlen = alg_hash_len(req->hash);
@@ -528,7 +571,7 @@ static int make_signatures(struct service *s, const struct sign_req *req, const 
 			};
 			t = cms_build(&cp, &out->sig[i], &out->len[i]);
 			if (t == CMS_ERR_INTERNAL || t == CMS_ERR_INPUT)
-				return svc_fail(e, 500, "server_error", "internal_error",
+				return refuse(f, R_INTERNAL_ERROR,
 				                "building the CMS signature failed");
 		} else {
 			uint8_t sig[TOK_MAX_SIG];
@@ -537,13 +580,13 @@ static int make_signatures(struct service *s, const struct sign_req *req, const 
 			t = tok_sign_digest(s->tok, key, &tp, req->hashes[i], dlen, sig, &len);
 			if (t == TOK_OK) {
 				if ((out->sig[i] = OPENSSL_memdup(sig, len)) == NULL)
-					return svc_fail(e, 500, "server_error", "internal_error",
+					return refuse(f, R_INTERNAL_ERROR,
 					                "out of memory");
 				out->len[i] = len;
 			}
 		}
 		if (t != TOK_OK)
-			return token_error(e, t, "signing");
+			return token_error(f, t, "signing");
 		out->n = i + 1;
 	}
 	return 0;
@@ -558,7 +601,7 @@ static double mono_now(void)
 }
 
 int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req,
-             struct sign_result *out, struct audit_rec *rec, struct svc_error *e)
+             struct sign_result *out, struct audit_rec *rec, struct refusal *f)
 {
 	struct svc_rules *rules = rules_get(s);
 	const struct pol_caller *caller;
@@ -569,8 +612,7 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 	STACK_OF(X509) *chain = NULL;
 	enum pol_reason pol;
 	time_t now = time(NULL);
-	int r = -1, t, http, announced = 0;
-	const char *code;
+	int r = -1, t, announced = 0;
 
 	out->n = 0;
 	SET_FIELD(rec->halg, alg_hash_name(req->hash));
@@ -578,13 +620,12 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 	rec->nhashes = req->nhashes;
 	for (size_t i = 0; i < req->nhashes; i++)
 		memcpy(rec->hashes[i], req->hashes[i], rec->hash_len);
-	if ((caller = find_caller(rules, p, rec, e)) == NULL)
+	if ((caller = find_caller(rules, p, rec, f)) == NULL)
 		goto out;
-	if (lookup_cred(s, caller, req->cred, &rc, rec, e) != 0)
+	if (lookup_cred(s, caller, req->cred, &rc, rec, f) != 0)
 		goto out;
 	if (rc.status != REG_ACTIVE) {
-		svc_fail(e, 403, "access_denied",
-		         rc.status == REG_REVOKED ? "credential_revoked" : "credential_suspended",
+		refuse(f, rc.status == REG_REVOKED ? R_CREDENTIAL_REVOKED : R_CREDENTIAL_SUSPENDED,
 		         "credential %s is %s", rc.id, reg_status_name(rc.status));
 		goto out;
 	}
@@ -594,46 +635,44 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 	pr.hash = req->hash;
 	pr.nhashes = req->nhashes;
 	if ((pol = policy_check_sign(rules->set.pol, caller, &pr, &purpose)) != POL_OK) {
-		code = policy_error_code(pol, &http);
-		svc_fail(e, http, code, pol_reason_str(pol), "refused by policy for caller %s: %s",
+		refuse(f, reason_of_policy(pol), "refused by policy for caller %s: %s",
 		         caller->name, pol_reason_str(pol));
 		goto out;
 	}
 	SET_FIELD(rec->purpose, purpose->name);
 	if (rate_take(s->rates, caller->name, &caller->rate, mono_now(), 1) != 0) {
-		svc_fail(e, 429, "access_denied", "rate_limited",
+		refuse(f, R_RATE_LIMITED,
 		         "caller %s is over its rate of %u per %u s", caller->name,
 		         caller->rate.count, caller->rate.per_s);
 		goto out;
 	}
 	if ((t = tok_key_get(s->tok, rc.key_uri, &key)) != TOK_OK) {
-		token_error(e, t, "credential key");
+		token_error(f, t, "credential key");
 		goto out;
 	}
 	if ((req->fam == ALG_ECDSA) != (key->type == TOK_KEY_EC)) {
-		svc_fail(e, 400, "invalid_request", "algorithm_key_mismatch",
+		refuse(f, R_ALGORITHM_KEY_MISMATCH,
 		         "signAlgo %s does not fit the credential's %s key",
 		         alg_sign_name(req->fam, req->hash),
 		         key->type == TOK_KEY_EC ? "EC" : "RSA");
 		goto out;
 	}
-	if (check_cert(s, rules, key, &rc, &chain, now, e) != 0 ||
-	    check_sad(s, rules, req, &rc, purpose, now, rec, e) != 0 ||
-	    check_quota(s, rules, &rc, req->nhashes, now, rec, e) != 0)
+	if (check_cert(s, rules, key, &rc, &chain, now, f) != 0 ||
+	    check_sad(s, rules, req, &rc, purpose, now, rec, f) != 0 ||
+	    check_quota(s, rules, &rc, req->nhashes, now, rec, f) != 0)
 		goto out;
 	if (req->cms && chain == NULL)
 		chain = load_chain(rc.chain_pem); /* carried in the CMS */
 	/* From here a record follows within a signature's time: group commit may wait for it.
 	 * A ledger stuck on a write would only throw the signature away: none is made, and the
 	 * refusal is not recorded either (it would be refused the same way). */
-	if (ledger_announce(s->ledger) != LEDGER_OK) {
-		svc_fail(e, 503, "temporarily_unavailable", "ledger_unavailable",
+	if (ledger_announce(s->ledger, rec) != LEDGER_OK) {
+		refuse(f, R_LEDGER_UNAVAILABLE,
 		         "the audit ledger is stuck on a write; nothing was signed");
-		e->recorded = 1;
 		goto out;
 	}
 	announced = 1;
-	if (make_signatures(s, req, key, chain, out, e) != 0)
+	if (make_signatures(s, req, key, chain, out, f) != 0)
 		goto out;
 
 	/* The record goes in before any signature leaves. */
@@ -647,19 +686,16 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 		r = 0;
 		break;
 	case LEDGER_ERR_QUOTA:
-		svc_fail(e, 429, "access_denied", "quota_exceeded",
+		refuse(f, R_QUOTA_EXCEEDED,
 		         "credential %s has reached its daily quota", rc.id);
-		e->recorded = 1;
 		break;
 	case LEDGER_ERR_REPLAY:
-		svc_fail(e, 403, "access_denied", "sad_replayed",
+		refuse(f, R_SAD_REPLAYED,
 		         "the SAD's signatures are used up");
-		e->recorded = 1;
 		break;
 	default:
-		svc_fail(e, 503, "temporarily_unavailable", "ledger_unavailable",
+		refuse(f, R_LEDGER_UNAVAILABLE,
 		         "the audit ledger cannot be written; no signature is returned");
-		e->recorded = 1; /* nothing can be recorded: do not try again */
 		break;
 	}
 out:
@@ -678,20 +714,20 @@ out:
 }
 
 int svc_cred_info(struct service *s, const struct peer *p, const char *id, struct cred_info *out,
-                  struct audit_rec *rec, struct svc_error *e)
+                  struct audit_rec *rec, struct refusal *f)
 {
 	struct svc_rules *rules = rules_get(s);
 	const struct pol_caller *caller;
 	int t, r = -1;
 
 	memset(out, 0, sizeof(*out));
-	if ((caller = find_caller(rules, p, rec, e)) == NULL)
+	if ((caller = find_caller(rules, p, rec, f)) == NULL)
 		goto out;
-	if (lookup_cred(s, caller, id, &out->reg, rec, e) != 0)
+	if (lookup_cred(s, caller, id, &out->reg, rec, f) != 0)
 		goto out;
 	if ((t = tok_key_get(s->tok, out->reg.key_uri, &out->key)) != TOK_OK) {
 		reg_cred_clear(&out->reg);
-		token_error(e, t, "credential key");
+		token_error(f, t, "credential key");
 		goto out;
 	}
 	r = 0;
@@ -736,7 +772,7 @@ static int list_one(const struct reg_cred *c, void *arg)
 
 int svc_cred_list(struct service *s, const struct peer *p, const char *user, const char *after,
                   size_t max, char **ids, size_t *n, int *more, struct audit_rec *rec,
-                  struct svc_error *e)
+                  struct refusal *f)
 {
 	struct svc_rules *rules = rules_get(s);
 	struct list_ctx l = {.after = after, .ids = ids, .max = max};
@@ -745,12 +781,12 @@ int svc_cred_list(struct service *s, const struct peer *p, const char *user, con
 	*n = 0;
 	*more = 0;
 	SET_FIELD(rec->owner, user);
-	if ((l.caller = find_caller(rules, p, rec, e)) == NULL)
+	if ((l.caller = find_caller(rules, p, rec, f)) == NULL)
 		goto out;
 	if (registry_foreach(s->reg, user, list_one, &l) != REG_OK || l.failed) {
 		for (size_t i = 0; i < l.n; i++)
 			free(ids[i]);
-		svc_fail(e, 500, "server_error", "registry_unavailable",
+		refuse(f, R_REGISTRY_UNAVAILABLE,
 		         "the credential registry cannot be read");
 		goto out;
 	}

@@ -23,7 +23,7 @@
 #define CSC_MAX_RESULTS 1000
 
 _Static_assert(CSC_MAX_BODY == CFG_DEFAULT_BODY_SIZE, "limits.body_size default is CSC_MAX_BODY");
-_Static_assert(CFG_MAX_HASHES == SVC_MAX_HASHES, "limits.hashes may lower SVC_MAX_HASHES only");
+_Static_assert(CFG_MAX_HASHES == WIRE_MAX_HASHES, "limits.hashes may lower WIRE_MAX_HASHES only");
 
 /* Whether the arrays and objects of a JSON text nest deeper than max. Brackets are counted
  * outside strings only (a backslash escapes the next byte, as in jansson's lexer), and the scan
@@ -55,19 +55,19 @@ static int json_too_deep(const char *text, size_t len, size_t max)
 }
 
 /* A 400 invalid_request whose reason is the CSC code itself. */
-__attribute__((format(printf, 2, 3))) static int bad(struct svc_error *e, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static int bad(struct refusal *f, const char *fmt, ...)
 {
 	va_list ap;
 
-	svc_fail(e, 400, "invalid_request", "invalid_request", "%s", "");
+	f->reason = R_INVALID_REQUEST;
 	va_start(ap, fmt);
-	vsnprintf(e->desc, sizeof(e->desc), fmt, ap);
+	vsnprintf(f->desc, sizeof(f->desc), fmt, ap);
 	va_end(ap);
 	return -1;
 }
 
 /* The object's members must all be among allowed (NULL-terminated). */
-static int only_keys(json_t *o, const char *const *allowed, struct svc_error *e)
+static int only_keys(json_t *o, const char *const *allowed, struct refusal *f)
 {
 	const char *k;
 	json_t *v;
@@ -80,7 +80,7 @@ static int only_keys(json_t *o, const char *const *allowed, struct svc_error *e)
 			if (strcmp(k, allowed[i]) == 0)
 				break;
 		if (allowed[i] == NULL)
-			return svc_fail(e, 400, "invalid_request", "invalid_request",
+			return refuse(f, R_INVALID_REQUEST,
 			                "Unknown parameter %.64s", k);
 	}
 	return 0;
@@ -88,7 +88,7 @@ static int only_keys(json_t *o, const char *const *allowed, struct svc_error *e)
 
 /* A string member: required or optional (*out NULL when absent), 1..max bytes, no NUL. */
 static int get_str(json_t *o, const char *key, int required, size_t max, const char **out,
-                   struct svc_error *e)
+                   struct refusal *f)
 {
 	json_t *v = json_object_get(o, key);
 	size_t len;
@@ -96,14 +96,14 @@ static int get_str(json_t *o, const char *key, int required, size_t max, const c
 	*out = NULL;
 	if (v == NULL) {
 		if (required)
-			return bad(e, "Missing (or invalid type) string parameter %s", key);
+			return bad(f, "Missing (or invalid type) string parameter %s", key);
 		return 0;
 	}
 	if (!json_is_string(v))
-		return bad(e, "Missing (or invalid type) string parameter %s", key);
+		return bad(f, "Missing (or invalid type) string parameter %s", key);
 	len = json_string_length(v);
 	if (len == 0 || len > max || strlen(json_string_value(v)) != len)
-		return bad(e, "Invalid parameter %s", key);
+		return bad(f, "Invalid parameter %s", key);
 	*out = json_string_value(v);
 	return 0;
 }
@@ -129,10 +129,10 @@ static int b64_decode(const char *s, uint8_t *out, size_t cap, size_t *outlen)
 	return 0;
 }
 
-/* Standard base64 of exactly want (<= TOK_MAX_DIGEST) bytes into out. */
+/* Standard base64 of exactly want (<= WIRE_MAX_DIGEST) bytes into out. */
 static int b64_exact(const char *s, uint8_t *out, size_t want)
 {
-	uint8_t buf[TOK_MAX_DIGEST + 3];
+	uint8_t buf[WIRE_MAX_DIGEST + 3];
 	size_t n;
 
 	if (b64_decode(s, buf, sizeof(buf), &n) != 0 || n != want)
@@ -142,29 +142,29 @@ static int b64_exact(const char *s, uint8_t *out, size_t want)
 }
 
 /* signAlgo, hashAlgorithmOID, signAlgoParams -> family, hash, PSS salt. */
-static int decode_algs(json_t *root, struct sign_req *req, struct svc_error *e)
+static int decode_algs(json_t *root, struct sign_req *req, struct refusal *f)
 {
 	const char *salg, *halg, *params;
 	enum alg_hash h1 = HASH_NONE, h2 = HASH_NONE;
 
-	if (get_str(root, "signAlgo", 1, 64, &salg, e) != 0 ||
-	    get_str(root, "hashAlgorithmOID", 0, 64, &halg, e) != 0 ||
-	    get_str(root, "signAlgoParams", 0, CSC_MAX_PSS_PARAMS, &params, e) != 0)
+	if (get_str(root, "signAlgo", 1, 64, &salg, f) != 0 ||
+	    get_str(root, "hashAlgorithmOID", 0, 64, &halg, f) != 0 ||
+	    get_str(root, "signAlgoParams", 0, CSC_MAX_PSS_PARAMS, &params, f) != 0)
 		return -1;
 	if (alg_sign_lookup(salg, &req->fam, &h1) != 0)
-		return svc_fail(e, 400, "invalid_request", "algorithm_not_supported",
+		return refuse(f, R_ALGORITHM_NOT_SUPPORTED,
 		                "Invalid parameter signAlgo");
 	if (halg != NULL && (h2 = alg_hash_lookup(halg)) == HASH_NONE)
-		return svc_fail(e, 400, "invalid_request", "algorithm_not_supported",
+		return refuse(f, R_ALGORITHM_NOT_SUPPORTED,
 		                "Invalid parameter hashAlgorithmOID");
 	if (h1 != HASH_NONE && h2 != HASH_NONE && h1 != h2)
-		return bad(e, "Invalid parameter %s: does not match signAlgo", "hashAlgorithmOID");
+		return bad(f, "Invalid parameter %s: does not match signAlgo", "hashAlgorithmOID");
 	req->hash = h1 != HASH_NONE ? h1 : h2;
 	if (req->hash == HASH_NONE)
-		return bad(e, "Missing (or invalid type) string parameter %s", "hashAlgorithmOID");
+		return bad(f, "Missing (or invalid type) string parameter %s", "hashAlgorithmOID");
 	req->pss_salt = alg_hash_len(req->hash);
 	if (params != NULL && req->fam != ALG_RSA_PSS)
-		return bad(e, "Invalid parameter %s: only for RSASSA-PSS", "signAlgoParams");
+		return bad(f, "Invalid parameter %s: only for RSASSA-PSS", "signAlgoParams");
 	if (params != NULL) {
 		/* DER RSASSA-PSS-params: the hash and MGF1 hash must be the request's hash, the
 		 * trailer 1 (OpenSSL's decoder does the ASN.1). */
@@ -193,28 +193,28 @@ static int decode_algs(json_t *root, struct sign_req *req, struct svc_error *e)
 		X509_ALGOR_free(mgfhash);
 		RSA_PSS_PARAMS_free(pss);
 		if (!ok)
-			return bad(e, "Invalid parameter %s", "signAlgoParams");
+			return bad(f, "Invalid parameter %s", "signAlgoParams");
 		req->pss_salt = (size_t)salt;
 	}
 	return 0;
 }
 
 static int decode_hash_list(json_t *arr, const char *field, struct sign_req *req,
-                            struct svc_error *e)
+                            struct refusal *f)
 {
 	size_t i, dlen = alg_hash_len(req->hash);
 	json_t *v;
 
 	if (!json_is_array(arr) || json_array_size(arr) == 0)
-		return bad(e, "Missing (or invalid type) array parameter %s", field);
-	if (req->nhashes + json_array_size(arr) > SVC_MAX_HASHES)
-		return svc_fail(e, 400, "invalid_request", "too_many_hashes",
-		                "Invalid parameter %s: more than %d hashes", field, SVC_MAX_HASHES);
+		return bad(f, "Missing (or invalid type) array parameter %s", field);
+	if (req->nhashes + json_array_size(arr) > WIRE_MAX_HASHES)
+		return refuse(f, R_TOO_MANY_HASHES,
+		                "Invalid parameter %s: more than %d hashes", field, WIRE_MAX_HASHES);
 	json_array_foreach(arr, i, v)
 	{
 		if (!json_is_string(v) ||
 		    b64_exact(json_string_value(v), req->hashes[req->nhashes], dlen) != 0)
-			return svc_fail(e, 400, "invalid_request", "invalid_digest",
+			return refuse(f, R_INVALID_DIGEST,
 			                "Invalid parameter %s: item %zu is not a base64 %s digest",
 			                field, i, alg_hash_name(req->hash));
 		req->nhashes++;
@@ -222,23 +222,23 @@ static int decode_hash_list(json_t *arr, const char *field, struct sign_req *req
 	return 0;
 }
 
-static int decode_common(json_t *root, struct sign_req *req, struct svc_error *e)
+static int decode_common(json_t *root, struct sign_req *req, struct refusal *f)
 {
 	const char *cred;
 
-	if (get_str(root, "credentialID", 1, REG_MAX_ID, &cred, e) != 0)
+	if (get_str(root, "credentialID", 1, CRED_MAX_ID, &cred, f) != 0)
 		return -1;
-	if (!reg_valid_id(cred))
-		return svc_fail(e, 400, "invalid_request", "unknown_credential",
+	if (!cred_valid_id(cred))
+		return refuse(f, R_UNKNOWN_CREDENTIAL,
 		                "Invalid parameter credentialID");
 	memcpy(req->cred, cred, strlen(cred) + 1);
-	if (get_str(root, "SAD", 0, SVC_MAX_SAD, &req->sad, e) != 0 ||
-	    get_str(root, "purpose", 0, 64, &req->purpose, e) != 0)
+	if (get_str(root, "SAD", 0, WIRE_MAX_SAD, &req->sad, f) != 0 ||
+	    get_str(root, "purpose", 0, 64, &req->purpose, f) != 0)
 		return -1;
-	return decode_algs(root, req, e);
+	return decode_algs(root, req, f);
 }
 
-int csc_decode_sign_hash(json_t *root, struct sign_req *req, struct svc_error *e)
+int csc_decode_sign_hash(json_t *root, struct sign_req *req, struct refusal *f)
 {
 	static const char *const keys[] = {
 	    "credentialID",   "SAD",     "hashes",     "hashAlgorithmOID", "signAlgo",
@@ -247,21 +247,21 @@ int csc_decode_sign_hash(json_t *root, struct sign_req *req, struct svc_error *e
 
 	memset(req, 0, sizeof(*req));
 	if (!json_is_object(root))
-		return bad(e, "%s", "The request body must be a JSON object");
-	if (only_keys(root, keys, e) != 0 || decode_common(root, req, e) != 0)
+		return bad(f, "%s", "The request body must be a JSON object");
+	if (only_keys(root, keys, f) != 0 || decode_common(root, req, f) != 0)
 		return -1;
-	if (get_str(root, "operationMode", 0, 8, &mode, e) != 0)
+	if (get_str(root, "operationMode", 0, 8, &mode, f) != 0)
 		return -1;
 	if (mode != NULL && strcmp(mode, "S") != 0)
-		return bad(e, "Invalid parameter %s: only S is supported", "operationMode");
+		return bad(f, "Invalid parameter %s: only S is supported", "operationMode");
 	if (json_object_get(root, "clientData") != NULL &&
 	    (!json_is_string(json_object_get(root, "clientData")) ||
 	     json_string_length(json_object_get(root, "clientData")) > CSC_MAX_STR))
-		return bad(e, "Invalid parameter %s", "clientData");
-	return decode_hash_list(json_object_get(root, "hashes"), "hashes", req, e);
+		return bad(f, "Invalid parameter %s", "clientData");
+	return decode_hash_list(json_object_get(root, "hashes"), "hashes", req, f);
 }
 
-int csc_decode_sign_doc(json_t *root, struct sign_req *req, struct svc_error *e)
+int csc_decode_sign_doc(json_t *root, struct sign_req *req, struct refusal *f)
 {
 	static const char *const keys[] = {"credentialID",      "SAD",
 	                                   "documentDigests",   "signAlgo",
@@ -277,69 +277,138 @@ int csc_decode_sign_doc(json_t *root, struct sign_req *req, struct svc_error *e)
 	memset(req, 0, sizeof(*req));
 	req->cms = 1;
 	if (!json_is_object(root))
-		return bad(e, "%s", "The request body must be a JSON object");
-	if (only_keys(root, keys, e) != 0)
+		return bad(f, "%s", "The request body must be a JSON object");
+	if (only_keys(root, keys, f) != 0)
 		return -1;
 	docs = json_object_get(root, "documentDigests");
 	if (!json_is_array(docs) || json_array_size(docs) == 0 ||
-	    json_array_size(docs) > SVC_MAX_HASHES)
-		return bad(e, "Missing (or invalid type) array parameter %s", "documentDigests");
+	    json_array_size(docs) > WIRE_MAX_HASHES)
+		return bad(f, "Missing (or invalid type) array parameter %s", "documentDigests");
 	/* Every entry names its hash algorithm; iamsign signs one algorithm per request, so
 	 * they must agree. The first entry's becomes the request's hashAlgorithmOID. */
 	json_array_foreach(docs, i, d)
 	{
 		json_t *h = json_object_get(d, "hashAlgorithmOID");
 
-		if (!json_is_object(d) || only_keys(d, dkeys, e) != 0 || !json_is_string(h))
-			return bad(e, "Invalid parameter %s", "documentDigests");
+		if (!json_is_object(d) || only_keys(d, dkeys, f) != 0 || !json_is_string(h))
+			return bad(f, "Invalid parameter %s", "documentDigests");
 		if (i == 0 && json_object_get(root, "hashAlgorithmOID") == NULL &&
 		    json_object_set(root, "hashAlgorithmOID", h) != 0)
-			return svc_fail(e, 500, "server_error", "internal_error", "out of memory");
+			return refuse(f, R_INTERNAL_ERROR, "out of memory");
 		if (!json_equal(h, json_object_get(root, "hashAlgorithmOID")))
-			return bad(e, "Invalid parameter %s: one hashAlgorithmOID per request",
+			return bad(f, "Invalid parameter %s: one hashAlgorithmOID per request",
 			           "documentDigests");
 	}
-	if (decode_common(root, req, e) != 0)
+	if (decode_common(root, req, f) != 0)
 		return -1;
 	json_array_foreach(docs, i, d) if (decode_hash_list(json_object_get(d, "hashes"),
 	                                                    "documentDigests.hashes", req,
-	                                                    e) != 0) return -1;
-	if (get_str(root, "signature_format", 1, 8, &fmt, e) != 0 ||
-	    get_str(root, "conformance_level", 0, 16, &level, e) != 0 ||
-	    get_str(root, "signed_envelope_property", 0, 16, &env, e) != 0 ||
-	    get_str(root, "operationMode", 0, 8, &mode, e) != 0)
+	                                                    f) != 0) return -1;
+	if (get_str(root, "signature_format", 1, 8, &fmt, f) != 0 ||
+	    get_str(root, "conformance_level", 0, 16, &level, f) != 0 ||
+	    get_str(root, "signed_envelope_property", 0, 16, &env, f) != 0 ||
+	    get_str(root, "operationMode", 0, 8, &mode, f) != 0)
 		return -1;
 	if (strcmp(fmt, "C") != 0)
-		return bad(e, "Invalid parameter %s: only C (CAdES) is supported",
+		return bad(f, "Invalid parameter %s: only C (CAdES) is supported",
 		           "signature_format");
 	if (level != NULL && strcasecmp(level, "Ades-B-B") != 0 && strcasecmp(level, "Ades-B") != 0)
-		return bad(e, "Invalid parameter %s: only Ades-B-B is supported",
+		return bad(f, "Invalid parameter %s: only Ades-B-B is supported",
 		           "conformance_level");
 	if (env != NULL && strcmp(env, "Detached") != 0)
-		return bad(e, "Invalid parameter %s: only Detached is supported",
+		return bad(f, "Invalid parameter %s: only Detached is supported",
 		           "signed_envelope_property");
 	if (mode != NULL && strcmp(mode, "S") != 0)
-		return bad(e, "Invalid parameter %s: only S is supported", "operationMode");
+		return bad(f, "Invalid parameter %s: only S is supported", "operationMode");
 	return 0;
 }
 
-char *csc_error_body(const struct svc_error *e)
+/* Each reason's HTTP status and CSC error code: the one place where the core's reasons (and
+ * the listener's own) become HTTP. */
+static const struct {
+	int status;
+	const char *error;
+} csc_codes[R_COUNT] = {
+    [R_INVALID_REQUEST] = {400, "invalid_request"},
+    [R_MALFORMED_JSON] = {400, "invalid_request"},
+    [R_JSON_TOO_DEEP] = {400, "invalid_request"},
+    [R_BAD_CONTENT_LENGTH] = {400, "invalid_request"},
+    [R_BODY_TOO_LARGE] = {413, "invalid_request"},
+    [R_HEADER_TOO_LARGE] = {431, "invalid_request"},
+    [R_UNKNOWN_METHOD] = {404, "invalid_request"},
+    [R_METHOD_NOT_ALLOWED] = {405, "invalid_request"},
+    [R_TOO_MANY_CONNECTIONS] = {503, "temporarily_unavailable"},
+    [R_INVALID_DIGEST] = {400, "invalid_request"},
+    [R_UNKNOWN_CREDENTIAL] = {400, "invalid_request"},
+    [R_ALGORITHM_NOT_SUPPORTED] = {400, "invalid_request"},
+    [R_ALGORITHM_KEY_MISMATCH] = {400, "invalid_request"},
+    [R_TOO_MANY_HASHES] = {400, "invalid_request"},
+    [R_PURPOSE_REQUIRED] = {400, "invalid_request"},
+    [R_UNKNOWN_CALLER] = {403, "access_denied"},
+    [R_PURPOSE_NOT_ALLOWED] = {403, "access_denied"},
+    [R_CLASS_NOT_ALLOWED] = {403, "access_denied"},
+    [R_ALGORITHM_NOT_ALLOWED] = {403, "access_denied"},
+    [R_HASH_ALGORITHM_NOT_ALLOWED] = {403, "access_denied"},
+    [R_CREDENTIAL_SUSPENDED] = {403, "access_denied"},
+    [R_CREDENTIAL_REVOKED] = {403, "access_denied"},
+    [R_RATE_LIMITED] = {429, "access_denied"},
+    [R_QUOTA_EXCEEDED] = {429, "access_denied"},
+    [R_CERT_MISSING] = {403, "access_denied"},
+    [R_CERT_NOT_YET_VALID] = {403, "access_denied"},
+    [R_CERT_EXPIRED] = {403, "access_denied"},
+    [R_CERT_EXPIRING] = {403, "access_denied"},
+    [R_CERT_UNTRUSTED] = {403, "access_denied"},
+    [R_CERT_REVOKED] = {403, "access_denied"},
+    [R_CRL_STALE] = {403, "access_denied"},
+    [R_CERT_NO_NON_REPUDIATION] = {403, "access_denied"},
+    [R_SAD_REQUIRED] = {403, "access_denied"},
+    [R_SAD_INVALID] = {403, "access_denied"},
+    [R_SAD_EXPIRED] = {403, "access_denied"},
+    [R_SAD_WRONG_CREDENTIAL] = {403, "access_denied"},
+    [R_SAD_WRONG_SUBJECT] = {403, "access_denied"},
+    [R_SAD_WRONG_PURPOSE] = {403, "access_denied"},
+    [R_HASH_NOT_AUTHORISED] = {403, "access_denied"},
+    [R_SAD_REPLAYED] = {403, "access_denied"},
+    [R_TOKEN_UNAVAILABLE] = {503, "temporarily_unavailable"},
+    [R_TOKEN_BUSY] = {503, "temporarily_unavailable"},
+    [R_LEDGER_UNAVAILABLE] = {503, "temporarily_unavailable"},
+    [R_CORE_UNAVAILABLE] = {503, "temporarily_unavailable"},
+    [R_KEY_NOT_FOUND] = {500, "server_error"},
+    [R_REGISTRY_UNAVAILABLE] = {500, "server_error"},
+    [R_INTERNAL_ERROR] = {500, "server_error"},
+};
+
+int csc_status(enum reason r, const char **error)
 {
-	char desc[sizeof(e->desc)];
-	json_t *o = json_pack("{s:s, s:s, s:s}", "error", e->error, "error_description", e->desc,
-	                      "reason", e->reason);
+	if (reason_name(r) == NULL || csc_codes[r].status == 0)
+		r = R_INTERNAL_ERROR;
+	if (error != NULL)
+		*error = csc_codes[r].error;
+	return csc_codes[r].status;
+}
+
+char *csc_error_body(const struct refusal *f)
+{
+	char desc[sizeof(f->desc)];
+	const char *error, *reason = reason_name(f->reason);
+	json_t *o;
 	char *s;
 
+	csc_status(f->reason, &error);
+	if (reason == NULL)
+		reason = reason_name(R_INTERNAL_ERROR);
+	o = json_pack("{s:s, s:s, s:s}", "error", error, "error_description", f->desc, "reason",
+	              reason);
 	if (o == NULL) {
 		/* The description can quote the request (a parameter's name) cut at a byte count,
 		 * which may split a UTF-8 sequence, and jansson refuses a string that is not
 		 * UTF-8. Send it with every non-ASCII byte as '?' rather than no body at all. */
-		snprintf(desc, sizeof(desc), "%s", e->desc);
+		snprintf(desc, sizeof(desc), "%s", f->desc);
 		for (size_t i = 0; desc[i] != '\0'; i++)
 			if ((unsigned char)desc[i] >= 0x80)
 				desc[i] = '?';
-		o = json_pack("{s:s, s:s, s:s}", "error", e->error, "error_description", desc,
-		              "reason", e->reason);
+		o = json_pack("{s:s, s:s, s:s}", "error", error, "error_description", desc,
+		              "reason", reason);
 	}
 	s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
@@ -374,17 +443,24 @@ static json_t *handle_info(void)
 	                 "signAlgorithms", "algos", algos);
 }
 
-/* One request on its way through the listener: where the core is, and the error so far. */
+/* Whether the core has answered a request (and so recorded the answer, svc_conclude). */
+enum core_reach {
+	CORE_NOT_ASKED = 0, /* answered here alone: the core must record it (record) */
+	CORE_ANSWERED,      /* an answer the protocol allows came back: the core has recorded it */
+	CORE_UNREACHABLE,   /* no answer: nothing was done, and nothing can be recorded */
+};
+
+/* One request on its way through the listener: where the core is, and the refusal so far. */
 struct csc_req {
 	struct core_link *link;
 	const struct config_limits *lim;
 	int fd;
-	struct svc_error e;
-	struct wire_error_strs strs; /* e.error and e.reason when the core gave them */
+	struct refusal f;
+	enum core_reach core;
 };
 
 /* Ask the core: send b as type and expect want back. 0 with the answer's payload (for the
- * caller to free), or -1 with q->e set; whatever the core answered it has recorded. */
+ * caller to free), or -1 with q->f set. q->core says what the core did. */
 static int ask_core(struct csc_req *q, uint32_t type, struct wire_buf *b, uint32_t want,
                     uint8_t **p, size_t *n)
 {
@@ -394,20 +470,22 @@ static int ask_core(struct csc_req *q, uint32_t type, struct wire_buf *b, uint32
 	*p = NULL;
 	*n = 0;
 	if (b->oom)
-		return svc_fail(&q->e, 500, "server_error", "internal_error",
-		                "the request cannot be encoded for the signing core");
-	if (core_link_call(q->link, type, b, q->fd, &rtype, p, n, &q->e) != 0)
+		return refuse(&q->f, R_INTERNAL_ERROR,
+		              "the request cannot be encoded for the signing core");
+	if (core_link_call(q->link, type, b, q->fd, &rtype, p, n, &q->f) != 0) {
+		q->core = CORE_UNREACHABLE;
 		return -1;
-	if (rtype == want)
+	}
+	if (rtype == want) {
+		q->core = CORE_ANSWERED;
 		return 0;
-	if (rtype == WIRE_RESP_ERROR &&
-	    wire_dec_error(*p, *n, &q->e, &q->strs, why, sizeof(why)) == 0) {
-		q->e.recorded = 1;
+	}
+	if (rtype == WIRE_RESP_ERROR && wire_dec_error(*p, *n, &q->f, why, sizeof(why)) == 0) {
+		q->core = CORE_ANSWERED;
 	} else {
 		fprintf(stderr, "iamsignd: listener: unexpected answer %u from the core\n",
 		        (unsigned)rtype);
-		svc_fail(&q->e, 500, "server_error", "internal_error",
-		         "unexpected answer from the signing core");
+		refuse(&q->f, R_INTERNAL_ERROR, "unexpected answer from the signing core");
 	}
 	free(*p);
 	*p = NULL;
@@ -425,34 +503,33 @@ static json_t *handle_list(struct csc_req *q, json_t *root)
 	json_t *arr, *out = NULL, *mr;
 	char why[160];
 
-	if (only_keys(root, keys, &q->e) != 0 ||
-	    get_str(root, "userID", 0, REG_MAX_USER, &user, &q->e) != 0 ||
-	    get_str(root, "pageToken", 0, REG_MAX_ID, &page, &q->e) != 0)
+	if (only_keys(root, keys, &q->f) != 0 ||
+	    get_str(root, "userID", 0, CRED_MAX_USER, &user, &q->f) != 0 ||
+	    get_str(root, "pageToken", 0, CRED_MAX_ID, &page, &q->f) != 0)
 		return NULL;
 	if ((mr = json_object_get(root, "maxResults")) != NULL) {
 		if (!json_is_integer(mr) || json_integer_value(mr) < 1 ||
 		    json_integer_value(mr) > CSC_MAX_RESULTS) {
-			bad(&q->e, "Invalid parameter %s", "maxResults");
+			bad(&q->f, "Invalid parameter %s", "maxResults");
 			return NULL;
 		}
 		max = (size_t)json_integer_value(mr);
 	}
 	/* What the core would refuse anyway is refused here with the CSC error. */
-	if (user != NULL && !reg_valid_user(user)) {
-		bad(&q->e, "Invalid parameter %s", "userID");
+	if (user != NULL && !cred_valid_user(user)) {
+		bad(&q->f, "Invalid parameter %s", "userID");
 		return NULL;
 	}
-	if (page != NULL && !reg_valid_id(page)) {
-		bad(&q->e, "Invalid parameter %s", "pageToken");
+	if (page != NULL && !cred_valid_id(page)) {
+		bad(&q->f, "Invalid parameter %s", "pageToken");
 		return NULL;
 	}
 	wire_buf_init(&b, WIRE_MAX_REQ);
 	wire_enc_list_req(&b, user, page, (unsigned)max);
 	if (ask_core(q, WIRE_REQ_LIST, &b, WIRE_RESP_LIST, &p, &n) != 0)
 		goto out;
-	q->e.recorded = 1;
 	if (wire_dec_list(p, n, &l, why, sizeof(why)) != 0) {
-		svc_fail(&q->e, 500, "server_error", "internal_error",
+		refuse(&q->f, R_INTERNAL_ERROR,
 		         "malformed answer from the signing core");
 		goto out;
 	}
@@ -565,26 +642,26 @@ static json_t *handle_cred_info(struct csc_req *q, json_t *root)
 	char why[160];
 	int info = 0;
 
-	if (only_keys(root, keys, &q->e) != 0 ||
-	    get_str(root, "credentialID", 1, REG_MAX_ID, &id, &q->e) ||
-	    get_str(root, "certificates", 0, 8, &mode, &q->e) != 0)
+	if (only_keys(root, keys, &q->f) != 0 ||
+	    get_str(root, "credentialID", 1, CRED_MAX_ID, &id, &q->f) ||
+	    get_str(root, "certificates", 0, 8, &mode, &q->f) != 0)
 		return NULL;
 	if (mode == NULL)
 		mode = "single";
 	if (strcmp(mode, "none") != 0 && strcmp(mode, "single") != 0 &&
 	    strcmp(mode, "chain") != 0) {
-		bad(&q->e, "Invalid parameter %s", "certificates");
+		bad(&q->f, "Invalid parameter %s", "certificates");
 		return NULL;
 	}
 	if ((ci_v = json_object_get(root, "certInfo")) != NULL) {
 		if (!json_is_boolean(ci_v)) {
-			bad(&q->e, "Invalid parameter %s", "certInfo");
+			bad(&q->f, "Invalid parameter %s", "certInfo");
 			return NULL;
 		}
 		info = json_is_true(ci_v);
 	}
-	if (!reg_valid_id(id)) {
-		svc_fail(&q->e, 400, "invalid_request", "unknown_credential",
+	if (!cred_valid_id(id)) {
+		refuse(&q->f, R_UNKNOWN_CREDENTIAL,
 		         "Invalid parameter credentialID");
 		return NULL;
 	}
@@ -592,14 +669,13 @@ static json_t *handle_cred_info(struct csc_req *q, json_t *root)
 	wire_enc_cred_info_req(&b, id);
 	if (ask_core(q, WIRE_REQ_CRED_INFO, &b, WIRE_RESP_CRED_INFO, &p, &n) != 0)
 		goto out;
-	q->e.recorded = 1;
 	if (wire_dec_cred_info(p, n, &ci, why, sizeof(why)) != 0) {
-		svc_fail(&q->e, 500, "server_error", "internal_error",
+		refuse(&q->f, R_INTERNAL_ERROR,
 		         "malformed answer from the signing core");
 		goto out;
 	}
-	status = ci.reg_status == REG_ACTIVE ? "enabled" : "disabled";
-	if (ci.key_type == TOK_KEY_EC)
+	status = ci.status == WIRE_CRED_ACTIVE ? "enabled" : "disabled";
+	if (ci.key_type == WIRE_KEY_EC)
 		key = json_pack("{s:s, s:[s], s:i, s:s}", "status", status, "algo",
 		                "1.2.840.10045.2.1", "len", (json_int_t)ci.bits, "curve",
 		                ci.curve_nid == NID_secp384r1 ? "1.3.132.0.34"
@@ -611,7 +687,7 @@ static json_t *handle_cred_info(struct csc_req *q, json_t *root)
 	out = json_pack("{s:o, s:o, s:{s:s}, s:s, s:i, s:s, s:s}", "key", key, "cert",
 	                cert_json(&ci, mode, info), "auth", "mode", "explicit", "SCAL", "2",
 	                "multisign", (json_int_t)1, "status",
-	                reg_status_name((enum reg_status)ci.reg_status), "owner", ci.owner);
+	                wire_cred_status_name(ci.status), "owner", ci.owner);
 out:
 	wire_cred_info_clear(&ci);
 	wire_buf_free(&b);
@@ -633,15 +709,15 @@ static json_t *handle_sign(struct csc_req *q, json_t *root, enum wire_method m)
 	wire_buf_init(&b, WIRE_MAX_REQ);
 	/* Large (64 hashes of 64 bytes): keep it off the worker's stack. */
 	if ((req = malloc(sizeof(*req))) == NULL) {
-		svc_fail(&q->e, 500, "server_error", "internal_error", "out of memory");
+		refuse(&q->f, R_INTERNAL_ERROR, "out of memory");
 		return NULL;
 	}
-	if ((doc ? csc_decode_sign_doc(root, req, &q->e)
-	         : csc_decode_sign_hash(root, req, &q->e)) != 0)
+	if ((doc ? csc_decode_sign_doc(root, req, &q->f)
+	         : csc_decode_sign_hash(root, req, &q->f)) != 0)
 		goto out;
-	/* The decoders hold a request to SVC_MAX_HASHES; the configuration may lower that. */
+	/* The decoders hold a request to WIRE_MAX_HASHES; the configuration may lower that. */
 	if (req->nhashes > q->lim->hashes) {
-		svc_fail(&q->e, 400, "invalid_request", "too_many_hashes",
+		refuse(&q->f, R_TOO_MANY_HASHES,
 		         "Invalid parameter %s: more than %u hashes (limits.hashes)",
 		         doc ? "documentDigests" : "hashes", q->lim->hashes);
 		goto out;
@@ -649,9 +725,8 @@ static json_t *handle_sign(struct csc_req *q, json_t *root, enum wire_method m)
 	wire_enc_sign(&b, m, req);
 	if (ask_core(q, WIRE_REQ_SIGN, &b, WIRE_RESP_SIGN, &p, &n) != 0)
 		goto out;
-	q->e.recorded = 1;
 	if (wire_dec_sign_result(p, n, &res, why, sizeof(why)) != 0) {
-		svc_fail(&q->e, 500, "server_error", "internal_error",
+		refuse(&q->f, R_INTERNAL_ERROR,
 		         "malformed answer from the signing core");
 		goto out;
 	}
@@ -669,23 +744,14 @@ out:
 }
 
 /* An answer given here without the core (info, or a refusal of what could not be decoded):
- * the core records it. 0, or -1 with q->e set to why it could not be recorded. */
-static int record(struct csc_req *q, enum wire_method m, const struct svc_error *refusal)
+ * the core records it. 0, or -1 with q->f set to why it could not be recorded. */
+static int record(struct csc_req *q, enum wire_method m, const struct refusal *refusal)
 {
-	struct svc_error clean;
 	struct wire_buf b;
 	uint8_t *p = NULL;
 	size_t n = 0;
 	int r;
 
-	if (refusal != NULL) {
-		/* The description may quote the caller's bytes: printable ASCII only. */
-		clean = *refusal;
-		for (char *c = clean.desc; *c != '\0'; c++)
-			if (*c < 0x20 || *c > 0x7e)
-				*c = '?';
-		refusal = &clean;
-	}
 	wire_buf_init(&b, WIRE_MAX_REQ);
 	wire_enc_record(&b, m, refusal);
 	r = ask_core(q, WIRE_REQ_RECORD, &b, WIRE_RESP_RECORD, &p, &n);
@@ -708,16 +774,16 @@ void csc_handle(struct core_link *link, const struct config_limits *lim, int con
 		goto done;
 	}
 	if (m == WM_UNKNOWN) {
-		svc_fail(&q.e, 404, "invalid_request", "unknown_method", "no such method");
+		refuse(&q.f, R_UNKNOWN_METHOD, "no such method");
 		goto done;
 	}
 	if (len > lim->body_size) {
-		svc_fail(&q.e, 413, "invalid_request", "body_too_large",
+		refuse(&q.f, R_BODY_TOO_LARGE,
 		         "request body over %zu bytes", lim->body_size);
 		goto done;
 	}
 	if (json_too_deep(body, len, lim->json_depth)) {
-		svc_fail(&q.e, 400, "invalid_request", "json_too_deep",
+		refuse(&q.f, R_JSON_TOO_DEEP,
 		         "JSON nested deeper than %u levels", lim->json_depth);
 		goto done;
 	}
@@ -725,13 +791,13 @@ void csc_handle(struct core_link *link, const struct config_limits *lim, int con
 	 * invalid UTF-8 and control characters in strings. */
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL) {
-		svc_fail(&q.e, 400, "invalid_request", "malformed_json",
+		refuse(&q.f, R_MALFORMED_JSON,
 		         "malformed JSON: %s (line %d, column %d)", jerr.text, jerr.line,
 		         jerr.column);
 		goto done;
 	}
 	if (!json_is_object(root)) {
-		bad(&q.e, "%s", "The request body must be a JSON object");
+		bad(&q.f, "%s", "The request body must be a JSON object");
 		goto done;
 	}
 	if (m == WM_LIST)
@@ -741,14 +807,13 @@ void csc_handle(struct core_link *link, const struct config_limits *lim, int con
 	else
 		resp = handle_sign(&q, root, m);
 done:
-	if (resp == NULL && q.e.http == 0)
-		svc_fail(&q.e, 500, "server_error", "internal_error", "internal error");
-	/* The core records what it answered; what was answered here, it records now. No
-	 * answer leaves without its record (the core unreachable is the one exception: nothing
-	 * could be recorded, and nothing was done). */
-	if (!q.e.recorded &&
-	    strcmp(q.e.reason != NULL ? q.e.reason : "", "core_unavailable") != 0 &&
-	    record(&q, m, resp != NULL ? NULL : &q.e) != 0) {
+	if (resp == NULL && q.f.reason == R_NONE)
+		refuse(&q.f, R_INTERNAL_ERROR, "internal error");
+	/* The listener's half of "no answer leaves without its record": the core has recorded
+	 * what it answered; what was answered here alone it records now, and if it cannot, the
+	 * answer is its refusal instead. A core that cannot be reached did nothing and can
+	 * record nothing: that answer goes out alone. */
+	if (q.core == CORE_NOT_ASKED && record(&q, m, resp != NULL ? NULL : &q.f) != 0) {
 		json_decref(resp);
 		resp = NULL;
 	}
@@ -757,10 +822,10 @@ done:
 		*out = json_dumps(resp, JSON_COMPACT);
 	}
 	if (*out == NULL) {
-		if (q.e.http == 0)
-			svc_fail(&q.e, 500, "server_error", "internal_error", "internal error");
-		*status = q.e.http;
-		*out = csc_error_body(&q.e);
+		if (q.f.reason == R_NONE)
+			refuse(&q.f, R_INTERNAL_ERROR, "internal error");
+		*status = csc_status(q.f.reason, NULL);
+		*out = csc_error_body(&q.f);
 	}
 	json_decref(resp);
 	json_decref(root);

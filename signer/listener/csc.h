@@ -9,7 +9,7 @@
 
 #include "signer/config.h"
 #include "signer/listener/link.h"
-#include "signer/core/service.h"
+#include "signer/wire/types.h"
 
 #define CSC_MAX_BODY (64 * 1024)
 
@@ -21,12 +21,16 @@
 void csc_handle(struct core_link *link, const struct config_limits *lim, int conn_fd,
                 const char *method, const char *body, size_t len, int *status, char **out);
 
-/* Decoders, exposed for unit tests: 0, or -1 with e set (a 400). The request keeps pointers
+/* Decoders, exposed for unit tests: 0, or -1 with f set (a 400). The request keeps pointers
  * into root, which must outlive it. */
-int csc_decode_sign_hash(json_t *root, struct sign_req *req, struct svc_error *e);
-int csc_decode_sign_doc(json_t *root, struct sign_req *req, struct svc_error *e);
+int csc_decode_sign_hash(json_t *root, struct sign_req *req, struct refusal *f);
+int csc_decode_sign_doc(json_t *root, struct sign_req *req, struct refusal *f);
+
+/* The one map from a reason to the answer's HTTP status and CSC `error` code (docs/api.md
+ * lists it): 500 internal_error for a value outside the enumeration. */
+int csc_status(enum reason r, const char **error);
 
 /* JSON for an error answer (malloc'ed). */
-char *csc_error_body(const struct svc_error *e);
+char *csc_error_body(const struct refusal *f);
 
 #endif

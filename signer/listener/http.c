@@ -369,13 +369,13 @@ static enum MHD_Result reply(struct http_server *h, struct MHD_Connection *c, in
 	return ret;
 }
 
-static enum MHD_Result reply_error(struct http_server *h, struct MHD_Connection *c, int status,
-                                   const char *error, const char *reason, const char *desc)
+static enum MHD_Result reply_error(struct http_server *h, struct MHD_Connection *c,
+                                   enum reason reason, const char *desc)
 {
-	struct svc_error e = {.http = status, .error = error, .reason = reason};
+	struct refusal f;
 
-	snprintf(e.desc, sizeof(e.desc), "%s", desc);
-	return reply(h, c, status, csc_error_body(&e), "application/json");
+	refuse(&f, reason, "%s", desc);
+	return reply(h, c, csc_status(reason, NULL), csc_error_body(&f), "application/json");
 }
 
 /* The token's state and the ledger's counters from the core (neither waits on a failing token
@@ -383,7 +383,7 @@ static enum MHD_Result reply_error(struct http_server *h, struct MHD_Connection 
 static int core_status(struct http_server *h, struct wire_status *st)
 {
 	struct wire_buf b;
-	struct svc_error e;
+	struct refusal f;
 	uint8_t *p = NULL;
 	size_t n = 0;
 	uint32_t type;
@@ -391,7 +391,7 @@ static int core_status(struct http_server *h, struct wire_status *st)
 	int r = -1;
 
 	wire_buf_init(&b, WIRE_MAX_REQ);
-	if (core_link_call(h->link, WIRE_REQ_STATUS, &b, -1, &type, &p, &n, &e) == 0 &&
+	if (core_link_call(h->link, WIRE_REQ_STATUS, &b, -1, &type, &p, &n, &f) == 0 &&
 	    type == WIRE_RESP_STATUS && wire_dec_status(p, n, st, why, sizeof(why)) == 0)
 		r = 0;
 	free(p);
@@ -403,8 +403,8 @@ static char *metrics_text(struct http_server *h)
 {
 	char *s = NULL;
 	struct wire_status st;
-	const struct tok_stats *ts = &st.tok;
-	const struct ledger_stats *ls = &st.ledger;
+	const struct wire_token_stats *ts = &st.tok;
+	const struct wire_ledger_stats *ls = &st.ledger;
 
 	if (core_status(h, &st) != 0) {
 		memset(&st, 0, sizeof(st));
@@ -528,21 +528,21 @@ static int first_call(struct http_server *h, struct MHD_Connection *c, const cha
 	long long n;
 
 	if (k != NULL && k->refused) {
-		*ret = reply_error(h, c, 503, "temporarily_unavailable", "too_many_connections",
+		*ret = reply_error(h, c, R_TOO_MANY_CONNECTIONS,
 		                   "too many connections (limits.connections or "
 		                   "limits.connections_per_uid)");
 		return 503;
 	}
 	MHD_get_connection_values(c, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, add_header, &sum);
 	if (sum.bytes > h->lim.header_size) {
-		*ret = reply_error(h, c, 431, "invalid_request", "header_too_large",
+		*ret = reply_error(h, c, R_HEADER_TOO_LARGE,
 		                   "request line and headers too large");
 		return 431;
 	}
 	/* MHD 0.9.75 takes the first of several Content-Length headers and lets
 	 * Transfer-Encoding override one: a body framed two ways is refused instead. */
 	if (sum.clen > 1 || (sum.clen > 0 && sum.te > 0) || sum.te > 1) {
-		*ret = reply_error(h, c, 400, "invalid_request", "bad_content_length",
+		*ret = reply_error(h, c, R_BAD_CONTENT_LENGTH,
 		                   "body length given more than once");
 		return 400;
 	}
@@ -550,12 +550,12 @@ static int first_call(struct http_server *h, struct MHD_Connection *c, const cha
 	if (clen == NULL)
 		return 0;
 	if ((n = content_length(clen)) < 0) {
-		*ret = reply_error(h, c, 400, "invalid_request", "bad_content_length",
+		*ret = reply_error(h, c, R_BAD_CONTENT_LENGTH,
 		                   "malformed Content-Length");
 		return 400;
 	}
 	if ((unsigned long long)n > h->lim.body_size) {
-		*ret = reply_error(h, c, 413, "invalid_request", "body_too_large",
+		*ret = reply_error(h, c, R_BODY_TOO_LARGE,
 		                   "request body too large");
 		return 413;
 	}
@@ -639,7 +639,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	k = conn_of(c);
 	p = k != NULL && k->has_peer ? &k->peer : NULL;
 	if (p == NULL)
-		return reply_error(h, c, 403, "access_denied", "unknown_caller",
+		return reply_error(h, c, R_UNKNOWN_CALLER,
 		                   "caller identity unavailable");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/healthz") == 0) {
 		struct wire_status st;
@@ -650,7 +650,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			             strdup("{\"status\":\"degraded\",\"core\":\"down\"}"),
 			             "application/json");
 		switch (st.tok.state) {
-		case TOK_STATE_UP:
+		case WIRE_TOKEN_UP:
 			if (st.ledger.stalled)
 				return reply(h, c, 503,
 				             strdup("{\"status\":\"degraded\",\"token\":\"up\","
@@ -658,7 +658,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 				             "application/json");
 			return reply(h, c, 200, strdup("{\"status\":\"ok\",\"token\":\"up\"}"),
 			             "application/json");
-		case TOK_STATE_PIN_FAILED:
+		case WIRE_TOKEN_PIN_FAILED:
 			return reply(h, c, 503,
 			             strdup("{\"status\":\"degraded\",\"token\":\"down\","
 			                    "\"reason\":\"pin_refused\"}"),
@@ -672,9 +672,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/metrics") == 0)
 		return reply(h, c, 200, metrics_text(h), "text/plain; version=0.0.4");
 	if (strncmp(url, CSC_PREFIX, strlen(CSC_PREFIX)) != 0)
-		return reply_error(h, c, 404, "invalid_request", "unknown_method", "no such path");
+		return reply_error(h, c, R_UNKNOWN_METHOD, "no such path");
 	if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-		return reply_error(h, c, 405, "invalid_request", "method_not_allowed",
+		return reply_error(h, c, R_METHOD_NOT_ALLOWED,
 		                   "use POST for CSC methods");
 	csc_handle(h->link, &h->lim, k->fd, url + strlen(CSC_PREFIX),
 	           rc->body != NULL ? rc->body : "", rc->len, &status, &body);

@@ -91,7 +91,7 @@ static int round_trip(int chfd, uint32_t type, const struct wire_buf *req, int f
 }
 
 static int status_call(struct core_link *l, const struct wire_buf *req, uint32_t *rtype,
-                       uint8_t **payload, size_t *len, struct svc_error *e)
+                       uint8_t **payload, size_t *len, struct refusal *f)
 {
 	char why[160];
 	int r = -1, alive;
@@ -116,12 +116,11 @@ static int status_call(struct core_link *l, const struct wire_buf *req, uint32_t
 	pthread_mutex_unlock(&l->smu);
 	if (r == 0)
 		return 0;
-	return svc_fail(e, 503, "temporarily_unavailable", "core_unavailable",
-	                "the signing core cannot be reached");
+	return refuse(f, R_CORE_UNAVAILABLE, "the signing core cannot be reached");
 }
 
 int core_link_call(struct core_link *l, uint32_t type, const struct wire_buf *req, int fd,
-                   uint32_t *rtype, uint8_t **payload, size_t *len, struct svc_error *e)
+                   uint32_t *rtype, uint8_t **payload, size_t *len, struct refusal *f)
 {
 	char why[160];
 	int ch, r;
@@ -129,14 +128,13 @@ int core_link_call(struct core_link *l, uint32_t type, const struct wire_buf *re
 	*payload = NULL;
 	*len = 0;
 	if (type == WIRE_REQ_STATUS)
-		return status_call(l, req, rtype, payload, len, e);
+		return status_call(l, req, rtype, payload, len, f);
 	pthread_mutex_lock(&l->mu);
 	while (l->nfree == 0 && l->alive > 0)
 		pthread_cond_wait(&l->cv, &l->mu);
 	if (l->alive == 0) {
 		pthread_mutex_unlock(&l->mu);
-		return svc_fail(e, 503, "temporarily_unavailable", "core_unavailable",
-		                "the signing core is not running");
+		return refuse(f, R_CORE_UNAVAILABLE, "the signing core is not running");
 	}
 	ch = l->free[--l->nfree];
 	pthread_mutex_unlock(&l->mu);
@@ -157,6 +155,5 @@ int core_link_call(struct core_link *l, uint32_t type, const struct wire_buf *re
 	if (r == 0)
 		return 0;
 	fprintf(stderr, "iamsignd: listener: channel %d to the core: %s: closed\n", ch, why);
-	return svc_fail(e, 503, "temporarily_unavailable", "core_unavailable",
-	                "the signing core cannot be reached");
+	return refuse(f, R_CORE_UNAVAILABLE, "the signing core cannot be reached");
 }

@@ -6,7 +6,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "signer/core/service.h"
 #include "signer/wire/wire.h"
 
 struct core_link;
@@ -18,9 +17,9 @@ void core_link_free(struct core_link *l);
 
 /* Send one request (fd: the caller's connection, or -1) on a free channel, or a
  * WIRE_REQ_STATUS on the status channel, and wait for its answer: 0 with *rtype and *payload
- * (malloc'ed; the caller wipes and frees it), or -1 with e set to 503 core_unavailable when
+ * (malloc'ed; the caller wipes and frees it), or -1 with f set to core_unavailable when
  * the core cannot be reached (that channel is then closed). */
 int core_link_call(struct core_link *l, uint32_t type, const struct wire_buf *req, int fd,
-                   uint32_t *rtype, uint8_t **payload, size_t *len, struct svc_error *e);
+                   uint32_t *rtype, uint8_t **payload, size_t *len, struct refusal *f);
 
 #endif

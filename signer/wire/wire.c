@@ -21,19 +21,13 @@
 
 #include "policy/algs.h"
 
-#define WIRE_MAX_CODE 47  /* error and reason: 1..47 of [a-z0-9_] */
-#define WIRE_MAX_DESC 199 /* description: 0..199 printable ASCII */
 #define WIRE_RECV_FDS 8   /* control room per read: more than one descriptor is seen and closed */
 
-_Static_assert(REG_MAX_ID <= UINT8_MAX && REG_MAX_USER <= UINT8_MAX &&
-                   WIRE_MAX_PURPOSE <= UINT8_MAX && SVC_MAX_HASHES <= UINT8_MAX,
+_Static_assert(CRED_MAX_ID <= UINT8_MAX && CRED_MAX_USER <= UINT8_MAX &&
+                   WIRE_MAX_PURPOSE <= UINT8_MAX && WIRE_MAX_HASHES <= UINT8_MAX,
                "u8 lengths and counts");
-_Static_assert(SVC_MAX_SAD <= UINT16_MAX && WIRE_MAX_IDS <= UINT16_MAX, "u16 lengths and counts");
-_Static_assert(WIRE_MAX_CODE + 1 == sizeof(((struct wire_record *)0)->error) &&
-                   WIRE_MAX_CODE + 1 == sizeof(((struct wire_error_strs *)0)->reason) &&
-                   WIRE_MAX_DESC + 1 == sizeof(((struct svc_error *)0)->desc) &&
-                   WIRE_MAX_DESC + 1 == sizeof(((struct wire_record *)0)->desc),
-               "string fields hold their caps");
+_Static_assert(WIRE_MAX_SAD <= UINT16_MAX && WIRE_MAX_IDS <= UINT16_MAX, "u16 lengths and counts");
+_Static_assert(WIRE_MAX_DESC <= UINT8_MAX && R_COUNT <= UINT16_MAX, "u8 and u16 fields");
 _Static_assert(WIRE_MAX_REQ < WIRE_MAX_RESP && WIRE_MAX_RESP <= UINT32_MAX, "caps");
 
 __attribute__((format(printf, 3, 4))) static int fail(char *why, size_t whylen, const char *fmt,
@@ -89,17 +83,6 @@ static int method_valid(unsigned m)
 }
 
 /* --- Character classes --- */
-
-/* error and reason: 1..WIRE_MAX_CODE of [a-z0-9_]. */
-static int code_valid(const char *s, size_t n)
-{
-	if (n == 0 || n > WIRE_MAX_CODE)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
-			return 0;
-	return 1;
-}
 
 static int printable(const char *s, size_t n)
 {
@@ -333,60 +316,45 @@ static int rd_end(struct rd *r)
 	return 0;
 }
 
-/* --- Shared pieces: the error of a record or an error answer --- */
+/* --- Shared pieces: the refusal of a record or an error answer --- */
 
-/* u16 status (400..599), then error, reason, description. */
-static int put_error(struct wire_buf *b, const struct svc_error *e)
+/* u16 reason (known, not R_NONE), then the description. */
+static int put_refusal(struct wire_buf *b, const struct refusal *f)
 {
 	char desc[WIRE_MAX_DESC + 1];
-	size_t elen, rlen, dlen;
+	size_t dlen;
 
-	if (e == NULL || e->http < 400 || e->http > 599 || e->error == NULL || e->reason == NULL)
-		return -1;
-	elen = strnlen(e->error, WIRE_MAX_CODE + 1);
-	rlen = strnlen(e->reason, WIRE_MAX_CODE + 1);
-	if (!code_valid(e->error, elen) || !code_valid(e->reason, rlen))
+	if (f == NULL || reason_name(f->reason) == NULL)
 		return -1;
 	/* The description may quote the caller's bytes (an unknown JSON key): anything outside
 	 * printable ASCII becomes '?' rather than costing the answer. */
-	dlen = strnlen(e->desc, WIRE_MAX_DESC);
+	dlen = strnlen(f->desc, WIRE_MAX_DESC);
 	for (size_t i = 0; i < dlen; i++)
-		desc[i] = (unsigned char)e->desc[i] >= 0x20 && (unsigned char)e->desc[i] <= 0x7e
-		              ? e->desc[i]
+		desc[i] = (unsigned char)f->desc[i] >= 0x20 && (unsigned char)f->desc[i] <= 0x7e
+		              ? f->desc[i]
 		              : '?';
-	put_u16(b, (uint16_t)e->http);
-	put_str(b, 1, e->error, elen);
-	put_str(b, 1, e->reason, rlen);
+	put_u16(b, (uint16_t)f->reason);
 	put_str(b, 1, desc, dlen);
 	return 0;
 }
 
-static int rd_error_strs(struct rd *r, char error[WIRE_MAX_CODE + 1],
-                         char reason[WIRE_MAX_CODE + 1], char desc[WIRE_MAX_DESC + 1])
+static int rd_reason(struct rd *r, uint16_t *reason)
+{
+	if (rd_u16(r, "reason", reason) != 0)
+		return -1;
+	if (*reason != R_NONE && reason_name((enum reason)*reason) == NULL)
+		return fail(r->why, r->whylen, "reason: %u unknown", (unsigned)*reason);
+	return 0;
+}
+
+static int rd_desc(struct rd *r, char desc[WIRE_MAX_DESC + 1])
 {
 	size_t n;
 
-	if (rd_str(r, "error", 1, 1, WIRE_MAX_CODE, error, &n) != 0)
-		return -1;
-	if (!code_valid(error, n))
-		return fail(r->why, r->whylen, "error: not [a-z0-9_]");
-	if (rd_str(r, "reason", 1, 1, WIRE_MAX_CODE, reason, &n) != 0)
-		return -1;
-	if (!code_valid(reason, n))
-		return fail(r->why, r->whylen, "reason: not [a-z0-9_]");
 	if (rd_str(r, "description", 1, 0, WIRE_MAX_DESC, desc, &n) != 0)
 		return -1;
 	if (!printable(desc, n))
 		return fail(r->why, r->whylen, "description: not printable ASCII");
-	return 0;
-}
-
-static int rd_status(struct rd *r, uint16_t *status)
-{
-	if (rd_u16(r, "status", status) != 0)
-		return -1;
-	if (*status < 400 || *status > 599)
-		return fail(r->why, r->whylen, "status: %u not in 400..599", (unsigned)*status);
 	return 0;
 }
 
@@ -409,8 +377,8 @@ int wire_enc_sign(struct wire_buf *b, enum wire_method m, const struct sign_req 
 
 	ok = req != NULL && (m == WM_SIGN_HASH || m == WM_SIGN_DOC) &&
 	     (req->cms != 0) == (m == WM_SIGN_DOC) && family_valid(req->fam) &&
-	     hash_valid(req->hash) && req->pss_salt <= 64 && reg_valid_id(req->cred) &&
-	     req->nhashes >= 1 && req->nhashes <= SVC_MAX_HASHES;
+	     hash_valid(req->hash) && req->pss_salt <= 64 && cred_valid_id(req->cred) &&
+	     req->nhashes >= 1 && req->nhashes <= WIRE_MAX_HASHES;
 	if (!ok)
 		return enc_done(b, 0);
 	dlen = alg_hash_len(req->hash);
@@ -420,7 +388,7 @@ int wire_enc_sign(struct wire_buf *b, enum wire_method m, const struct sign_req 
 	    ((plen = strnlen(req->purpose, WIRE_MAX_PURPOSE + 1)) == 0 || plen > WIRE_MAX_PURPOSE))
 		return enc_done(b, 0);
 	if (req->sad != NULL &&
-	    ((slen = strnlen(req->sad, SVC_MAX_SAD + 1)) == 0 || slen > SVC_MAX_SAD))
+	    ((slen = strnlen(req->sad, WIRE_MAX_SAD + 1)) == 0 || slen > WIRE_MAX_SAD))
 		return enc_done(b, 0);
 	put_u8(b, (uint8_t)m);
 	put_u8(b, (uint8_t)req->fam);
@@ -471,18 +439,18 @@ int wire_dec_sign(const uint8_t *p, size_t len, struct wire_sign *out, char *why
 		fail(why, whylen, "pss_salt: %u not allowed", salt);
 		goto out;
 	}
-	if (rd_str(&r, "cred", 1, 1, REG_MAX_ID, q->cred, NULL) != 0)
+	if (rd_str(&r, "cred", 1, 1, CRED_MAX_ID, q->cred, NULL) != 0)
 		goto out;
-	if (!reg_valid_id(q->cred)) {
+	if (!cred_valid_id(q->cred)) {
 		fail(why, whylen, "cred: not a credential ID");
 		goto out;
 	}
 	if (rd_str(&r, "purpose", 1, 0, WIRE_MAX_PURPOSE, out->purpose, &plen) != 0 ||
-	    rd_str(&r, "SAD", 2, 0, SVC_MAX_SAD, out->sad, &slen) != 0 ||
+	    rd_str(&r, "SAD", 2, 0, WIRE_MAX_SAD, out->sad, &slen) != 0 ||
 	    rd_u8(&r, "nhashes", &n) != 0)
 		goto out;
-	if (n < 1 || n > SVC_MAX_HASHES) {
-		fail(why, whylen, "nhashes: %u not in 1..%d", n, SVC_MAX_HASHES);
+	if (n < 1 || n > WIRE_MAX_HASHES) {
+		fail(why, whylen, "nhashes: %u not in 1..%d", n, WIRE_MAX_HASHES);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -511,22 +479,22 @@ out:
 
 int wire_enc_cred_info_req(struct wire_buf *b, const char *cred)
 {
-	if (!reg_valid_id(cred))
+	if (!cred_valid_id(cred))
 		return enc_done(b, 0);
 	put_str(b, 1, cred, strlen(cred));
 	return enc_done(b, 1);
 }
 
-int wire_dec_cred_info_req(const uint8_t *p, size_t len, char cred[REG_MAX_ID + 1], char *why,
+int wire_dec_cred_info_req(const uint8_t *p, size_t len, char cred[CRED_MAX_ID + 1], char *why,
                            size_t whylen)
 {
 	struct rd r;
 
-	memset(cred, 0, REG_MAX_ID + 1);
+	memset(cred, 0, CRED_MAX_ID + 1);
 	rd_init(&r, p, len, why, whylen);
-	if (rd_str(&r, "cred", 1, 1, REG_MAX_ID, cred, NULL) != 0)
+	if (rd_str(&r, "cred", 1, 1, CRED_MAX_ID, cred, NULL) != 0)
 		goto bad;
-	if (!reg_valid_id(cred)) {
+	if (!cred_valid_id(cred)) {
 		fail(why, whylen, "cred: not a credential ID");
 		goto bad;
 	}
@@ -534,7 +502,7 @@ int wire_dec_cred_info_req(const uint8_t *p, size_t len, char cred[REG_MAX_ID + 
 		goto bad;
 	return 0;
 bad:
-	memset(cred, 0, REG_MAX_ID + 1);
+	memset(cred, 0, CRED_MAX_ID + 1);
 	return -1;
 }
 
@@ -542,7 +510,7 @@ bad:
 
 int wire_enc_list_req(struct wire_buf *b, const char *user, const char *after, unsigned max)
 {
-	if ((user != NULL && !reg_valid_user(user)) || (after != NULL && !reg_valid_id(after)) ||
+	if ((user != NULL && !cred_valid_user(user)) || (after != NULL && !cred_valid_id(after)) ||
 	    max < 1 || max > WIRE_MAX_IDS)
 		return enc_done(b, 0);
 	put_str(b, 1, user, user != NULL ? strlen(user) : 0);
@@ -560,15 +528,15 @@ int wire_dec_list_req(const uint8_t *p, size_t len, struct wire_list_req *out, c
 
 	memset(out, 0, sizeof(*out));
 	rd_init(&r, p, len, why, whylen);
-	if (rd_str(&r, "user", 1, 0, REG_MAX_USER, out->user, &ulen) != 0)
+	if (rd_str(&r, "user", 1, 0, CRED_MAX_USER, out->user, &ulen) != 0)
 		goto bad;
-	if (ulen > 0 && !reg_valid_user(out->user)) {
+	if (ulen > 0 && !cred_valid_user(out->user)) {
 		fail(why, whylen, "user: not a userID");
 		goto bad;
 	}
-	if (rd_str(&r, "after", 1, 0, REG_MAX_ID, out->after, &alen) != 0)
+	if (rd_str(&r, "after", 1, 0, CRED_MAX_ID, out->after, &alen) != 0)
 		goto bad;
-	if (alen > 0 && !reg_valid_id(out->after)) {
+	if (alen > 0 && !cred_valid_id(out->after)) {
 		fail(why, whylen, "after: not a credential ID");
 		goto bad;
 	}
@@ -591,23 +559,23 @@ bad:
 
 /* --- WIRE_REQ_RECORD --- */
 
-int wire_enc_record(struct wire_buf *b, enum wire_method m, const struct svc_error *refusal)
+int wire_enc_record(struct wire_buf *b, enum wire_method m, const struct refusal *refusal)
 {
 	if (!method_valid(m) || (refusal == NULL && m != WM_INFO))
 		return enc_done(b, 0);
 	put_u8(b, (uint8_t)m);
 	if (refusal == NULL) {
-		put_u16(b, 200);
+		put_u16(b, R_NONE);
 		return enc_done(b, 1);
 	}
-	return enc_done(b, put_error(b, refusal) == 0);
+	return enc_done(b, put_refusal(b, refusal) == 0);
 }
 
 int wire_dec_record(const uint8_t *p, size_t len, struct wire_record *out, char *why, size_t whylen)
 {
 	struct rd r;
 	uint8_t m;
-	uint16_t status;
+	uint16_t reason;
 
 	memset(out, 0, sizeof(*out));
 	rd_init(&r, p, len, why, whylen);
@@ -617,23 +585,20 @@ int wire_dec_record(const uint8_t *p, size_t len, struct wire_record *out, char 
 		fail(why, whylen, "method: %u unknown", m);
 		goto bad;
 	}
-	if (rd_u16(&r, "status", &status) != 0)
+	if (rd_reason(&r, &reason) != 0)
 		goto bad;
-	if (status == 200) {
+	if (reason == R_NONE) {
 		if (m != WM_INFO) {
-			fail(why, whylen, "status: 200 recorded only for info");
+			fail(why, whylen, "reason: none (allowed) recorded only for info");
 			goto bad;
 		}
-	} else if (status < 400 || status > 599) {
-		fail(why, whylen, "status: %u not 200 or in 400..599", (unsigned)status);
-		goto bad;
-	} else if (rd_error_strs(&r, out->error, out->reason, out->desc) != 0) {
+	} else if (rd_desc(&r, out->refusal.desc) != 0) {
 		goto bad;
 	}
 	if (rd_end(&r) != 0)
 		goto bad;
 	out->method = (enum wire_method)m;
-	out->status = status;
+	out->refusal.reason = (enum reason)reason;
 	return 0;
 bad:
 	memset(out, 0, sizeof(*out));
@@ -642,30 +607,30 @@ bad:
 
 /* --- WIRE_RESP_ERROR --- */
 
-int wire_enc_error(struct wire_buf *b, const struct svc_error *e)
+int wire_enc_error(struct wire_buf *b, const struct refusal *f)
 {
-	return enc_done(b, put_error(b, e) == 0);
+	return enc_done(b, put_refusal(b, f) == 0);
 }
 
-int wire_dec_error(const uint8_t *p, size_t len, struct svc_error *e,
-                   struct wire_error_strs *out_strs, char *why, size_t whylen)
+int wire_dec_error(const uint8_t *p, size_t len, struct refusal *f, char *why, size_t whylen)
 {
 	struct rd r;
-	uint16_t status;
+	uint16_t reason;
 
-	memset(e, 0, sizeof(*e));
-	memset(out_strs, 0, sizeof(*out_strs));
+	memset(f, 0, sizeof(*f));
 	rd_init(&r, p, len, why, whylen);
-	if (rd_status(&r, &status) != 0 ||
-	    rd_error_strs(&r, out_strs->error, out_strs->reason, e->desc) != 0 || rd_end(&r) != 0)
+	if (rd_reason(&r, &reason) != 0)
 		goto bad;
-	e->http = status;
-	e->error = out_strs->error;
-	e->reason = out_strs->reason;
+	if (reason == R_NONE) {
+		fail(why, whylen, "reason: none in an error answer");
+		goto bad;
+	}
+	if (rd_desc(&r, f->desc) != 0 || rd_end(&r) != 0)
+		goto bad;
+	f->reason = (enum reason)reason;
 	return 0;
 bad:
-	memset(e, 0, sizeof(*e));
-	memset(out_strs, 0, sizeof(*out_strs));
+	memset(f, 0, sizeof(*f));
 	return -1;
 }
 
@@ -673,7 +638,7 @@ bad:
 
 int wire_enc_sign_result(struct wire_buf *b, const struct sign_result *r)
 {
-	if (r == NULL || r->n < 1 || r->n > SVC_MAX_HASHES)
+	if (r == NULL || r->n < 1 || r->n > WIRE_MAX_HASHES)
 		return enc_done(b, 0);
 	for (size_t i = 0; i < r->n; i++)
 		if (r->sig[i] == NULL || r->len[i] < 1 || r->len[i] > WIRE_MAX_SIG)
@@ -697,8 +662,8 @@ int wire_dec_sign_result(const uint8_t *p, size_t len, struct sign_result *out, 
 	rd_init(&r, p, len, why, whylen);
 	if (rd_u8(&r, "n", &n) != 0)
 		goto out;
-	if (n < 1 || n > SVC_MAX_HASHES) {
-		fail(why, whylen, "n: %u not in 1..%d", n, SVC_MAX_HASHES);
+	if (n < 1 || n > WIRE_MAX_HASHES) {
+		fail(why, whylen, "n: %u not in 1..%d", n, WIRE_MAX_HASHES);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -729,15 +694,28 @@ out:
 
 static int key_valid(int type, int curve_nid)
 {
-	return (type == TOK_KEY_RSA && curve_nid == 0) || (type == TOK_KEY_EC && curve_nid > 0);
+	return (type == WIRE_KEY_RSA && curve_nid == 0) || (type == WIRE_KEY_EC && curve_nid > 0);
+}
+
+const char *wire_cred_status_name(int status)
+{
+	switch (status) {
+	case WIRE_CRED_ACTIVE:
+		return "active";
+	case WIRE_CRED_SUSPENDED:
+		return "suspended";
+	case WIRE_CRED_REVOKED:
+		return "revoked";
+	}
+	return NULL;
 }
 
 int wire_enc_cred_info(struct wire_buf *b, const struct wire_cred_info *ci)
 {
 	size_t olen, clen;
 
-	if (ci == NULL || ci->reg_status < REG_ACTIVE || ci->reg_status > REG_REVOKED ||
-	    !reg_valid_user(ci->owner) || !key_valid(ci->key_type, ci->curve_nid) ||
+	if (ci == NULL || wire_cred_status_name(ci->status) == NULL ||
+	    !cred_valid_user(ci->owner) || !key_valid(ci->key_type, ci->curve_nid) ||
 	    ci->bits > UINT16_MAX || ci->cert_len > WIRE_MAX_CERT ||
 	    (ci->cert_len > 0 && ci->cert_der == NULL))
 		return enc_done(b, 0);
@@ -745,7 +723,7 @@ int wire_enc_cred_info(struct wire_buf *b, const struct wire_cred_info *ci)
 	clen = ci->chain_pem != NULL ? strnlen(ci->chain_pem, WIRE_MAX_CHAIN + 1) : 0;
 	if (clen > WIRE_MAX_CHAIN)
 		return enc_done(b, 0);
-	put_u8(b, (uint8_t)ci->reg_status);
+	put_u8(b, (uint8_t)ci->status);
 	put_str(b, 1, ci->owner, olen);
 	put_u8(b, (uint8_t)ci->key_type);
 	put_u16(b, (uint16_t)ci->bits);
@@ -769,15 +747,15 @@ int wire_dec_cred_info(const uint8_t *p, size_t len, struct wire_cred_info *out,
 
 	memset(out, 0, sizeof(*out));
 	rd_init(&r, p, len, why, whylen);
-	if (rd_u8(&r, "registry status", &st) != 0)
+	if (rd_u8(&r, "status", &st) != 0)
 		goto out;
-	if (st < REG_ACTIVE || st > REG_REVOKED) {
-		fail(why, whylen, "registry status: %u unknown", st);
+	if (wire_cred_status_name(st) == NULL) {
+		fail(why, whylen, "status: %u unknown", st);
 		goto out;
 	}
-	if (rd_str(&r, "owner", 1, 1, REG_MAX_USER, out->owner, NULL) != 0)
+	if (rd_str(&r, "owner", 1, 1, CRED_MAX_USER, out->owner, NULL) != 0)
 		goto out;
-	if (!reg_valid_user(out->owner)) {
+	if (!cred_valid_user(out->owner)) {
 		fail(why, whylen, "owner: not a userID");
 		goto out;
 	}
@@ -816,7 +794,7 @@ int wire_dec_cred_info(const uint8_t *p, size_t len, struct wire_cred_info *out,
 	}
 	if (rd_end(&r) != 0)
 		goto out;
-	out->reg_status = st;
+	out->status = st;
 	out->key_type = type;
 	out->bits = bits;
 	out->curve_nid = curve;
@@ -841,7 +819,7 @@ int wire_enc_list(struct wire_buf *b, int more, char *const *ids, size_t n)
 	if (n > WIRE_MAX_IDS || (n > 0 && ids == NULL))
 		return enc_done(b, 0);
 	for (size_t i = 0; i < n; i++)
-		if (!reg_valid_id(ids[i]))
+		if (!cred_valid_id(ids[i]))
 			return enc_done(b, 0);
 	put_u8(b, more != 0);
 	put_u16(b, (uint16_t)n);
@@ -881,9 +859,9 @@ int wire_dec_list(const uint8_t *p, size_t len, struct wire_list *out, char *why
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (rd_str(&r, "id", 1, 1, REG_MAX_ID, out->ids[i], NULL) != 0)
+		if (rd_str(&r, "id", 1, 1, CRED_MAX_ID, out->ids[i], NULL) != 0)
 			goto out;
-		if (!reg_valid_id(out->ids[i])) {
+		if (!cred_valid_id(out->ids[i])) {
 			fail(why, whylen, "id %zu: not a credential ID", i);
 			goto out;
 		}
@@ -909,9 +887,9 @@ void wire_list_clear(struct wire_list *l)
 
 int wire_enc_status(struct wire_buf *b, const struct wire_status *st)
 {
-	const struct tok_stats *ts = st != NULL ? &st->tok : NULL;
+	const struct wire_token_stats *ts = st != NULL ? &st->tok : NULL;
 
-	if (ts == NULL || ts->state < TOK_STATE_UP || ts->state > TOK_STATE_PIN_FAILED ||
+	if (ts == NULL || ts->state < WIRE_TOKEN_UP || ts->state > WIRE_TOKEN_PIN_FAILED ||
 	    (ts->pcsc != 0 && ts->pcsc != 1) || ts->last_outage_ms < 0 ||
 	    st->ledger.records < st->ledger.commits)
 		return enc_done(b, 0);
@@ -936,14 +914,14 @@ int wire_dec_status(const uint8_t *p, size_t len, struct wire_status *out, char 
 	struct rd r;
 	uint8_t state, pcsc, stalled;
 	uint64_t downs, ups, fast, last;
-	struct ledger_stats ls;
+	struct wire_ledger_stats ls;
 	int64_t outage;
 
 	memset(out, 0, sizeof(*out));
 	rd_init(&r, p, len, why, whylen);
 	if (rd_u8(&r, "state", &state) != 0)
 		return -1;
-	if (state > TOK_STATE_PIN_FAILED)
+	if (state > WIRE_TOKEN_PIN_FAILED)
 		return fail(why, whylen, "state: %u unknown", state);
 	if (rd_u8(&r, "pcsc", &pcsc) != 0)
 		return -1;

@@ -16,10 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pkcs11/token.h"
-#include "signer/core/ledger.h"
-#include "signer/core/registry.h"
-#include "signer/core/service.h"
+#include "signer/wire/types.h"
 
 #define WIRE_MAGIC 0x31574149u /* "IAW1" read as a little-endian u32 */
 #define WIRE_HDR_LEN 12
@@ -99,72 +96,69 @@ struct wire_sign {
 	enum wire_method method;
 	struct sign_req req; /* req.purpose and req.sad point into the buffers below, or NULL */
 	char purpose[WIRE_MAX_PURPOSE + 1];
-	char sad[SVC_MAX_SAD + 1];
+	char sad[WIRE_MAX_SAD + 1];
 };
 int wire_enc_sign(struct wire_buf *b, enum wire_method m, const struct sign_req *req);
 /* Checks: method; family and hash known; pss_salt <= 64, and equal to the digest length
- * unless the family is RSASSA-PSS; cred a valid credential ID (reg_valid_id); purpose
- * 1..WIRE_MAX_PURPOSE and SAD 1..SVC_MAX_SAD bytes without NUL; 1..SVC_MAX_HASHES digests;
+ * unless the family is RSASSA-PSS; cred a valid credential ID (cred_valid_id); purpose
+ * 1..WIRE_MAX_PURPOSE and SAD 1..WIRE_MAX_SAD bytes without NUL; 1..WIRE_MAX_HASHES digests;
  * req.cms set from the method. 0, or -1 with why naming the field. */
 int wire_dec_sign(const uint8_t *p, size_t len, struct wire_sign *out, char *why, size_t whylen);
 
 /* WIRE_REQ_CRED_INFO payload: u8 cred length + cred. */
 int wire_enc_cred_info_req(struct wire_buf *b, const char *cred);
-int wire_dec_cred_info_req(const uint8_t *p, size_t len, char cred[REG_MAX_ID + 1], char *why,
+int wire_dec_cred_info_req(const uint8_t *p, size_t len, char cred[CRED_MAX_ID + 1], char *why,
                            size_t whylen);
 
 /* WIRE_REQ_LIST payload: u8 user length + user (0: absent), u8 after length + after (0:
- * absent), u16 max (1..WIRE_MAX_IDS). user must pass reg_valid_user, after reg_valid_id. */
+ * absent), u16 max (1..WIRE_MAX_IDS). user must pass cred_valid_user, after cred_valid_id. */
 struct wire_list_req {
 	int has_user, has_after;
-	char user[REG_MAX_USER + 1];
-	char after[REG_MAX_ID + 1];
+	char user[CRED_MAX_USER + 1];
+	char after[CRED_MAX_ID + 1];
 	unsigned max;
 };
 int wire_enc_list_req(struct wire_buf *b, const char *user, const char *after, unsigned max);
 int wire_dec_list_req(const uint8_t *p, size_t len, struct wire_list_req *out, char *why,
                       size_t whylen);
 
-/* WIRE_REQ_RECORD payload: u8 method, u16 status, then for a refusal the error: u8 length +
- * error, u8 length + reason, u8 length + description. Status 200 (allowed, no error strings)
- * only for WM_INFO; otherwise 400..599 with error and reason 1..47 bytes of [a-z0-9_] and a
- * description 0..199 bytes of printable ASCII. */
+/* WIRE_REQ_RECORD payload: u8 method, u16 reason, then for a refusal (reason not R_NONE) u8
+ * length + description. R_NONE (allowed, no description) only for WM_INFO; otherwise a known
+ * enum reason, and a description of 0..WIRE_MAX_DESC bytes of printable ASCII. */
 struct wire_record {
 	enum wire_method method;
-	int status;
-	char error[48], reason[48], desc[200];
+	struct refusal refusal; /* refusal.reason R_NONE: allowed */
 };
-int wire_enc_record(struct wire_buf *b, enum wire_method m, const struct svc_error *refusal);
 /* refusal NULL: allowed (WM_INFO only). */
+int wire_enc_record(struct wire_buf *b, enum wire_method m, const struct refusal *refusal);
 int wire_dec_record(const uint8_t *p, size_t len, struct wire_record *out, char *why,
                     size_t whylen);
 
 /* --- Responses (core -> listener) --- */
 
-/* WIRE_RESP_ERROR payload: u16 status (400..599), u8 length + error, u8 length + reason, u8
- * length + description (the same character rules as a record). Decoded into e, whose error
- * and reason then point into out_strs (which must outlive e). */
-struct wire_error_strs {
-	char error[48], reason[48];
-};
-int wire_enc_error(struct wire_buf *b, const struct svc_error *e);
-int wire_dec_error(const uint8_t *p, size_t len, struct svc_error *e,
-                   struct wire_error_strs *out_strs, char *why, size_t whylen);
+/* WIRE_RESP_ERROR payload: u16 reason (a known enum reason), u8 length + description (the same
+ * rules as a record's). Whatever the core answers it has recorded (svc_conclude). */
+int wire_enc_error(struct wire_buf *b, const struct refusal *f);
+int wire_dec_error(const uint8_t *p, size_t len, struct refusal *f, char *why, size_t whylen);
 
-/* WIRE_RESP_SIGN payload: u8 n (1..SVC_MAX_HASHES), then n times u32 length (1..WIRE_MAX_SIG)
+/* WIRE_RESP_SIGN payload: u8 n (1..WIRE_MAX_HASHES), then n times u32 length (1..WIRE_MAX_SIG)
  * + bytes. Decoded into a sign_result whose signatures are malloc'ed (sign_result_clear). */
 int wire_enc_sign_result(struct wire_buf *b, const struct sign_result *r);
 int wire_dec_sign_result(const uint8_t *p, size_t len, struct sign_result *out, char *why,
                          size_t whylen);
 
-/* WIRE_RESP_CRED_INFO payload: u8 registry status (enum reg_status), u8 owner length + owner,
- * u8 key type (enum tok_keytype), u16 bits, i32 curve NID (0 for RSA), u32 certificate length
+/* WIRE_RESP_CRED_INFO payload: u8 status (enum wire_cred_status), u8 owner length + owner, u8
+ * key type (enum wire_key_type), u16 bits, i32 curve NID (0 for RSA), u32 certificate length
  * + DER (0: none; at most WIRE_MAX_CERT), u32 chain length + PEM (0: none; at most
  * WIRE_MAX_CHAIN, no NUL). */
+enum wire_cred_status { WIRE_CRED_ACTIVE = 1, WIRE_CRED_SUSPENDED = 2, WIRE_CRED_REVOKED = 3 };
+/* "active", "suspended", "revoked"; NULL outside the enumeration. */
+const char *wire_cred_status_name(int status);
+enum wire_key_type { WIRE_KEY_EC = 1, WIRE_KEY_RSA = 2 };
 struct wire_cred_info {
-	int reg_status;
-	char owner[REG_MAX_USER + 1];
-	int key_type;
+	int status; /* enum wire_cred_status */
+	char owner[CRED_MAX_USER + 1];
+	int key_type; /* enum wire_key_type */
 	unsigned bits;
 	int curve_nid;
 	uint8_t *cert_der; /* malloc'ed, or NULL */
@@ -177,22 +171,35 @@ int wire_dec_cred_info(const uint8_t *p, size_t len, struct wire_cred_info *out,
 void wire_cred_info_clear(struct wire_cred_info *ci);
 
 /* WIRE_RESP_LIST payload: u8 more (0 or 1), u16 n (0..WIRE_MAX_IDS), then n times u8 length
- * + credential ID (reg_valid_id). */
+ * + credential ID (cred_valid_id). */
 struct wire_list {
 	int more;
 	size_t n;
-	char (*ids)[REG_MAX_ID + 1]; /* malloc'ed array of n */
+	char (*ids)[CRED_MAX_ID + 1]; /* malloc'ed array of n */
 };
 int wire_enc_list(struct wire_buf *b, int more, char *const *ids, size_t n);
 int wire_dec_list(const uint8_t *p, size_t len, struct wire_list *out, char *why, size_t whylen);
 void wire_list_clear(struct wire_list *l);
 
-/* WIRE_RESP_STATUS payload: u8 state (enum tok_state), u8 pcsc, u64 downs, u64 recoveries,
- * u64 fast_failures, i64 last_outage_ms; then the ledger's u64 commits, u64 records (at least
- * commits), u64 failed, u64 commit_ns, u64 busy_ms, u64 unrecorded, u8 stalled (0 or 1). */
+/* WIRE_RESP_STATUS payload: u8 state (enum wire_token_state), u8 pcsc, u64 downs, u64
+ * recoveries, u64 fast_failures, i64 last_outage_ms; then the ledger's u64 commits, u64
+ * records (at least commits), u64 failed, u64 commit_ns, u64 busy_ms, u64 unrecorded, u8
+ * stalled (0 or 1). The fields are the token's and the ledger's own figures (tok_stats,
+ * ledger_stats), copied by the core. */
+enum wire_token_state { WIRE_TOKEN_UP = 0, WIRE_TOKEN_DOWN = 1, WIRE_TOKEN_PIN_FAILED = 2 };
+struct wire_token_stats {
+	int state; /* enum wire_token_state */
+	int pcsc;  /* 1 when a PC/SC thread watches the reader */
+	uint64_t downs, recoveries, fast_failures;
+	int64_t last_outage_ms;
+};
+struct wire_ledger_stats {
+	uint64_t commits, records, failed, commit_ns, busy_ms, unrecorded;
+	int stalled;
+};
 struct wire_status {
-	struct tok_stats tok;
-	struct ledger_stats ledger;
+	struct wire_token_stats tok;
+	struct wire_ledger_stats ledger;
 };
 int wire_enc_status(struct wire_buf *b, const struct wire_status *st);
 int wire_dec_status(const uint8_t *p, size_t len, struct wire_status *out, char *why,

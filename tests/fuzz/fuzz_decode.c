@@ -11,7 +11,7 @@
 
 static void decode(json_t *root, int doc)
 {
-	struct svc_error e;
+	struct refusal e;
 	struct sign_req *req = malloc(sizeof(*req)); /* large: off the stack, as csc.c does */
 	char *body;
 	int r;
@@ -22,10 +22,10 @@ static void decode(json_t *root, int doc)
 	r = doc ? csc_decode_sign_doc(root, req, &e) : csc_decode_sign_hash(root, req, &e);
 	/* The decoder's contract: 0, or -1 with an error set that the edge can answer. */
 	if (r == 0) {
-		if (req->nhashes == 0 || req->nhashes > SVC_MAX_HASHES || req->hash == HASH_NONE ||
+		if (req->nhashes == 0 || req->nhashes > WIRE_MAX_HASHES || req->hash == HASH_NONE ||
 		    alg_hash_len(req->hash) == 0 || req->cred[0] == '\0')
 			abort();
-	} else if (r != -1 || e.http < 400 || e.http > 599 || e.error == NULL || e.reason == NULL) {
+	} else if (r != -1 || reason_name(e.reason) == NULL || csc_status(e.reason, NULL) < 400) {
 		abort();
 	}
 	if (r != 0) {

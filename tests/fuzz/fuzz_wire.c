@@ -61,8 +61,8 @@ static void sign(const uint8_t *p, size_t len, struct wire_buf *b, char *why, si
 	r = wire_dec_sign(p, len, w, why, whylen);
 	check(r, why, w, sizeof(*w));
 	if (r == 0) {
-		if (w->req.nhashes < 1 || w->req.nhashes > SVC_MAX_HASHES ||
-		    alg_hash_len(w->req.hash) == 0 || !reg_valid_id(w->req.cred) ||
+		if (w->req.nhashes < 1 || w->req.nhashes > WIRE_MAX_HASHES ||
+		    alg_hash_len(w->req.hash) == 0 || !cred_valid_id(w->req.cred) ||
 		    (w->req.purpose != NULL && w->req.purpose != w->purpose) ||
 		    (w->req.sad != NULL && w->req.sad != w->sad))
 			abort();
@@ -87,33 +87,28 @@ static void list_req(const uint8_t *p, size_t len, struct wire_buf *b, char *why
 static void record(const uint8_t *p, size_t len, struct wire_buf *b, char *why, size_t whylen)
 {
 	struct wire_record w;
-	struct svc_error e = {0};
 	int r = wire_dec_record(p, len, &w, why, whylen);
 
 	check(r, why, &w, sizeof(w));
 	if (r != 0)
 		return;
-	if (w.status == 200) {
+	if (w.refusal.reason == R_NONE) {
 		same(b, wire_enc_record(b, w.method, NULL), p, len);
 		return;
 	}
-	e.http = w.status;
-	e.error = w.error;
-	e.reason = w.reason;
-	memcpy(e.desc, w.desc, sizeof(e.desc));
-	same(b, wire_enc_record(b, w.method, &e), p, len);
+	if (reason_name(w.refusal.reason) == NULL)
+		abort();
+	same(b, wire_enc_record(b, w.method, &w.refusal), p, len);
 }
 
 static void error_answer(const uint8_t *p, size_t len, struct wire_buf *b, char *why, size_t whylen)
 {
-	struct svc_error e;
-	struct wire_error_strs s;
-	int r = wire_dec_error(p, len, &e, &s, why, whylen);
+	struct refusal e;
+	int r = wire_dec_error(p, len, &e, why, whylen);
 
 	check(r, why, &e, sizeof(e));
-	check(r, why, &s, sizeof(s));
 	if (r == 0) {
-		if (e.error != s.error || e.reason != s.reason || e.http < 400 || e.http > 599)
+		if (reason_name(e.reason) == NULL)
 			abort();
 		same(b, wire_enc_error(b, &e), p, len);
 	}
@@ -190,7 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		sign(p, len, &b, why, sizeof(why));
 		break;
 	case D_CRED_REQ: {
-		char cred[REG_MAX_ID + 1];
+		char cred[CRED_MAX_ID + 1];
 		int r = wire_dec_cred_info_req(p, len, cred, why, sizeof(why));
 
 		check(r, why, cred, sizeof(cred));

@@ -23,7 +23,7 @@
 #define SHA384 "2.16.840.1.101.3.4.2.2"
 
 static struct sign_req req;
-static struct svc_error err;
+static struct refusal err;
 static json_t *doc;
 
 static int decode_hash(const char *text)
@@ -52,9 +52,11 @@ static int decode_doc(const char *text)
 
 static void expect_400(const char *reason)
 {
-	assert_int_equal(err.http, 400);
-	assert_string_equal(err.error, "invalid_request");
-	assert_string_equal(err.reason, reason);
+	const char *error = NULL;
+
+	assert_int_equal(csc_status(err.reason, &error), 400);
+	assert_string_equal(error, "invalid_request");
+	assert_string_equal(reason_name(err.reason), reason);
 	assert_true(strlen(err.desc) > 0);
 }
 
@@ -214,7 +216,7 @@ static void too_many_hashes(void **state)
 	off = (size_t)snprintf(text, cap,
 	                       "{\"credentialID\":\"c\",\"hashAlgorithmOID\":\"" SHA256
 	                       "\",\"signAlgo\":\"1.2.840.10045.2.1\",\"hashes\":[");
-	for (int i = 0; i < SVC_MAX_HASHES + 1; i++)
+	for (int i = 0; i < WIRE_MAX_HASHES + 1; i++)
 		off += (size_t)snprintf(text + off, cap - off, "%s\"" H32 "\"", i ? "," : "");
 	snprintf(text + off, cap - off, "]}");
 	assert_int_equal(decode_hash(text), -1);
@@ -343,12 +345,12 @@ static void bad_sign_doc(void **state)
 
 static void error_body_is_json(void **state)
 {
-	struct svc_error e;
+	struct refusal e;
 	json_error_t je;
 	json_t *o;
 	char *s;
 
-	svc_fail(&e, 403, "access_denied", "purpose_not_allowed", "quote \" and newline\n");
+	refuse(&e, R_PURPOSE_NOT_ALLOWED, "%s", "quote \" and newline\n");
 	s = csc_error_body(&e);
 	assert_non_null(s);
 	o = json_loads(s, 0, &je);
@@ -391,7 +393,7 @@ static void error_body_with_split_utf8(void **state)
 	json_decref(o);
 	free(s);
 	/* A whole non-ASCII name is quoted as it is. */
-	svc_fail(&err, 400, "invalid_request", "invalid_request", "Unknown parameter \xc6\xbc");
+	refuse(&err, R_INVALID_REQUEST, "Unknown parameter \xc6\xbc");
 	s = csc_error_body(&err);
 	assert_non_null(s);
 	o = json_loads(s, 0, &je);
@@ -400,6 +402,52 @@ static void error_body_with_split_utf8(void **state)
 	                    "Unknown parameter \xc6\xbc");
 	json_decref(o);
 	free(s);
+}
+
+/* Every reason has a name, and docs/api.md's error table is csc_status(): each reason listed
+ * once, with the HTTP status and CSC error the listener answers. */
+static void reasons_match_the_api_doc(void **state)
+{
+	int seen[R_COUNT] = {0};
+	char line[1024];
+	FILE *f;
+
+	assert_null(reason_name(R_NONE));
+	assert_null(reason_name(R_COUNT));
+	assert_int_equal(reason_lookup("no_such_reason"), R_NONE);
+	for (int r = R_NONE + 1; r < R_COUNT; r++) {
+		assert_non_null(reason_name((enum reason)r));
+		assert_int_equal(reason_lookup(reason_name((enum reason)r)), r);
+	}
+	f = fopen(TEST_DATA "/../../docs/api.md", "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char error[64], names[512], *save = NULL;
+		const char *want;
+		int http;
+
+		if (sscanf(line, "| %d | %63[a-z_] | %511[^|]|", &http, error, names) != 3)
+			continue;
+		for (char *t = strtok_r(names, ", ", &save); t != NULL;
+		     t = strtok_r(NULL, ", ", &save)) {
+			enum reason r;
+
+			if (t[0] != '`')
+				continue;
+			t[strcspn(t + 1, "`") + 1] = '\0';
+			r = reason_lookup(t + 1);
+			if (r == R_NONE)
+				fail_msg("docs/api.md names an unknown reason %s", t + 1);
+			assert_int_equal(csc_status(r, &want), http);
+			assert_string_equal(want, error);
+			seen[r]++;
+		}
+	}
+	fclose(f);
+	for (int r = R_NONE + 1; r < R_COUNT; r++)
+		if (seen[r] != 1)
+			fail_msg("docs/api.md lists reason %s %d times", reason_name((enum reason)r),
+			         seen[r]);
 }
 
 int main(void)
@@ -420,6 +468,7 @@ int main(void)
 	    cmocka_unit_test(bad_sign_doc),
 	    cmocka_unit_test(error_body_is_json),
 	    cmocka_unit_test(error_body_with_split_utf8),
+	    cmocka_unit_test(reasons_match_the_api_doc),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 

@@ -145,7 +145,7 @@ static int d_sign(const uint8_t *p, size_t len, char *why, size_t whylen)
 
 static int d_cred_req(const uint8_t *p, size_t len, char *why, size_t whylen)
 {
-	char cred[REG_MAX_ID + 1];
+	char cred[CRED_MAX_ID + 1];
 	int r;
 
 	memset(cred, 0xa5, sizeof(cred));
@@ -181,17 +181,13 @@ static int d_record(const uint8_t *p, size_t len, char *why, size_t whylen)
 
 static int d_error(const uint8_t *p, size_t len, char *why, size_t whylen)
 {
-	struct svc_error e;
-	struct wire_error_strs s;
+	struct refusal e;
 	int r;
 
 	memset(&e, 0xa5, sizeof(e));
-	memset(&s, 0xa5, sizeof(s));
-	r = wire_dec_error(p, len, &e, &s, why, whylen);
-	if (r != 0) {
+	r = wire_dec_error(p, len, &e, why, whylen);
+	if (r != 0)
 		assert_true(all_zero(&e, sizeof(e)));
-		assert_true(all_zero(&s, sizeof(s)));
-	}
 	return r;
 }
 
@@ -424,9 +420,9 @@ static void sign_roundtrip(void **state)
 	q->pss_salt = 64;
 	sign_roundtrip_one(q, 0);
 	/* Every field at its cap: purpose 64, SAD 8192, 64 SHA-512 digests, credential ID 64. */
-	make_req(q, ALG_ECDSA, HASH_SHA512, SVC_MAX_HASHES, rep('p', WIRE_MAX_PURPOSE),
-	         rep('s', SVC_MAX_SAD), 1);
-	snprintf(q->cred, sizeof(q->cred), "%s", rep('c', REG_MAX_ID));
+	make_req(q, ALG_ECDSA, HASH_SHA512, WIRE_MAX_HASHES, rep('p', WIRE_MAX_PURPOSE),
+	         rep('s', WIRE_MAX_SAD), 1);
+	snprintf(q->cred, sizeof(q->cred), "%s", rep('c', CRED_MAX_ID));
 	sign_roundtrip_one(q, 0);
 	free(q);
 }
@@ -494,7 +490,7 @@ static void sign_try(const struct sign_fields *f, const char *field)
 static void sign_refusals(void **state)
 {
 	struct sign_fields f;
-	char big[SVC_MAX_SAD + 2];
+	char big[WIRE_MAX_SAD + 2];
 
 	f = sign_default();
 	sign_try(&f, NULL);
@@ -545,11 +541,11 @@ static void sign_refusals(void **state)
 	sign_try(&f, "pss_salt");
 	/* Credential ID: 1..64 of [A-Za-z0-9._-], no NUL. */
 	f = sign_default();
-	f.cred = rep('c', REG_MAX_ID);
-	f.cred_len = REG_MAX_ID;
+	f.cred = rep('c', CRED_MAX_ID);
+	f.cred_len = CRED_MAX_ID;
 	sign_try(&f, NULL);
-	f.cred = rep('c', REG_MAX_ID + 1);
-	f.cred_len = REG_MAX_ID + 1;
+	f.cred = rep('c', CRED_MAX_ID + 1);
+	f.cred_len = CRED_MAX_ID + 1;
 	sign_try(&f, "cred");
 	f.cred_len = 0;
 	sign_try(&f, "cred");
@@ -581,20 +577,20 @@ static void sign_refusals(void **state)
 	sign_try(&f, NULL);
 	memset(big, 's', sizeof(big));
 	f.sad = big;
-	f.sad_len = SVC_MAX_SAD;
+	f.sad_len = WIRE_MAX_SAD;
 	sign_try(&f, NULL);
-	f.sad_len = SVC_MAX_SAD + 1;
+	f.sad_len = WIRE_MAX_SAD + 1;
 	sign_try(&f, "SAD");
 	big[100] = '\0';
-	f.sad_len = SVC_MAX_SAD;
+	f.sad_len = WIRE_MAX_SAD;
 	sign_try(&f, "SAD");
 	/* 1..64 digests. */
 	f = sign_default();
 	f.nhashes = 0;
 	sign_try(&f, "nhashes");
-	f.nhashes = SVC_MAX_HASHES;
+	f.nhashes = WIRE_MAX_HASHES;
 	sign_try(&f, NULL);
-	f.nhashes = SVC_MAX_HASHES + 1;
+	f.nhashes = WIRE_MAX_HASHES + 1;
 	sign_try(&f, "nhashes");
 }
 
@@ -610,7 +606,7 @@ static void sign_encoder_refusals(void **state)
 	enc_refused(wire_enc_sign(&b, WM_SIGN_DOC, q), &b); /* cms does not match */
 	q->nhashes = 0;
 	enc_refused(wire_enc_sign(&b, WM_SIGN_HASH, q), &b);
-	q->nhashes = SVC_MAX_HASHES + 1;
+	q->nhashes = WIRE_MAX_HASHES + 1;
 	enc_refused(wire_enc_sign(&b, WM_SIGN_HASH, q), &b);
 	q->nhashes = 1;
 	q->pss_salt = 20;
@@ -632,7 +628,7 @@ static void sign_encoder_refusals(void **state)
 	q->purpose = NULL;
 	q->sad = "";
 	enc_refused(wire_enc_sign(&b, WM_SIGN_HASH, q), &b);
-	q->sad = rep('s', SVC_MAX_SAD + 1);
+	q->sad = rep('s', WIRE_MAX_SAD + 1);
 	enc_refused(wire_enc_sign(&b, WM_SIGN_HASH, q), &b);
 	q->sad = NULL;
 	snprintf(q->cred, sizeof(q->cred), "a b");
@@ -654,7 +650,7 @@ static void sign_encoder_refusals(void **state)
 
 static void cred_info_req(void **state)
 {
-	char cred[REG_MAX_ID + 1], why[160];
+	char cred[CRED_MAX_ID + 1], why[160];
 	struct wire_buf b;
 	struct raw r = {0};
 
@@ -665,10 +661,10 @@ static void cred_info_req(void **state)
 	check_strict(d_cred_req, b.p, b.len);
 	wire_buf_free(&b);
 
-	rs8(&r, rep('x', REG_MAX_ID));
+	rs8(&r, rep('x', CRED_MAX_ID));
 	accepted(d_cred_req, &r);
 	raw_free(&r);
-	rs8(&r, rep('x', REG_MAX_ID + 1));
+	rs8(&r, rep('x', CRED_MAX_ID + 1));
 	refused(d_cred_req, &r, "cred");
 	raw_free(&r);
 	rs8(&r, "");
@@ -684,7 +680,7 @@ static void cred_info_req(void **state)
 	enc_refused(wire_enc_cred_info_req(&b, "a b"), &b);
 	enc_refused(wire_enc_cred_info_req(&b, ""), &b);
 	enc_refused(wire_enc_cred_info_req(&b, NULL), &b);
-	enc_refused(wire_enc_cred_info_req(&b, rep('x', REG_MAX_ID + 1)), &b);
+	enc_refused(wire_enc_cred_info_req(&b, rep('x', CRED_MAX_ID + 1)), &b);
 }
 
 /* --- WIRE_REQ_LIST --- */
@@ -724,7 +720,7 @@ static void list_req(void **state)
 	list_req_one(NULL, NULL, 1);
 	list_req_one("alice@example", NULL, WIRE_MAX_IDS);
 	list_req_one(NULL, "cred-9", 10);
-	list_req_one(rep('u', REG_MAX_USER), rep('i', REG_MAX_ID), 1000);
+	list_req_one(rep('u', CRED_MAX_USER), rep('i', CRED_MAX_ID), 1000);
 
 	list_req_raw(&r, NULL, 0, NULL, 0, 0);
 	refused(d_list_req, &r, "max");
@@ -732,7 +728,7 @@ static void list_req(void **state)
 	list_req_raw(&r, NULL, 0, NULL, 0, WIRE_MAX_IDS + 1);
 	refused(d_list_req, &r, "max");
 	raw_free(&r);
-	list_req_raw(&r, rep('u', REG_MAX_USER + 1), REG_MAX_USER + 1, NULL, 0, 5);
+	list_req_raw(&r, rep('u', CRED_MAX_USER + 1), CRED_MAX_USER + 1, NULL, 0, 5);
 	refused(d_list_req, &r, "user");
 	raw_free(&r);
 	list_req_raw(&r, "al ice", 6, NULL, 0, 5);
@@ -744,7 +740,7 @@ static void list_req(void **state)
 	list_req_raw(&r, "al\0ice", 6, NULL, 0, 5);
 	refused(d_list_req, &r, "user");
 	raw_free(&r);
-	list_req_raw(&r, NULL, 0, rep('i', REG_MAX_ID + 1), REG_MAX_ID + 1, 5);
+	list_req_raw(&r, NULL, 0, rep('i', CRED_MAX_ID + 1), CRED_MAX_ID + 1, 5);
 	refused(d_list_req, &r, "after");
 	raw_free(&r);
 	list_req_raw(&r, NULL, 0, "a/b", 3, 5);
@@ -766,7 +762,7 @@ static void list_req(void **state)
 
 static void record_roundtrip(void **state)
 {
-	struct svc_error e = {0};
+	struct refusal e = {0};
 	struct wire_record w;
 	struct wire_buf b;
 	char why[160];
@@ -776,8 +772,8 @@ static void record_roundtrip(void **state)
 	assert_int_equal(wire_enc_record(&b, WM_INFO, NULL), 0);
 	assert_int_equal(wire_dec_record(b.p, b.len, &w, why, sizeof(why)), 0);
 	assert_int_equal(w.method, WM_INFO);
-	assert_int_equal(w.status, 200);
-	assert_string_equal(w.error, "");
+	assert_int_equal(w.refusal.reason, R_NONE);
+	assert_string_equal(w.refusal.desc, "");
 	check_strict(d_record, b.p, b.len);
 	wire_buf_free(&b);
 	for (int m = WM_LIST; m <= WM_UNKNOWN; m++) {
@@ -785,64 +781,58 @@ static void record_roundtrip(void **state)
 		enc_refused(wire_enc_record(&b, (enum wire_method)m, NULL), &b);
 	}
 
-	/* Refused, for every method. */
+	/* Refused, for every method and every reason. */
 	for (int m = WM_INFO; m <= WM_UNKNOWN; m++) {
-		svc_fail(&e, 400 + m, "invalid_request", "unknown_credential_9",
-		         "Invalid parameter credentialID (%d)", m);
-		wire_buf_init(&b, WIRE_MAX_REQ);
-		assert_int_equal(wire_enc_record(&b, (enum wire_method)m, &e), 0);
-		assert_int_equal(wire_dec_record(b.p, b.len, &w, why, sizeof(why)), 0);
-		assert_int_equal(w.method, m);
-		assert_int_equal(w.status, 400 + m);
-		assert_string_equal(w.error, "invalid_request");
-		assert_string_equal(w.reason, "unknown_credential_9");
-		assert_string_equal(w.desc, e.desc);
-		check_strict(d_record, b.p, b.len);
-		wire_buf_free(&b);
+		for (int r = R_NONE + 1; r < R_COUNT; r++) {
+			refuse(&e, (enum reason)r, "Invalid parameter credentialID (%d)", m);
+			wire_buf_init(&b, WIRE_MAX_REQ);
+			assert_int_equal(wire_enc_record(&b, (enum wire_method)m, &e), 0);
+			assert_int_equal(wire_dec_record(b.p, b.len, &w, why, sizeof(why)), 0);
+			assert_int_equal(w.method, m);
+			assert_int_equal(w.refusal.reason, r);
+			assert_string_equal(w.refusal.desc, e.desc);
+			check_strict(d_record, b.p, b.len);
+			wire_buf_free(&b);
+		}
 	}
-	/* The longest strings, and an empty description. */
-	svc_fail(&e, 599, rep('e', 47), rep('r', 47), "%s", rep('d', 199));
+	/* The longest description, and an empty one. */
+	refuse(&e, R_INTERNAL_ERROR, "%s", rep('d', 199));
 	wire_buf_init(&b, WIRE_MAX_REQ);
 	assert_int_equal(wire_enc_record(&b, WM_UNKNOWN, &e), 0);
 	assert_int_equal(wire_dec_record(b.p, b.len, &w, why, sizeof(why)), 0);
-	assert_string_equal(w.desc, rep('d', 199));
+	assert_string_equal(w.refusal.desc, rep('d', 199));
 	wire_buf_free(&b);
-	svc_fail(&e, 404, "invalid_request", "not_found", "%s", "");
+	refuse(&e, R_UNKNOWN_METHOD, "%s", "");
 	wire_buf_init(&b, WIRE_MAX_REQ);
 	assert_int_equal(wire_enc_record(&b, WM_UNKNOWN, &e), 0);
 	assert_int_equal(wire_dec_record(b.p, b.len, &w, why, sizeof(why)), 0);
-	assert_string_equal(w.desc, "");
+	assert_string_equal(w.refusal.desc, "");
 	check_strict(d_record, b.p, b.len);
 	wire_buf_free(&b);
 	/* A description quoting the caller's bytes is sent with '?' for what is not printable. */
-	svc_fail(&e, 400, "invalid_request", "invalid_request", "Unknown parameter a\nb\x80\x01z");
+	refuse(&e, R_INVALID_REQUEST, "Unknown parameter a\nb\x80\x01z");
 	wire_buf_init(&b, WIRE_MAX_REQ);
 	assert_int_equal(wire_enc_record(&b, WM_SIGN_HASH, &e), 0);
 	assert_int_equal(wire_dec_record(b.p, b.len, &w, why, sizeof(why)), 0);
-	assert_string_equal(w.desc, "Unknown parameter a?b??z");
+	assert_string_equal(w.refusal.desc, "Unknown parameter a?b??z");
 	wire_buf_free(&b);
 }
 
-/* u8 method, u16 status, error, reason, description. */
-static void rec_raw(struct raw *r, unsigned m, unsigned status, const char *error, size_t elen,
-                    const char *reason, size_t rlen, const char *desc, size_t dlen)
+/* u8 method, u16 reason, then (unless reason is none) the description. */
+static void rec_raw(struct raw *r, unsigned m, unsigned reason, const char *desc, size_t dlen)
 {
 	memset(r, 0, sizeof(*r));
 	r8(r, m);
-	r16(r, status);
-	if (error != NULL) {
-		rstr(r, 1, error, elen);
-		rstr(r, 1, reason, rlen);
+	r16(r, reason);
+	if (desc != NULL)
 		rstr(r, 1, desc, dlen);
-	}
 }
 
-static void rec_try(unsigned m, unsigned status, const char *error, size_t elen, const char *reason,
-                    size_t rlen, const char *desc, size_t dlen, const char *field)
+static void rec_try(unsigned m, unsigned reason, const char *desc, size_t dlen, const char *field)
 {
 	struct raw r;
 
-	rec_raw(&r, m, status, error, elen, reason, rlen, desc, dlen);
+	rec_raw(&r, m, reason, desc, dlen);
 	if (field == NULL)
 		accepted(d_record, &r);
 	else
@@ -854,57 +844,42 @@ static void rec_try(unsigned m, unsigned status, const char *error, size_t elen,
 
 static void record_refusals(void **state)
 {
-	struct svc_error e = {0};
+	struct refusal e = {0};
 	struct wire_buf b;
 
-	/* Methods 1..6; status 200 only for info, with nothing after it. */
+	/* Methods 1..6; reason none only for info, with nothing after it. */
 	for (unsigned m = 0; m < 256; m++)
-		rec_try(m, 400, S("a"), S("b"), S("c"),
+		rec_try(m, R_INVALID_REQUEST, S("c"),
 		        m >= WM_INFO && m <= WM_UNKNOWN ? NULL : "method");
-	rec_try(WM_INFO, 200, NULL, 0, NULL, 0, NULL, 0, NULL);
+	rec_try(WM_INFO, R_NONE, NULL, 0, NULL);
 	for (unsigned m = WM_LIST; m <= WM_UNKNOWN; m++)
-		rec_try(m, 200, NULL, 0, NULL, 0, NULL, 0, "status");
-	rec_try(WM_INFO, 200, S("a"), S("b"), S("c"), "trailing");
-	static const unsigned bad_status[] = {0, 199, 201, 302, 399, 600, 65535};
-	for (size_t i = 0; i < sizeof(bad_status) / sizeof(bad_status[0]); i++)
-		rec_try(WM_LIST, bad_status[i], S("a"), S("b"), S("c"), "status");
-	rec_try(WM_LIST, 400, S("a"), S("b"), S("c"), NULL);
-	rec_try(WM_LIST, 599, S("a"), S("b"), S("c"), NULL);
-	/* error and reason: 1..47 of [a-z0-9_]. */
-	rec_try(WM_LIST, 400, rep('e', 47), 47, S("b"), S("c"), NULL);
-	rec_try(WM_LIST, 400, rep('e', 48), 48, S("b"), S("c"), "error");
-	rec_try(WM_LIST, 400, "", 0, S("b"), S("c"), "error");
-	rec_try(WM_LIST, 400, S("Access_denied"), S("b"), S("c"), "error");
-	rec_try(WM_LIST, 400, S("access-denied"), S("b"), S("c"), "error");
-	rec_try(WM_LIST, 400, S("access denied"), S("b"), S("c"), "error");
-	rec_try(WM_LIST, 400, "ab\0", 3, S("b"), S("c"), "error");
-	rec_try(WM_LIST, 400, S("a"), rep('r', 47), 47, S("c"), NULL);
-	rec_try(WM_LIST, 400, S("a"), rep('r', 48), 48, S("c"), "reason");
-	rec_try(WM_LIST, 400, S("a"), "", 0, S("c"), "reason");
-	rec_try(WM_LIST, 400, S("a"), S("ledger.unavailable"), S("c"), "reason");
-	rec_try(WM_LIST, 400, S("a"), "r\0", 2, S("c"), "reason");
+		rec_try(m, R_NONE, NULL, 0, "reason");
+	rec_try(WM_INFO, R_NONE, S("c"), "trailing");
+	/* reason: a known value. */
+	for (unsigned r = 1; r < R_COUNT; r++)
+		rec_try(WM_LIST, r, S("c"), NULL);
+	static const unsigned bad_reason[] = {R_COUNT, R_COUNT + 1, 255, 256, 65535};
+	for (size_t i = 0; i < sizeof(bad_reason) / sizeof(bad_reason[0]); i++)
+		rec_try(WM_LIST, bad_reason[i], S("c"), "reason");
 	/* description: 0..199 printable ASCII. */
-	rec_try(WM_LIST, 400, S("a"), S("b"), rep('d', 199), 199, NULL);
-	rec_try(WM_LIST, 400, S("a"), S("b"), rep('d', 200), 200, "description");
-	rec_try(WM_LIST, 400, S("a"), S("b"), S("line\nbreak"), "description");
-	rec_try(WM_LIST, 400, S("a"), S("b"), S("tab\there"), "description");
-	rec_try(WM_LIST, 400, S("a"), S("b"), S("del\x7f"), "description");
-	rec_try(WM_LIST, 400, S("a"), S("b"), S("caf\xc3\xa9"), "description");
-	rec_try(WM_LIST, 400, S("a"), S("b"), "nul\0inside", 10, "description");
-	rec_try(WM_LIST, 400, S("a"), S("b"), S(" ~"), NULL);
+	rec_try(WM_LIST, R_INVALID_REQUEST, rep('d', 199), 199, NULL);
+	rec_try(WM_LIST, R_INVALID_REQUEST, rep('d', 200), 200, "description");
+	rec_try(WM_LIST, R_INVALID_REQUEST, S("line\nbreak"), "description");
+	rec_try(WM_LIST, R_INVALID_REQUEST, S("tab\there"), "description");
+	rec_try(WM_LIST, R_INVALID_REQUEST, S("del\x7f"), "description");
+	rec_try(WM_LIST, R_INVALID_REQUEST, S("caf\xc3\xa9"), "description");
+	rec_try(WM_LIST, R_INVALID_REQUEST, "nul\0inside", 10, "description");
+	rec_try(WM_LIST, R_INVALID_REQUEST, S(" ~"), NULL);
+	rec_try(WM_LIST, R_INVALID_REQUEST, NULL, 0, "description");
 
 	wire_buf_init(&b, WIRE_MAX_REQ);
-	svc_fail(&e, 200, "a", "b", "c");
+	e.reason = R_NONE;
 	enc_refused(wire_enc_record(&b, WM_LIST, &e), &b);
-	svc_fail(&e, 600, "a", "b", "c");
+	e.reason = R_COUNT;
 	enc_refused(wire_enc_record(&b, WM_LIST, &e), &b);
-	svc_fail(&e, 400, "A", "b", "c");
+	e.reason = (enum reason)-1;
 	enc_refused(wire_enc_record(&b, WM_LIST, &e), &b);
-	svc_fail(&e, 400, "a", rep('r', 48), "c");
-	enc_refused(wire_enc_record(&b, WM_LIST, &e), &b);
-	svc_fail(&e, 400, "a", NULL, "c");
-	enc_refused(wire_enc_record(&b, WM_LIST, &e), &b);
-	svc_fail(&e, 400, "a", "b", "c");
+	refuse(&e, R_INVALID_REQUEST, "c");
 	enc_refused(wire_enc_record(&b, (enum wire_method)0, &e), &b);
 	enc_refused(wire_enc_record(&b, (enum wire_method)7, &e), &b);
 }
@@ -913,79 +888,49 @@ static void record_refusals(void **state)
 
 static void error_answer(void **state)
 {
-	struct svc_error e = {0}, d;
-	struct wire_error_strs strs;
+	struct refusal e = {0}, d;
 	struct wire_buf b;
 	struct raw r;
 	char why[160];
 
-	svc_fail(&e, 503, "temporarily_unavailable", "token_unavailable", "the token is %s",
-	         "away");
-	e.recorded = 1;
+	refuse(&e, R_TOKEN_UNAVAILABLE, "the token is %s", "away");
 	wire_buf_init(&b, WIRE_MAX_RESP);
 	assert_int_equal(wire_enc_error(&b, &e), 0);
-	assert_int_equal(wire_dec_error(b.p, b.len, &d, &strs, why, sizeof(why)), 0);
-	assert_int_equal(d.http, 503);
-	assert_ptr_equal(d.error, strs.error);
-	assert_ptr_equal(d.reason, strs.reason);
-	assert_string_equal(d.error, "temporarily_unavailable");
-	assert_string_equal(d.reason, "token_unavailable");
+	assert_int_equal(wire_dec_error(b.p, b.len, &d, why, sizeof(why)), 0);
+	assert_int_equal(d.reason, R_TOKEN_UNAVAILABLE);
 	assert_string_equal(d.desc, "the token is away");
-	assert_int_equal(d.recorded, 0); /* not carried: the listener decides */
 	check_strict(d_error, b.p, b.len);
 	wire_buf_free(&b);
 
-	/* u16 status, error, reason, description. */
+	/* u16 reason, description. */
 	memset(&r, 0, sizeof(r));
-	r16(&r, 400);
-	rs8(&r, "invalid_request");
-	rs8(&r, "invalid_request");
+	r16(&r, R_INVALID_REQUEST);
 	rs8(&r, "x");
 	accepted(d_error, &r);
 	raw_free(&r);
-	static const unsigned bad_status[] = {0, 200, 399, 600};
-	for (size_t i = 0; i < sizeof(bad_status) / sizeof(bad_status[0]); i++) {
+	static const unsigned bad_reason[] = {R_NONE, R_COUNT, 600, 65535};
+	for (size_t i = 0; i < sizeof(bad_reason) / sizeof(bad_reason[0]); i++) {
 		memset(&r, 0, sizeof(r));
-		r16(&r, bad_status[i]);
-		rs8(&r, "a");
-		rs8(&r, "b");
+		r16(&r, bad_reason[i]);
 		rs8(&r, "c");
-		refused(d_error, &r, "status");
+		refused(d_error, &r, "reason");
 		raw_free(&r);
 	}
 	memset(&r, 0, sizeof(r));
-	r16(&r, 400);
-	rs8(&r, "a");
-	rs8(&r, "B");
-	rs8(&r, "c");
-	refused(d_error, &r, "reason");
-	raw_free(&r);
-	memset(&r, 0, sizeof(r));
-	r16(&r, 400);
-	rs8(&r, rep('a', 48));
-	rs8(&r, "b");
-	rs8(&r, "c");
-	refused(d_error, &r, "error");
-	raw_free(&r);
-	memset(&r, 0, sizeof(r));
-	r16(&r, 400);
-	rs8(&r, "a");
-	rs8(&r, "b");
+	r16(&r, R_INVALID_REQUEST);
 	rstr(&r, 1, rep('d', 200), 200);
 	refused(d_error, &r, "description");
 	raw_free(&r);
 	memset(&r, 0, sizeof(r));
-	r16(&r, 400);
-	rs8(&r, "a");
-	rs8(&r, "b");
+	r16(&r, R_INVALID_REQUEST);
 	rstr(&r, 1, "d\0", 2);
 	refused(d_error, &r, "description");
 	raw_free(&r);
 
 	wire_buf_init(&b, WIRE_MAX_RESP);
-	svc_fail(&e, 399, "a", "b", "c");
+	e.reason = R_NONE;
 	enc_refused(wire_enc_error(&b, &e), &b);
-	svc_fail(&e, 400, NULL, "b", "c");
+	e.reason = R_COUNT;
 	enc_refused(wire_enc_error(&b, &e), &b);
 	enc_refused(wire_enc_error(&b, NULL), &b);
 }
@@ -1030,9 +975,9 @@ static void sign_result(void **state)
 	struct raw r;
 
 	sign_result_one(1, 72, 1);
-	sign_result_one(SVC_MAX_HASHES, 70, 1);
+	sign_result_one(WIRE_MAX_HASHES, 70, 1);
 	sign_result_one(1, WIRE_MAX_SIG, 0);
-	sign_result_one(SVC_MAX_HASHES, 1, 1);
+	sign_result_one(WIRE_MAX_HASHES, 1, 1);
 
 	/* n 1..64, each length 1..WIRE_MAX_SIG. */
 	memset(&r, 0, sizeof(r));
@@ -1040,8 +985,8 @@ static void sign_result(void **state)
 	refused(d_sign_result, &r, "n");
 	raw_free(&r);
 	memset(&r, 0, sizeof(r));
-	r8(&r, SVC_MAX_HASHES + 1);
-	for (int i = 0; i < SVC_MAX_HASHES + 1; i++)
+	r8(&r, WIRE_MAX_HASHES + 1);
+	for (int i = 0; i < WIRE_MAX_HASHES + 1; i++)
 		rstr(&r, 4, "s", 1);
 	refused(d_sign_result, &r, "n");
 	raw_free(&r);
@@ -1085,7 +1030,7 @@ static void sign_result(void **state)
 	in.len[0] = 1;
 	in.sig[0] = NULL;
 	enc_refused(wire_enc_sign_result(&b, &in), &b);
-	in.n = SVC_MAX_HASHES + 1;
+	in.n = WIRE_MAX_HASHES + 1;
 	enc_refused(wire_enc_sign_result(&b, &in), &b);
 }
 
@@ -1102,7 +1047,7 @@ static void cred_info_one(const struct wire_cred_info *ci, int strict)
 	wire_buf_init(&b, WIRE_MAX_RESP);
 	assert_int_equal(wire_enc_cred_info(&b, ci), 0);
 	assert_int_equal(wire_dec_cred_info(b.p, b.len, &out, why, sizeof(why)), 0);
-	assert_int_equal(out.reg_status, ci->reg_status);
+	assert_int_equal(out.status, ci->status);
 	assert_string_equal(out.owner, ci->owner);
 	assert_int_equal(out.key_type, ci->key_type);
 	assert_int_equal(out.bits, ci->bits);
@@ -1128,8 +1073,8 @@ static struct wire_cred_info ci_default(void)
 {
 	static uint8_t der[300];
 	struct wire_cred_info ci = {
-	    .reg_status = REG_ACTIVE,
-	    .key_type = TOK_KEY_EC,
+	    .status = WIRE_CRED_ACTIVE,
+	    .key_type = WIRE_KEY_EC,
 	    .bits = 256,
 	    .curve_nid = NID_X9_62_prime256v1,
 	};
@@ -1190,11 +1135,11 @@ static void cred_info(void **state)
 	ci.chain_pem = "";
 	cred_info_one(&ci, 0);
 	ci = ci_default();
-	ci.reg_status = REG_REVOKED;
-	ci.key_type = TOK_KEY_RSA;
+	ci.status = WIRE_CRED_REVOKED;
+	ci.key_type = WIRE_KEY_RSA;
 	ci.bits = 4096;
 	ci.curve_nid = 0;
-	snprintf(ci.owner, sizeof(ci.owner), "%s", rep('o', REG_MAX_USER));
+	snprintf(ci.owner, sizeof(ci.owner), "%s", rep('o', CRED_MAX_USER));
 	cred_info_one(&ci, 1);
 	/* Certificate and chain at their caps. */
 	ci.cert_der = (uint8_t *)rep('c', WIRE_MAX_CERT);
@@ -1202,40 +1147,40 @@ static void cred_info(void **state)
 	ci.chain_pem = (char *)rep('p', WIRE_MAX_CHAIN);
 	cred_info_one(&ci, 0);
 
-	ci_try(REG_ACTIVE, S("bob"), TOK_KEY_EC, P256, NULL, 0, NULL, 0, NULL);
+	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, P256, NULL, 0, NULL, 0, NULL);
 	for (unsigned v = 0; v < 256; v++)
-		ci_try(v, S("bob"), TOK_KEY_EC, P256, NULL, 0, NULL, 0,
-		       v >= REG_ACTIVE && v <= REG_REVOKED ? NULL : "registry status");
+		ci_try(v, S("bob"), WIRE_KEY_EC, P256, NULL, 0, NULL, 0,
+		       v >= WIRE_CRED_ACTIVE && v <= WIRE_CRED_REVOKED ? NULL : "status");
 	for (unsigned v = 0; v < 256; v++)
-		ci_try(REG_ACTIVE, S("bob"), v, v == TOK_KEY_RSA ? 0 : P256, NULL, 0, NULL, 0,
-		       v == TOK_KEY_EC || v == TOK_KEY_RSA ? NULL : "key type");
-	ci_try(REG_ACTIVE, S("bob"), TOK_KEY_RSA, P256, NULL, 0, NULL, 0, "curve");
-	ci_try(REG_ACTIVE, S("bob"), TOK_KEY_EC, 0, NULL, 0, NULL, 0, "curve");
-	ci_try(REG_ACTIVE, S("bob"), TOK_KEY_EC, -1, NULL, 0, NULL, 0, "curve");
-	ci_try(REG_ACTIVE, "", 0, TOK_KEY_EC, P256, NULL, 0, NULL, 0, "owner");
-	ci_try(REG_ACTIVE, rep('o', REG_MAX_USER + 1), REG_MAX_USER + 1, TOK_KEY_EC, P256, NULL, 0,
+		ci_try(WIRE_CRED_ACTIVE, S("bob"), v, v == WIRE_KEY_RSA ? 0 : P256, NULL, 0, NULL, 0,
+		       v == WIRE_KEY_EC || v == WIRE_KEY_RSA ? NULL : "key type");
+	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_RSA, P256, NULL, 0, NULL, 0, "curve");
+	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, 0, NULL, 0, NULL, 0, "curve");
+	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, -1, NULL, 0, NULL, 0, "curve");
+	ci_try(WIRE_CRED_ACTIVE, "", 0, WIRE_KEY_EC, P256, NULL, 0, NULL, 0, "owner");
+	ci_try(WIRE_CRED_ACTIVE, rep('o', CRED_MAX_USER + 1), CRED_MAX_USER + 1, WIRE_KEY_EC, P256, NULL, 0,
 	       NULL, 0, "owner");
-	ci_try(REG_ACTIVE, S("b ob"), TOK_KEY_EC, P256, NULL, 0, NULL, 0, "owner");
-	ci_try(REG_ACTIVE, "b\0b", 3, TOK_KEY_EC, P256, NULL, 0, NULL, 0, "owner");
-	ci_try(REG_ACTIVE, S("bob"), TOK_KEY_EC, P256, rep('c', WIRE_MAX_CERT), WIRE_MAX_CERT, NULL,
+	ci_try(WIRE_CRED_ACTIVE, S("b ob"), WIRE_KEY_EC, P256, NULL, 0, NULL, 0, "owner");
+	ci_try(WIRE_CRED_ACTIVE, "b\0b", 3, WIRE_KEY_EC, P256, NULL, 0, NULL, 0, "owner");
+	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, P256, rep('c', WIRE_MAX_CERT), WIRE_MAX_CERT, NULL,
 	       0, NULL);
-	ci_try(REG_ACTIVE, S("bob"), TOK_KEY_EC, P256, rep('c', WIRE_MAX_CERT + 1),
+	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, P256, rep('c', WIRE_MAX_CERT + 1),
 	       WIRE_MAX_CERT + 1, NULL, 0, "certificate");
-	ci_try(REG_ACTIVE, S("bob"), TOK_KEY_EC, P256, NULL, 0, rep('p', WIRE_MAX_CHAIN),
+	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, P256, NULL, 0, rep('p', WIRE_MAX_CHAIN),
 	       WIRE_MAX_CHAIN, NULL);
-	ci_try(REG_ACTIVE, S("bob"), TOK_KEY_EC, P256, NULL, 0, rep('p', WIRE_MAX_CHAIN + 1),
+	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, P256, NULL, 0, rep('p', WIRE_MAX_CHAIN + 1),
 	       WIRE_MAX_CHAIN + 1, "chain");
-	ci_try(REG_ACTIVE, S("bob"), TOK_KEY_EC, P256, NULL, 0, "pem\0pem", 7, "chain");
+	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, P256, NULL, 0, "pem\0pem", 7, "chain");
 
 	wire_buf_init(&b, WIRE_MAX_RESP);
 	ci = ci_default();
-	ci.reg_status = 4;
+	ci.status = 4;
 	enc_refused(wire_enc_cred_info(&b, &ci), &b);
 	ci = ci_default();
 	ci.owner[0] = '\0';
 	enc_refused(wire_enc_cred_info(&b, &ci), &b);
 	ci = ci_default();
-	ci.key_type = TOK_KEY_RSA;
+	ci.key_type = WIRE_KEY_RSA;
 	enc_refused(wire_enc_cred_info(&b, &ci), &b);
 	ci = ci_default();
 	ci.bits = 65536;
@@ -1263,12 +1208,12 @@ static void list_one(int more, size_t n, int strict)
 
 	assert_non_null(ids);
 	for (size_t i = 0; i < n; i++) {
-		ids[i] = malloc(REG_MAX_ID + 1);
+		ids[i] = malloc(CRED_MAX_ID + 1);
 		assert_non_null(ids[i]);
 		if (i == n - 1)
-			snprintf(ids[i], REG_MAX_ID + 1, "%s", rep('z', REG_MAX_ID));
+			snprintf(ids[i], CRED_MAX_ID + 1, "%s", rep('z', CRED_MAX_ID));
 		else
-			snprintf(ids[i], REG_MAX_ID + 1, "cred-%04zu", i);
+			snprintf(ids[i], CRED_MAX_ID + 1, "cred-%04zu", i);
 	}
 	wire_buf_init(&b, WIRE_MAX_RESP);
 	assert_int_equal(wire_enc_list(&b, more, ids, n), 0);
@@ -1322,7 +1267,7 @@ static void list(void **state)
 	memset(&r, 0, sizeof(r));
 	r8(&r, 0);
 	r16(&r, 1);
-	rs8(&r, rep('i', REG_MAX_ID + 1));
+	rs8(&r, rep('i', CRED_MAX_ID + 1));
 	refused(d_list, &r, "id");
 	raw_free(&r);
 	memset(&r, 0, sizeof(r));
@@ -1379,7 +1324,7 @@ static void r_ledger(struct raw *r, uint64_t commits, uint64_t records)
 
 static void status(void **state)
 {
-	struct wire_status in = {.tok = {.state = TOK_STATE_DOWN,
+	struct wire_status in = {.tok = {.state = WIRE_TOKEN_DOWN,
 	                                 .downs = 3,
 	                                 .recoveries = 2,
 	                                 .fast_failures = UINT64_MAX,
@@ -1417,7 +1362,7 @@ static void status(void **state)
 		for (unsigned pcsc = 0; pcsc < 3; pcsc++) {
 			r_token(&r, st, pcsc, 4);
 			r_ledger(&r, 1, 1);
-			if (st > TOK_STATE_PIN_FAILED)
+			if (st > WIRE_TOKEN_PIN_FAILED)
 				refused(d_status, &r, "state");
 			else if (pcsc > 1)
 				refused(d_status, &r, "pcsc");
@@ -1901,7 +1846,7 @@ static void *pool_call_main(void *arg)
 {
 	struct pool_call *c = arg;
 	struct wire_buf b;
-	struct svc_error e;
+	struct refusal e;
 	uint8_t *p = NULL;
 	size_t len = 0;
 
@@ -1929,7 +1874,7 @@ static void core_answers(int fd, uint32_t want)
 }
 
 /* A status call, answered at once by the status channel's core end (-1: it is closed). */
-static int status_call(struct core_link *l, int core_end, uint32_t *rtype, struct svc_error *e)
+static int status_call(struct core_link *l, int core_end, uint32_t *rtype, struct refusal *e)
 {
 	uint8_t *p = NULL;
 	size_t len = 0;
@@ -1968,7 +1913,7 @@ static void link_status_channel(void **state)
 	struct core_link *l;
 	struct pool_call c[2];
 	pthread_t t[2];
-	struct svc_error e;
+	struct refusal e;
 	uint32_t type;
 	uint8_t *p = NULL;
 	size_t len = 0;
@@ -2016,8 +1961,7 @@ static void link_status_channel(void **state)
 	/* The status channel gone: status answers 503 core_unavailable, the pool still works. */
 	close(ch[2][0]);
 	assert_int_equal(status_call(l, -1, &type, &e), -1);
-	assert_int_equal(e.http, 503);
-	assert_string_equal(e.reason, "core_unavailable");
+	assert_int_equal(e.reason, R_CORE_UNAVAILABLE);
 	assert_int_equal(status_call(l, -1, &type, &e), -1);
 	pool_once(l, ch[0][0], ch[1][0], -1);
 	core_link_free(l);
@@ -2040,7 +1984,7 @@ static void link_status_channel(void **state)
 		assert_int_equal(gone.rc, -1);
 	}
 	assert_int_equal(status_call(l, -1, &type, &e), -1);
-	assert_string_equal(e.reason, "core_unavailable");
+	assert_int_equal(e.reason, R_CORE_UNAVAILABLE);
 	assert_int_equal(poll(&(struct pollfd){ch[2][0], POLLIN, 0}, 1, 0), 0);
 	core_link_free(l);
 	close(ch[2][0]);
@@ -2048,12 +1992,10 @@ static void link_status_channel(void **state)
 }
 
 /* Send a request on a channel's listener end and read the core's answer: its type, and for an
- * error the HTTP status and reason. */
-static uint32_t core_ask(int fd, uint32_t type, const struct wire_buf *b, int *http,
-                         char reason[48])
+ * error its reason. */
+static uint32_t core_ask(int fd, uint32_t type, const struct wire_buf *b, enum reason *reason)
 {
-	struct wire_error_strs strs;
-	struct svc_error e;
+	struct refusal e;
 	uint8_t *p = NULL;
 	size_t len = 0;
 	uint32_t rtype;
@@ -2062,12 +2004,10 @@ static uint32_t core_ask(int fd, uint32_t type, const struct wire_buf *b, int *h
 
 	assert_int_equal(wire_send(fd, type, b, -1), 0);
 	assert_int_equal(wire_recv(fd, WIRE_MAX_RESP, &rtype, &p, &len, &cfd, why, sizeof(why)), 0);
-	*http = 0;
-	reason[0] = '\0';
+	*reason = R_NONE;
 	if (rtype == WIRE_RESP_ERROR) {
-		assert_int_equal(wire_dec_error(p, len, &e, &strs, why, sizeof(why)), 0);
-		*http = e.http;
-		snprintf(reason, 48, "%s", e.reason);
+		assert_int_equal(wire_dec_error(p, len, &e, why, sizeof(why)), 0);
+		*reason = e.reason;
 	}
 	free(p);
 	return rtype;
@@ -2080,8 +2020,9 @@ static void core_refusals(void **state)
 {
 	struct core *c = NULL;
 	struct wire_buf b;
-	int pool[2], st[2], fds[2], http;
-	char reason[48], err[160];
+	int pool[2], st[2], fds[2];
+	enum reason reason;
+	char err[160];
 
 	/* At least one channel besides the status channel. */
 	pair(pool);
@@ -2096,21 +2037,18 @@ static void core_refusals(void **state)
 	 * carrying a payload, each answered 400 invalid_request; the channel stays up. */
 	wire_buf_init(&b, WIRE_MAX_REQ);
 	assert_int_equal(wire_enc_list_req(&b, NULL, NULL, 10), 0);
-	assert_int_equal(core_ask(st[0], WIRE_REQ_LIST, &b, &http, reason), WIRE_RESP_ERROR);
-	assert_int_equal(http, 400);
-	assert_string_equal(reason, "invalid_request");
-	assert_int_equal(core_ask(st[0], WIRE_REQ_SIGN, &b, &http, reason), WIRE_RESP_ERROR);
-	assert_int_equal(http, 400);
-	assert_int_equal(core_ask(st[0], WIRE_REQ_STATUS, &b, &http, reason), WIRE_RESP_ERROR);
-	assert_int_equal(http, 400);
-	assert_string_equal(reason, "invalid_request");
+	assert_int_equal(core_ask(st[0], WIRE_REQ_LIST, &b, &reason), WIRE_RESP_ERROR);
+	assert_int_equal(reason, R_INVALID_REQUEST);
+	assert_int_equal(core_ask(st[0], WIRE_REQ_SIGN, &b, &reason), WIRE_RESP_ERROR);
+	assert_int_equal(reason, R_INVALID_REQUEST);
+	assert_int_equal(core_ask(st[0], WIRE_REQ_STATUS, &b, &reason), WIRE_RESP_ERROR);
+	assert_int_equal(reason, R_INVALID_REQUEST);
 	/* On a pool channel: an unknown request type (400), and a list request without the
 	 * caller's connection (403 unknown_caller: no caller, nothing recorded). */
-	assert_int_equal(core_ask(pool[0], 99, &b, &http, reason), WIRE_RESP_ERROR);
-	assert_int_equal(http, 400);
-	assert_int_equal(core_ask(pool[0], WIRE_REQ_LIST, &b, &http, reason), WIRE_RESP_ERROR);
-	assert_int_equal(http, 403);
-	assert_string_equal(reason, "unknown_caller");
+	assert_int_equal(core_ask(pool[0], 99, &b, &reason), WIRE_RESP_ERROR);
+	assert_int_equal(reason, R_INVALID_REQUEST);
+	assert_int_equal(core_ask(pool[0], WIRE_REQ_LIST, &b, &reason), WIRE_RESP_ERROR);
+	assert_int_equal(reason, R_UNKNOWN_CALLER);
 	wire_buf_free(&b);
 
 	/* The listener closes its ends: every channel thread ends, and core_join returns. */
