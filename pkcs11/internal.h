@@ -12,10 +12,11 @@
  *   at once without entering the module: no request waits on a vanished token.
  * - DOWN -> UP by the monitor thread, with backoff (TOK_BACKOFF_*), woken early by a PC/SC
  *   insertion: under the write side of op_lock (so no other thread is inside the module; a
- *   worker stuck in the module delays this until the module lets it go) close every session,
- *   re-initialise the module if it lost its state or the previous attempt failed, find the
- *   token again by URI, check it is the same token (serial), open the anchor session and log
- *   in with the PIN held in locked memory.
+ *   worker stuck in the module delays this until the module lets it go) close every session
+ *   (each of ours by its handle, then C_CloseAllSessions: closing the last one logs out, so
+ *   the login below reaches the token), re-initialise the module if it lost its state or the
+ *   previous attempt failed, find the token again by URI, check it is the same token
+ *   (serial), open the anchor session and log in with the PIN held in locked memory.
  * - DOWN -> PIN_FAILED when that login fails for any reason other than the token going away
  *   again: the PIN is never tried twice, so retries can never lock a card. Only a restart (with
  *   a corrected PIN file) leaves PIN_FAILED.
@@ -56,6 +57,7 @@ struct tok_sess {
 	CK_SESSION_HANDLE h;
 	unsigned gen;               /* token gen the session was opened in */
 	_Atomic int64_t busy_since; /* monotonic ms a signature entered the module, 0: idle */
+	int orphan; /* no thread's any more; kept for the next recovery to close (sess_lock) */
 	struct tok_sess *prev;
 	struct tok_sess *next;
 };

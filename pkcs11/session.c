@@ -5,7 +5,8 @@
  * Sessions are ours, not a library pool's (see DESIGN: libp11's pool hangs or hands out dead
  * sessions when the token goes away): each thread opens its own on first use. A session from
  * before an outage is never closed by handle afterwards: the module may have handed the same
- * number to a new session of another thread. */
+ * number to a new session of another thread. The recovery alone closes them all by handle,
+ * while no thread is in the module (close_sessions). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -132,7 +133,7 @@ void tok_sess_destructor(void *v)
 
 	sess_unlink(tok, s);
 	if (pthread_rwlock_tryrdlock(&tok->op_lock) == 0) {
-		if (s->gen == atomic_load(&tok->gen))
+		if (s->gen == atomic_load(&tok->gen) && s->h != CK_INVALID_HANDLE)
 			tok->fl->C_CloseSession(s->h);
 		pthread_rwlock_unlock(&tok->op_lock);
 	}
@@ -150,12 +151,20 @@ CK_RV tok_open_session(struct token *tok, CK_SESSION_HANDLE *h)
 	return rv;
 }
 
-/* Forget the thread's session; close it only when it is of the current gen. */
+/* Forget the thread's session; close it only when it is of the current gen. One not closed is
+ * kept, no longer the thread's, for the next recovery to close: a module that called it dead
+ * (or a token that went away under it) may still hold it, and with it a login. */
 static void sess_drop(struct token *tok, struct tok_sess *s, int close_it)
 {
 	pthread_setspecific(tok->tkey, NULL);
+	if (!close_it && s->h != CK_INVALID_HANDLE) {
+		pthread_mutex_lock(&tok->sess_lock);
+		s->orphan = 1;
+		pthread_mutex_unlock(&tok->sess_lock);
+		return;
+	}
 	sess_unlink(tok, s);
-	if (close_it && s->gen == atomic_load(&tok->gen))
+	if (close_it && s->gen == atomic_load(&tok->gen) && s->h != CK_INVALID_HANDLE)
 		tok->fl->C_CloseSession(s->h);
 	free(s);
 }
@@ -168,7 +177,8 @@ int tok_sess_get(struct token *tok, struct tok_sess **out)
 	CK_RV rv;
 
 	s = pthread_getspecific(tok->tkey);
-	if (s != NULL && s->gen == gen) {
+	/* No handle: a recovery closed it (see close_sessions). */
+	if (s != NULL && s->gen == gen && s->h != CK_INVALID_HANDLE) {
 		*out = s;
 		return TOK_OK;
 	}
@@ -440,6 +450,42 @@ static void hexstr(const unsigned char *b, size_t n, char *out, size_t outlen)
 	out[i] = '\0';
 }
 
+/* Close every session the daemon opened, the anchor's included, each by its handle. Caller holds
+ * op_lock for writing.
+ *
+ * C_CloseAllSessions alone is not enough: OpenSC 0.23's closes only every other session of the
+ * slot (it deletes from its list while walking it by index). One left open keeps the module's
+ * login, so the C_Login that follows answers CKR_USER_ALREADY_LOGGED_IN without the card seeing
+ * the PIN; a card pulled and put back faster than PC/SC looks comes back reset, and then refuses
+ * every signature. Closing by handle is safe here, and only here: no thread is in the module,
+ * every session of ours is to be closed, and a dead handle's number that the module gave again
+ * can only be one of ours too. */
+static void close_sessions(struct token *tok)
+{
+	struct tok_sess *s, *next;
+
+	pthread_mutex_lock(&tok->sess_lock);
+	for (s = tok->sessions; s != NULL; s = next) {
+		next = s->next;
+		if (s->h != CK_INVALID_HANDLE) /* CKR_SESSION_HANDLE_INVALID when already gone */
+			tok->fl->C_CloseSession(s->h);
+		s->h = CK_INVALID_HANDLE; /* a thread's record goes when it next needs one */
+		if (!s->orphan)
+			continue;
+		if (s->prev != NULL)
+			s->prev->next = s->next;
+		else
+			tok->sessions = s->next;
+		if (s->next != NULL)
+			s->next->prev = s->prev;
+		free(s);
+	}
+	pthread_mutex_unlock(&tok->sess_lock);
+	if (tok->have_anchor)
+		tok->fl->C_CloseSession(tok->anchor);
+	tok->have_anchor = 0;
+}
+
 /* One attempt to bring the token back. TOK_OK when it serves again. Takes op_lock for writing:
  * no other thread is inside the module meanwhile. */
 static int recover(struct token *tok, int reinit, char *why, size_t whylen)
@@ -452,8 +498,9 @@ static int recover(struct token *tok, int reinit, char *why, size_t whylen)
 
 	why[0] = '\0';
 	pthread_rwlock_wrlock(&tok->op_lock);
-	/* Sessions from before are dead or about to be; the anchor too. This also logs out. */
-	tok->have_anchor = 0;
+	/* Sessions from before are dead or about to be; the anchor too. Closing the last one logs
+	 * out, so the login below is a real one. Then any session we do not know of. */
+	close_sessions(tok);
 	rv = tok->fl->C_CloseAllSessions(tok->slot);
 	if (rv == CKR_CRYPTOKI_NOT_INITIALIZED)
 		tok->need_reinit = 1;

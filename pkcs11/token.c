@@ -288,7 +288,7 @@ void tok_close(struct token *tok)
 	for (s = tok->sessions; s != NULL; s = next) {
 		next = s->next;
 		/* Handles from before an outage are dead or reused: not ours to close. */
-		if (s->gen == gen)
+		if (s->gen == gen && s->h != CK_INVALID_HANDLE)
 			tok->fl->C_CloseSession(s->h);
 		free(s);
 	}

@@ -12,6 +12,9 @@
  *     C_Sign=hang:5                    C_Sign sleeps 5 s (fractions allowed), then forwards
  *     C_Sign=hang:5:CKR_DEVICE_ERROR   sleeps, then fails
  *     C_Login=CKR_PIN_INCORRECT        a login that the token refuses
+ *     C_CloseAllSessions=CKR_OK        answered CKR_OK without forwarding: the sessions stay
+ *                                      open on the token (and in sessions.open), as OpenSC
+ *                                      0.23 leaves every other one
  *
  * for any function in MOCK_FUNCS below, and
  *
@@ -371,10 +374,15 @@ static void sessions_closed(long n) /* n < 0: all */
 	pthread_mutex_unlock(&mu);
 }
 
+/* A close answered from the control file (even "=CKR_OK", a module that says so and closes
+ * nothing) leaves the sessions open on the token, and counted. */
 static CK_RV lim_C_CloseSession(CK_SESSION_HANDLE a)
 {
-	CK_RV rv = mock_C_CloseSession(a);
+	CK_RV rv;
 
+	if (fault_before(IDX_C_CloseSession, &rv))
+		return rv;
+	rv = real->C_CloseSession(a);
 	if (rv == CKR_OK)
 		sessions_closed(1);
 	return rv;
@@ -382,8 +390,11 @@ static CK_RV lim_C_CloseSession(CK_SESSION_HANDLE a)
 
 static CK_RV lim_C_CloseAllSessions(CK_SLOT_ID a)
 {
-	CK_RV rv = mock_C_CloseAllSessions(a);
+	CK_RV rv;
 
+	if (fault_before(IDX_C_CloseAllSessions, &rv))
+		return rv;
+	rv = real->C_CloseAllSessions(a);
 	if (rv == CKR_OK)
 		sessions_closed(-1);
 	return rv;

@@ -13,6 +13,8 @@
 # - token.sessions: 3 with no limit on the token: never more than 3 open.
 # - Only the login's session can be had (after an outage, another application holds the
 #   rest): signing answers 503 token_busy (not 500), and signs again once a session is free.
+# - A module whose C_CloseAllSessions closes nothing (OpenSC 0.23 closes every other session):
+#   the recovery closes each of its sessions itself; open sessions do not grow over outages.
 # - A token that allows 1 session: the daemon refuses to start, saying why.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -188,6 +190,36 @@ code=$(curl -s -o "$WORK/resp.json" -w '%{http_code}' --unix-socket "$WORK/iamsi
 ctl ""
 code=$(sign_one seal-1 "$WORK/resp.json")
 [ "$code" = 200 ] && pass "$what: signs once a session is free" || fail "$what: then HTTP $code"
+stop_daemon
+
+# --- a module whose C_CloseAllSessions closes nothing ---------------------------------------------
+# OpenSC 0.23's closes only every other session of a slot. A session left open keeps
+# the module's login, so the recovery's C_Login reaches no card, and every outage leaks sessions.
+# The recovery must close each of its sessions itself: after three outages the token holds no
+# more open sessions than before them.
+what="C_CloseAllSessions closes nothing"
+ctl "C_CloseAllSessions=CKR_OK"
+start_daemon
+code=$(sign_one seal-1 "$WORK/resp.json")
+[ "$code" = 200 ] || fail "$what: not signing before (HTTP $code)"
+open0=$(mstat sessions.open)
+for n in 1 2 3; do
+	ctl "C_CloseAllSessions=CKR_OK" "C_Sign=CKR_DEVICE_REMOVED*1"
+	code=$(sign_one seal-1 "$WORK/resp.json")
+	[ "$code" = 503 ] || fail "$what: outage $n: HTTP $code, expected 503"
+	for _ in $(seq 1 50); do
+		code=$(sign_one seal-1 "$WORK/resp.json")
+		[ "$code" = 200 ] && break
+		sleep 0.1
+	done
+	[ "$code" = 200 ] && pass "$what: signing again after outage $n" ||
+		fail "$what: outage $n: not recovered (HTTP $code)"
+done
+open1=$(mstat sessions.open)
+[ "$(mstat C_CloseAllSessions.faults)" -ge 3 ] || fail "$what: the recoveries never called C_CloseAllSessions"
+[ "$open1" -le "$open0" ] && pass "$what: $open1 sessions open after 3 outages ($open0 before)" ||
+	fail "$what: sessions leak: $open0 open before 3 outages, $open1 after"
+ctl ""
 stop_daemon
 
 # --- a token that allows 1 session --------------------------------------------------------------
