@@ -112,15 +112,21 @@ static void sess_link(struct token *tok, struct tok_sess *s)
 	pthread_mutex_unlock(&tok->sess_lock);
 }
 
-static void sess_unlink(struct token *tok, struct tok_sess *s)
+/* Off the token's list; the caller holds sess_lock. */
+static void sess_unlink_locked(struct token *tok, struct tok_sess *s)
 {
-	pthread_mutex_lock(&tok->sess_lock);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
 	else
 		tok->sessions = s->next;
 	if (s->next != NULL)
 		s->next->prev = s->prev;
+}
+
+static void sess_unlink(struct token *tok, struct tok_sess *s)
+{
+	pthread_mutex_lock(&tok->sess_lock);
+	sess_unlink_locked(tok, s);
 	pthread_mutex_unlock(&tok->sess_lock);
 }
 
@@ -472,12 +478,7 @@ static void close_sessions(struct token *tok)
 		s->h = CK_INVALID_HANDLE; /* a thread's record goes when it next needs one */
 		if (!s->orphan)
 			continue;
-		if (s->prev != NULL)
-			s->prev->next = s->next;
-		else
-			tok->sessions = s->next;
-		if (s->next != NULL)
-			s->next->prev = s->prev;
+		sess_unlink_locked(tok, s);
 		free(s);
 	}
 	pthread_mutex_unlock(&tok->sess_lock);
