@@ -66,8 +66,8 @@ static int do_sign(struct channel *ch, const uint8_t *p, size_t len, const struc
 	/* The configuration's cap, which the listener applies too. */
 	if (s->cfg != NULL && w->req.nhashes > s->cfg->limits.hashes) {
 		refuse(f, R_TOO_MANY_HASHES,
-		         "Invalid parameter %s: more than %u hashes (limits.hashes)",
-		         w->req.cms ? "documentDigests" : "hashes", s->cfg->limits.hashes);
+		       "Invalid parameter %s: more than %u hashes (limits.hashes)",
+		       w->req.cms ? "documentDigests" : "hashes", s->cfg->limits.hashes);
 		goto out;
 	}
 	if (svc_sign(s, peer, &w->req, &res, rec, f) != 0)
@@ -181,9 +181,9 @@ static void status_of(struct service *s, struct wire_status *st)
 
 	tok_stats(s->tok, &ts);
 	ledger_stats(s->ledger, &ls);
-	st->tok.state = ts.state == TOK_STATE_UP       ? WIRE_TOKEN_UP
-	                : ts.state == TOK_STATE_DOWN   ? WIRE_TOKEN_DOWN
-	                                               : WIRE_TOKEN_PIN_FAILED;
+	st->tok.state = ts.state == TOK_STATE_UP     ? WIRE_TOKEN_UP
+	                : ts.state == TOK_STATE_DOWN ? WIRE_TOKEN_DOWN
+	                                             : WIRE_TOKEN_PIN_FAILED;
 	st->tok.pcsc = ts.pcsc;
 	st->tok.downs = ts.downs;
 	st->tok.recoveries = ts.recoveries;

@@ -249,8 +249,9 @@ int svc_conclude(struct service *s, struct audit_rec *rec, int ok, struct refusa
 			SET_FIELD(rec->decision, "allow");
 		} else {
 			SET_FIELD(rec->decision, "deny");
-			SET_FIELD(rec->reason, reason_name(f->reason) != NULL ? reason_name(f->reason)
-			                                                      : "internal_error");
+			SET_FIELD(rec->reason, reason_name(f->reason) != NULL
+			                           ? reason_name(f->reason)
+			                           : "internal_error");
 			SET_FIELD(rec->detail, f->desc);
 			rec->nsigs = 0;
 		}
@@ -273,9 +274,8 @@ static const struct pol_caller *find_caller(const struct svc_rules *rules, const
 	const struct pol_caller *c = policy_caller(rules->set.pol, p->uid, p->gid);
 
 	if (c == NULL)
-		refuse(f, R_UNKNOWN_CALLER,
-		         "no caller in the policy matches uid %u gid %u", (unsigned)p->uid,
-		         (unsigned)p->gid);
+		refuse(f, R_UNKNOWN_CALLER, "no caller in the policy matches uid %u gid %u",
+		       (unsigned)p->uid, (unsigned)p->gid);
 	else
 		SET_FIELD(rec->caller, c->name);
 	return c;
@@ -286,21 +286,17 @@ static int token_error(struct refusal *f, int r, const char *what)
 	switch (r) {
 	case TOK_ERR_UNAVAILABLE:
 	case TOK_ERR_PIN:
-		return refuse(f, R_TOKEN_UNAVAILABLE, "%s: %s",
-		                what, tok_strerror(r));
+		return refuse(f, R_TOKEN_UNAVAILABLE, "%s: %s", what, tok_strerror(r));
 	case TOK_ERR_BUSY:
-		return refuse(f, R_TOKEN_BUSY, "%s: %s", what,
-		                tok_strerror(r));
+		return refuse(f, R_TOKEN_BUSY, "%s: %s", what, tok_strerror(r));
 	case TOK_ERR_NOT_FOUND:
-		return refuse(f, R_KEY_NOT_FOUND,
-		                "%s: the credential's key is not on the token", what);
+		return refuse(f, R_KEY_NOT_FOUND, "%s: the credential's key is not on the token",
+		              what);
 	case TOK_ERR_BAD_INPUT:
 	case TOK_ERR_MECHANISM:
-		return refuse(f, R_ALGORITHM_NOT_SUPPORTED, "%s: %s",
-		                what, tok_strerror(r));
+		return refuse(f, R_ALGORITHM_NOT_SUPPORTED, "%s: %s", what, tok_strerror(r));
 	default:
-		return refuse(f, R_INTERNAL_ERROR, "%s: %s", what,
-		                tok_strerror(r));
+		return refuse(f, R_INTERNAL_ERROR, "%s: %s", what, tok_strerror(r));
 	}
 }
 
@@ -312,16 +308,13 @@ static int lookup_cred(struct service *s, const struct pol_caller *c, const char
 
 	SET_FIELD(rec->cred, id);
 	if (r == REG_ERR_NOT_FOUND || r == REG_ERR_BAD_INPUT)
-		return refuse(f, R_UNKNOWN_CREDENTIAL,
-		                "Invalid parameter credentialID");
+		return refuse(f, R_UNKNOWN_CREDENTIAL, "Invalid parameter credentialID");
 	if (r != REG_OK)
-		return refuse(f, R_REGISTRY_UNAVAILABLE,
-		                "the credential registry cannot be read");
+		return refuse(f, R_REGISTRY_UNAVAILABLE, "the credential registry cannot be read");
 	SET_FIELD(rec->owner, rc->owner);
 	if (!policy_caller_may_use(c, (enum pol_class)rc->cls)) {
-		refuse(f, R_CLASS_NOT_ALLOWED,
-		         "caller %s may not use %s credentials", c->name,
-		         pol_class_name((enum pol_class)rc->cls));
+		refuse(f, R_CLASS_NOT_ALLOWED, "caller %s may not use %s credentials", c->name,
+		       pol_class_name((enum pol_class)rc->cls));
 		reg_cred_clear(rc);
 		return -1;
 	}
@@ -432,8 +425,7 @@ static int check_cert(struct service *s, const struct svc_rules *rules, const st
 	time_t good_until = 0;
 
 	if (key->cert == NULL)
-		return refuse(f, R_CERT_MISSING,
-		                "the credential has no certificate");
+		return refuse(f, R_CERT_MISSING, "the credential has no certificate");
 	if (cert_cached(s->cert_cache, key, rules->generation, now))
 		return 0;
 	if (*chain == NULL)
@@ -441,8 +433,8 @@ static int check_cert(struct service *s, const struct svc_rules *rules, const st
 	cr = cert_check(rules->set.certs, key->cert, *chain, now, pc->min_cert_validity,
 	                pc->require_non_repudiation, &good_until);
 	if (cr != CERT_OK)
-		return refuse(f, reason_of_cert(cr),
-		                "the signing certificate is refused: %s", cert_reason(cr));
+		return refuse(f, reason_of_cert(cr), "the signing certificate is refused: %s",
+		              cert_reason(cr));
 	cert_remember(s->cert_cache, key, rules->generation, good_until);
 	return 0;
 }
@@ -460,8 +452,8 @@ static int check_sad(struct service *s, const struct svc_rules *rules, const str
 	if (req->sad == NULL) {
 		if (purpose->require_sad || rc->cls == POL_CLASS_CITIZEN)
 			return refuse(f, R_SAD_REQUIRED,
-			                "this request needs the citizen's signature activation "
-			                "data (SAD)");
+			              "this request needs the citizen's signature activation "
+			              "data (SAD)");
 		return 0;
 	}
 	if ((c = malloc(sizeof(*c))) == NULL)
@@ -471,19 +463,17 @@ static int check_sad(struct service *s, const struct svc_rules *rules, const str
 		sr = sad_match(c, rc->id, rc->owner, purpose->name, req->hash,
 		               (const uint8_t(*)[64])req->hashes, req->nhashes);
 	if (sr != SAD_OK) {
-		refuse(f, reason_of_sad(sr), "SAD refused: %s",
-		         sad_strerror(sr));
+		refuse(f, reason_of_sad(sr), "SAD refused: %s", sad_strerror(sr));
 		goto out;
 	}
 	SET_FIELD(rec->jti, c->jti);
 	if ((used = ledger_jti_used(s->ledger, c->jti)) < 0) {
-		refuse(f, R_LEDGER_UNAVAILABLE,
-		         "the audit ledger cannot be read");
+		refuse(f, R_LEDGER_UNAVAILABLE, "the audit ledger cannot be read");
 		goto out;
 	}
 	if ((uint64_t)used + req->nhashes > c->num) {
 		refuse(f, R_SAD_REPLAYED,
-		         "the SAD approves %u signature(s) and all were made with it", c->num);
+		       "the SAD approves %u signature(s) and all were made with it", c->num);
 		goto out;
 	}
 	/* Authoritative in the ledger's transaction, so concurrent requests cannot overrun it. */
@@ -507,12 +497,11 @@ static int check_quota(struct service *s, const struct svc_rules *rules, const s
 		return 0;
 	day = hk_day(now);
 	if ((used = ledger_quota_used(s->ledger, rc->id, day)) < 0)
-		return refuse(f, R_LEDGER_UNAVAILABLE,
-		                "the audit ledger cannot be read");
+		return refuse(f, R_LEDGER_UNAVAILABLE, "the audit ledger cannot be read");
 	if ((uint64_t)used + n > quota)
 		return refuse(f, R_QUOTA_EXCEEDED,
-		                "credential %s has made %lld of its %u signatures today", rc->id,
-		                (long long)used, quota);
+		              "credential %s has made %lld of its %u signatures today", rc->id,
+		              (long long)used, quota);
 	rec->quota_add = (uint32_t)n;
 	rec->quota_day = day;
 	rec->quota_max = quota;
@@ -572,7 +561,7 @@ static int make_signatures(struct service *s, const struct sign_req *req, const 
 			t = cms_build(&cp, &out->sig[i], &out->len[i]);
 			if (t == CMS_ERR_INTERNAL || t == CMS_ERR_INPUT)
 				return refuse(f, R_INTERNAL_ERROR,
-				                "building the CMS signature failed");
+				              "building the CMS signature failed");
 		} else {
 			uint8_t sig[TOK_MAX_SIG];
 			size_t len = sizeof(sig);
@@ -580,8 +569,7 @@ static int make_signatures(struct service *s, const struct sign_req *req, const 
 			t = tok_sign_digest(s->tok, key, &tp, req->hashes[i], dlen, sig, &len);
 			if (t == TOK_OK) {
 				if ((out->sig[i] = OPENSSL_memdup(sig, len)) == NULL)
-					return refuse(f, R_INTERNAL_ERROR,
-					                "out of memory");
+					return refuse(f, R_INTERNAL_ERROR, "out of memory");
 				out->len[i] = len;
 			}
 		}
@@ -626,7 +614,7 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 		goto out;
 	if (rc.status != REG_ACTIVE) {
 		refuse(f, rc.status == REG_REVOKED ? R_CREDENTIAL_REVOKED : R_CREDENTIAL_SUSPENDED,
-		         "credential %s is %s", rc.id, reg_status_name(rc.status));
+		       "credential %s is %s", rc.id, reg_status_name(rc.status));
 		goto out;
 	}
 	pr.purpose = req->purpose;
@@ -636,14 +624,13 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 	pr.nhashes = req->nhashes;
 	if ((pol = policy_check_sign(rules->set.pol, caller, &pr, &purpose)) != POL_OK) {
 		refuse(f, reason_of_policy(pol), "refused by policy for caller %s: %s",
-		         caller->name, pol_reason_str(pol));
+		       caller->name, pol_reason_str(pol));
 		goto out;
 	}
 	SET_FIELD(rec->purpose, purpose->name);
 	if (rate_take(s->rates, caller->name, &caller->rate, mono_now(), 1) != 0) {
-		refuse(f, R_RATE_LIMITED,
-		         "caller %s is over its rate of %u per %u s", caller->name,
-		         caller->rate.count, caller->rate.per_s);
+		refuse(f, R_RATE_LIMITED, "caller %s is over its rate of %u per %u s", caller->name,
+		       caller->rate.count, caller->rate.per_s);
 		goto out;
 	}
 	if ((t = tok_key_get(s->tok, rc.key_uri, &key)) != TOK_OK) {
@@ -652,9 +639,8 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 	}
 	if ((req->fam == ALG_ECDSA) != (key->type == TOK_KEY_EC)) {
 		refuse(f, R_ALGORITHM_KEY_MISMATCH,
-		         "signAlgo %s does not fit the credential's %s key",
-		         alg_sign_name(req->fam, req->hash),
-		         key->type == TOK_KEY_EC ? "EC" : "RSA");
+		       "signAlgo %s does not fit the credential's %s key",
+		       alg_sign_name(req->fam, req->hash), key->type == TOK_KEY_EC ? "EC" : "RSA");
 		goto out;
 	}
 	if (check_cert(s, rules, key, &rc, &chain, now, f) != 0 ||
@@ -668,7 +654,7 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 	 * refusal is not recorded either (it would be refused the same way). */
 	if (ledger_announce(s->ledger, rec) != LEDGER_OK) {
 		refuse(f, R_LEDGER_UNAVAILABLE,
-		         "the audit ledger is stuck on a write; nothing was signed");
+		       "the audit ledger is stuck on a write; nothing was signed");
 		goto out;
 	}
 	announced = 1;
@@ -686,16 +672,14 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 		r = 0;
 		break;
 	case LEDGER_ERR_QUOTA:
-		refuse(f, R_QUOTA_EXCEEDED,
-		         "credential %s has reached its daily quota", rc.id);
+		refuse(f, R_QUOTA_EXCEEDED, "credential %s has reached its daily quota", rc.id);
 		break;
 	case LEDGER_ERR_REPLAY:
-		refuse(f, R_SAD_REPLAYED,
-		         "the SAD's signatures are used up");
+		refuse(f, R_SAD_REPLAYED, "the SAD's signatures are used up");
 		break;
 	default:
 		refuse(f, R_LEDGER_UNAVAILABLE,
-		         "the audit ledger cannot be written; no signature is returned");
+		       "the audit ledger cannot be written; no signature is returned");
 		break;
 	}
 out:
@@ -786,8 +770,7 @@ int svc_cred_list(struct service *s, const struct peer *p, const char *user, con
 	if (registry_foreach(s->reg, user, list_one, &l) != REG_OK || l.failed) {
 		for (size_t i = 0; i < l.n; i++)
 			free(ids[i]);
-		refuse(f, R_REGISTRY_UNAVAILABLE,
-		         "the credential registry cannot be read");
+		refuse(f, R_REGISTRY_UNAVAILABLE, "the credential registry cannot be read");
 		goto out;
 	}
 	*n = l.n;

@@ -80,8 +80,7 @@ static int only_keys(json_t *o, const char *const *allowed, struct refusal *f)
 			if (strcmp(k, allowed[i]) == 0)
 				break;
 		if (allowed[i] == NULL)
-			return refuse(f, R_INVALID_REQUEST,
-			                "Unknown parameter %.64s", k);
+			return refuse(f, R_INVALID_REQUEST, "Unknown parameter %.64s", k);
 	}
 	return 0;
 }
@@ -152,11 +151,9 @@ static int decode_algs(json_t *root, struct sign_req *req, struct refusal *f)
 	    get_str(root, "signAlgoParams", 0, CSC_MAX_PSS_PARAMS, &params, f) != 0)
 		return -1;
 	if (alg_sign_lookup(salg, &req->fam, &h1) != 0)
-		return refuse(f, R_ALGORITHM_NOT_SUPPORTED,
-		                "Invalid parameter signAlgo");
+		return refuse(f, R_ALGORITHM_NOT_SUPPORTED, "Invalid parameter signAlgo");
 	if (halg != NULL && (h2 = alg_hash_lookup(halg)) == HASH_NONE)
-		return refuse(f, R_ALGORITHM_NOT_SUPPORTED,
-		                "Invalid parameter hashAlgorithmOID");
+		return refuse(f, R_ALGORITHM_NOT_SUPPORTED, "Invalid parameter hashAlgorithmOID");
 	if (h1 != HASH_NONE && h2 != HASH_NONE && h1 != h2)
 		return bad(f, "Invalid parameter %s: does not match signAlgo", "hashAlgorithmOID");
 	req->hash = h1 != HASH_NONE ? h1 : h2;
@@ -199,8 +196,7 @@ static int decode_algs(json_t *root, struct sign_req *req, struct refusal *f)
 	return 0;
 }
 
-static int decode_hash_list(json_t *arr, const char *field, struct sign_req *req,
-                            struct refusal *f)
+static int decode_hash_list(json_t *arr, const char *field, struct sign_req *req, struct refusal *f)
 {
 	size_t i, dlen = alg_hash_len(req->hash);
 	json_t *v;
@@ -208,15 +204,15 @@ static int decode_hash_list(json_t *arr, const char *field, struct sign_req *req
 	if (!json_is_array(arr) || json_array_size(arr) == 0)
 		return bad(f, "Missing (or invalid type) array parameter %s", field);
 	if (req->nhashes + json_array_size(arr) > WIRE_MAX_HASHES)
-		return refuse(f, R_TOO_MANY_HASHES,
-		                "Invalid parameter %s: more than %d hashes", field, WIRE_MAX_HASHES);
+		return refuse(f, R_TOO_MANY_HASHES, "Invalid parameter %s: more than %d hashes",
+		              field, WIRE_MAX_HASHES);
 	json_array_foreach(arr, i, v)
 	{
 		if (!json_is_string(v) ||
 		    b64_exact(json_string_value(v), req->hashes[req->nhashes], dlen) != 0)
 			return refuse(f, R_INVALID_DIGEST,
-			                "Invalid parameter %s: item %zu is not a base64 %s digest",
-			                field, i, alg_hash_name(req->hash));
+			              "Invalid parameter %s: item %zu is not a base64 %s digest",
+			              field, i, alg_hash_name(req->hash));
 		req->nhashes++;
 	}
 	return 0;
@@ -229,8 +225,7 @@ static int decode_common(json_t *root, struct sign_req *req, struct refusal *f)
 	if (get_str(root, "credentialID", 1, CRED_MAX_ID, &cred, f) != 0)
 		return -1;
 	if (!cred_valid_id(cred))
-		return refuse(f, R_UNKNOWN_CREDENTIAL,
-		                "Invalid parameter credentialID");
+		return refuse(f, R_UNKNOWN_CREDENTIAL, "Invalid parameter credentialID");
 	memcpy(req->cred, cred, strlen(cred) + 1);
 	if (get_str(root, "SAD", 0, WIRE_MAX_SAD, &req->sad, f) != 0 ||
 	    get_str(root, "purpose", 0, 64, &req->purpose, f) != 0)
@@ -529,8 +524,7 @@ static json_t *handle_list(struct csc_req *q, json_t *root)
 	if (ask_core(q, WIRE_REQ_LIST, &b, WIRE_RESP_LIST, &p, &n) != 0)
 		goto out;
 	if (wire_dec_list(p, n, &l, why, sizeof(why)) != 0) {
-		refuse(&q->f, R_INTERNAL_ERROR,
-		         "malformed answer from the signing core");
+		refuse(&q->f, R_INTERNAL_ERROR, "malformed answer from the signing core");
 		goto out;
 	}
 	arr = json_array();
@@ -661,8 +655,7 @@ static json_t *handle_cred_info(struct csc_req *q, json_t *root)
 		info = json_is_true(ci_v);
 	}
 	if (!cred_valid_id(id)) {
-		refuse(&q->f, R_UNKNOWN_CREDENTIAL,
-		         "Invalid parameter credentialID");
+		refuse(&q->f, R_UNKNOWN_CREDENTIAL, "Invalid parameter credentialID");
 		return NULL;
 	}
 	wire_buf_init(&b, WIRE_MAX_REQ);
@@ -670,8 +663,7 @@ static json_t *handle_cred_info(struct csc_req *q, json_t *root)
 	if (ask_core(q, WIRE_REQ_CRED_INFO, &b, WIRE_RESP_CRED_INFO, &p, &n) != 0)
 		goto out;
 	if (wire_dec_cred_info(p, n, &ci, why, sizeof(why)) != 0) {
-		refuse(&q->f, R_INTERNAL_ERROR,
-		         "malformed answer from the signing core");
+		refuse(&q->f, R_INTERNAL_ERROR, "malformed answer from the signing core");
 		goto out;
 	}
 	status = ci.status == WIRE_CRED_ACTIVE ? "enabled" : "disabled";
@@ -686,8 +678,8 @@ static json_t *handle_cred_info(struct csc_req *q, json_t *root)
 		                (json_int_t)ci.bits);
 	out = json_pack("{s:o, s:o, s:{s:s}, s:s, s:i, s:s, s:s}", "key", key, "cert",
 	                cert_json(&ci, mode, info), "auth", "mode", "explicit", "SCAL", "2",
-	                "multisign", (json_int_t)1, "status",
-	                wire_cred_status_name(ci.status), "owner", ci.owner);
+	                "multisign", (json_int_t)1, "status", wire_cred_status_name(ci.status),
+	                "owner", ci.owner);
 out:
 	wire_cred_info_clear(&ci);
 	wire_buf_free(&b);
@@ -718,16 +710,15 @@ static json_t *handle_sign(struct csc_req *q, json_t *root, enum wire_method m)
 	/* The decoders hold a request to WIRE_MAX_HASHES; the configuration may lower that. */
 	if (req->nhashes > q->lim->hashes) {
 		refuse(&q->f, R_TOO_MANY_HASHES,
-		         "Invalid parameter %s: more than %u hashes (limits.hashes)",
-		         doc ? "documentDigests" : "hashes", q->lim->hashes);
+		       "Invalid parameter %s: more than %u hashes (limits.hashes)",
+		       doc ? "documentDigests" : "hashes", q->lim->hashes);
 		goto out;
 	}
 	wire_enc_sign(&b, m, req);
 	if (ask_core(q, WIRE_REQ_SIGN, &b, WIRE_RESP_SIGN, &p, &n) != 0)
 		goto out;
 	if (wire_dec_sign_result(p, n, &res, why, sizeof(why)) != 0) {
-		refuse(&q->f, R_INTERNAL_ERROR,
-		         "malformed answer from the signing core");
+		refuse(&q->f, R_INTERNAL_ERROR, "malformed answer from the signing core");
 		goto out;
 	}
 	arr = json_array();
@@ -778,22 +769,19 @@ void csc_handle(struct core_link *link, const struct config_limits *lim, int con
 		goto done;
 	}
 	if (len > lim->body_size) {
-		refuse(&q.f, R_BODY_TOO_LARGE,
-		         "request body over %zu bytes", lim->body_size);
+		refuse(&q.f, R_BODY_TOO_LARGE, "request body over %zu bytes", lim->body_size);
 		goto done;
 	}
 	if (json_too_deep(body, len, lim->json_depth)) {
-		refuse(&q.f, R_JSON_TOO_DEEP,
-		         "JSON nested deeper than %u levels", lim->json_depth);
+		refuse(&q.f, R_JSON_TOO_DEEP, "JSON nested deeper than %u levels", lim->json_depth);
 		goto done;
 	}
 	/* jansson refuses duplicate keys (asked), \u0000 in strings (JSON_ALLOW_NUL not given),
 	 * invalid UTF-8 and control characters in strings. */
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL) {
-		refuse(&q.f, R_MALFORMED_JSON,
-		         "malformed JSON: %s (line %d, column %d)", jerr.text, jerr.line,
-		         jerr.column);
+		refuse(&q.f, R_MALFORMED_JSON, "malformed JSON: %s (line %d, column %d)", jerr.text,
+		       jerr.line, jerr.column);
 		goto done;
 	}
 	if (!json_is_object(root)) {

@@ -535,28 +535,24 @@ static int first_call(struct http_server *h, struct MHD_Connection *c, const cha
 	}
 	MHD_get_connection_values(c, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, add_header, &sum);
 	if (sum.bytes > h->lim.header_size) {
-		*ret = reply_error(h, c, R_HEADER_TOO_LARGE,
-		                   "request line and headers too large");
+		*ret = reply_error(h, c, R_HEADER_TOO_LARGE, "request line and headers too large");
 		return 431;
 	}
 	/* MHD 0.9.75 takes the first of several Content-Length headers and lets
 	 * Transfer-Encoding override one: a body framed two ways is refused instead. */
 	if (sum.clen > 1 || (sum.clen > 0 && sum.te > 0) || sum.te > 1) {
-		*ret = reply_error(h, c, R_BAD_CONTENT_LENGTH,
-		                   "body length given more than once");
+		*ret = reply_error(h, c, R_BAD_CONTENT_LENGTH, "body length given more than once");
 		return 400;
 	}
 	clen = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (clen == NULL)
 		return 0;
 	if ((n = content_length(clen)) < 0) {
-		*ret = reply_error(h, c, R_BAD_CONTENT_LENGTH,
-		                   "malformed Content-Length");
+		*ret = reply_error(h, c, R_BAD_CONTENT_LENGTH, "malformed Content-Length");
 		return 400;
 	}
 	if ((unsigned long long)n > h->lim.body_size) {
-		*ret = reply_error(h, c, R_BODY_TOO_LARGE,
-		                   "request body too large");
+		*ret = reply_error(h, c, R_BODY_TOO_LARGE, "request body too large");
 		return 413;
 	}
 	/* Announced and within the cap: one allocation for the whole body. */
@@ -639,8 +635,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	k = conn_of(c);
 	p = k != NULL && k->has_peer ? &k->peer : NULL;
 	if (p == NULL)
-		return reply_error(h, c, R_UNKNOWN_CALLER,
-		                   "caller identity unavailable");
+		return reply_error(h, c, R_UNKNOWN_CALLER, "caller identity unavailable");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/healthz") == 0) {
 		struct wire_status st;
 
@@ -674,8 +669,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	if (strncmp(url, CSC_PREFIX, strlen(CSC_PREFIX)) != 0)
 		return reply_error(h, c, R_UNKNOWN_METHOD, "no such path");
 	if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-		return reply_error(h, c, R_METHOD_NOT_ALLOWED,
-		                   "use POST for CSC methods");
+		return reply_error(h, c, R_METHOD_NOT_ALLOWED, "use POST for CSC methods");
 	csc_handle(h->link, &h->lim, k->fd, url + strlen(CSC_PREFIX),
 	           rc->body != NULL ? rc->body : "", rc->len, &status, &body);
 	if (status != 200)

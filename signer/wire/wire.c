@@ -21,7 +21,7 @@
 
 #include "policy/algs.h"
 
-#define WIRE_RECV_FDS 8   /* control room per read: more than one descriptor is seen and closed */
+#define WIRE_RECV_FDS 8 /* control room per read: more than one descriptor is seen and closed */
 
 _Static_assert(CRED_MAX_ID <= UINT8_MAX && CRED_MAX_USER <= UINT8_MAX &&
                    WIRE_MAX_PURPOSE <= UINT8_MAX && WIRE_MAX_HASHES <= UINT8_MAX,
@@ -342,7 +342,7 @@ static int rd_reason(struct rd *r, uint16_t *reason)
 {
 	if (rd_u16(r, "reason", reason) != 0)
 		return -1;
-	if (*reason != R_NONE && reason_name((enum reason)*reason) == NULL)
+	if (*reason != R_NONE && reason_name((enum reason) * reason) == NULL)
 		return fail(r->why, r->whylen, "reason: %u unknown", (unsigned)*reason);
 	return 0;
 }

@@ -446,8 +446,8 @@ static void reasons_match_the_api_doc(void **state)
 	fclose(f);
 	for (int r = R_NONE + 1; r < R_COUNT; r++)
 		if (seen[r] != 1)
-			fail_msg("docs/api.md lists reason %s %d times", reason_name((enum reason)r),
-			         seen[r]);
+			fail_msg("docs/api.md lists reason %s %d times",
+			         reason_name((enum reason)r), seen[r]);
 }
 
 int main(void)

@@ -877,7 +877,7 @@ static void record_refusals(void **state)
 	enc_refused(wire_enc_record(&b, WM_LIST, &e), &b);
 	e.reason = R_COUNT;
 	enc_refused(wire_enc_record(&b, WM_LIST, &e), &b);
-	e.reason = (enum reason)-1;
+	e.reason = (enum reason) - 1;
 	enc_refused(wire_enc_record(&b, WM_LIST, &e), &b);
 	refuse(&e, R_INVALID_REQUEST, "c");
 	enc_refused(wire_enc_record(&b, (enum wire_method)0, &e), &b);
@@ -1152,18 +1152,18 @@ static void cred_info(void **state)
 		ci_try(v, S("bob"), WIRE_KEY_EC, P256, NULL, 0, NULL, 0,
 		       v >= WIRE_CRED_ACTIVE && v <= WIRE_CRED_REVOKED ? NULL : "status");
 	for (unsigned v = 0; v < 256; v++)
-		ci_try(WIRE_CRED_ACTIVE, S("bob"), v, v == WIRE_KEY_RSA ? 0 : P256, NULL, 0, NULL, 0,
-		       v == WIRE_KEY_EC || v == WIRE_KEY_RSA ? NULL : "key type");
+		ci_try(WIRE_CRED_ACTIVE, S("bob"), v, v == WIRE_KEY_RSA ? 0 : P256, NULL, 0, NULL,
+		       0, v == WIRE_KEY_EC || v == WIRE_KEY_RSA ? NULL : "key type");
 	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_RSA, P256, NULL, 0, NULL, 0, "curve");
 	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, 0, NULL, 0, NULL, 0, "curve");
 	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, -1, NULL, 0, NULL, 0, "curve");
 	ci_try(WIRE_CRED_ACTIVE, "", 0, WIRE_KEY_EC, P256, NULL, 0, NULL, 0, "owner");
-	ci_try(WIRE_CRED_ACTIVE, rep('o', CRED_MAX_USER + 1), CRED_MAX_USER + 1, WIRE_KEY_EC, P256, NULL, 0,
-	       NULL, 0, "owner");
+	ci_try(WIRE_CRED_ACTIVE, rep('o', CRED_MAX_USER + 1), CRED_MAX_USER + 1, WIRE_KEY_EC, P256,
+	       NULL, 0, NULL, 0, "owner");
 	ci_try(WIRE_CRED_ACTIVE, S("b ob"), WIRE_KEY_EC, P256, NULL, 0, NULL, 0, "owner");
 	ci_try(WIRE_CRED_ACTIVE, "b\0b", 3, WIRE_KEY_EC, P256, NULL, 0, NULL, 0, "owner");
-	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, P256, rep('c', WIRE_MAX_CERT), WIRE_MAX_CERT, NULL,
-	       0, NULL);
+	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, P256, rep('c', WIRE_MAX_CERT),
+	       WIRE_MAX_CERT, NULL, 0, NULL);
 	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, P256, rep('c', WIRE_MAX_CERT + 1),
 	       WIRE_MAX_CERT + 1, NULL, 0, "certificate");
 	ci_try(WIRE_CRED_ACTIVE, S("bob"), WIRE_KEY_EC, P256, NULL, 0, rep('p', WIRE_MAX_CHAIN),
