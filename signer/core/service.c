@@ -253,6 +253,7 @@ int svc_conclude(struct service *s, struct audit_rec *rec, int ok, struct refusa
 			                                                      : "internal_error");
 			SET_FIELD(rec->detail, f->desc);
 			rec->nsigs = 0;
+			rec->ntst = 0;
 		}
 		/* Only a signature's own record carries conditions: nothing else consumes. */
 		rec->quota_add = 0;

@@ -107,6 +107,9 @@ enum reason {
 	R_KEY_NOT_FOUND,
 	R_REGISTRY_UNAVAILABLE,
 	R_INTERNAL_ERROR,
+	/* RFC 3161 timestamps (CAdES B-T): the TSA could not be asked, or its token is refused */
+	R_TSA_UNAVAILABLE,
+	R_TSA_BAD_TOKEN,
 	R_COUNT
 };
 
