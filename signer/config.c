@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "policy/algs.h"
 #include "policy/yamlfile.h"
 
 #define CFG_MAX_URI 1024
@@ -417,6 +418,144 @@ static int parse_listener(struct loader *L, yaml_node_t *map)
 	return 0;
 }
 
+/* tsa.url: http://HOST[:PORT]/PATH. Plain HTTP only: the token is signed and checked, and the
+ * listener, rooted in an empty directory, has no CA bundle for TLS. HOST is a DNS name, an
+ * IPv4 address or a bracketed IPv6 address; it is resolved once, when the listener starts. */
+static int tsa_url(struct loader *L, yaml_node_t *v)
+{
+	struct config *c = L->c;
+	const char *s, *h, *e, *p;
+	size_t hlen;
+	unsigned long port = 80;
+
+	if (yf_str(&L->yf, v, "tsa.url", &s) != 0)
+		return -1;
+	if (strlen(s) > CFG_MAX_TSA_URL)
+		return yf_error(&L->yf, v, "tsa.url", "longer than %d bytes", CFG_MAX_TSA_URL);
+	if (strncmp(s, "http://", 7) != 0)
+		return yf_error(&L->yf, v, "tsa.url",
+		                "expected http://HOST[:PORT]/PATH (plain HTTP: the token is "
+		                "verified, not the transport)");
+	h = s + 7;
+	for (p = h; *p != '\0'; p++)
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '#' ||
+		    *p == '@')
+			return yf_error(&L->yf, v, "tsa.url",
+			                "spaces, controls, '#', '@' and non-ASCII are not allowed");
+	if (*h == '[') {
+		if ((e = strchr(h, ']')) == NULL || e == h + 1 ||
+		    strspn(h + 1, "0123456789abcdefABCDEF:.") != (size_t)(e - h - 1))
+			return yf_error(&L->yf, v, "tsa.url", "malformed IPv6 address");
+		hlen = (size_t)(e - h - 1);
+		h++;
+		e++;
+	} else {
+		hlen =
+		    strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+		e = h + hlen;
+		if (hlen == 0 || hlen > 253)
+			return yf_error(&L->yf, v, "tsa.url", "no host name");
+	}
+	if (*e == ':') {
+		char *end;
+
+		if (e[1] < '0' || e[1] > '9')
+			return yf_error(&L->yf, v, "tsa.url", "malformed port");
+		port = strtoul(e + 1, &end, 10);
+		if (port < 1 || port > 65535 || end - (e + 1) > 5)
+			return yf_error(&L->yf, v, "tsa.url", "port not in 1..65535");
+		e = end;
+	}
+	if (*e != '/' && *e != '\0')
+		return yf_error(&L->yf, v, "tsa.url", "expected '/' or ':' after the host");
+	free(c->tsa_url);
+	free(c->tsa_host);
+	c->tsa_url = strdup(s);
+	c->tsa_host = strndup(h, hlen);
+	c->tsa_port = (unsigned)port;
+	if (c->tsa_url == NULL || c->tsa_host == NULL)
+		return yf_error(&L->yf, v, "tsa.url", "out of memory");
+	return 0;
+}
+
+/* A dotted OID: at least two arcs, digits only, no leading zeros. */
+static int oid_syntax(const char *s)
+{
+	size_t arcs = 0, n;
+
+	if (strlen(s) > 128)
+		return 0;
+	for (;;) {
+		if ((n = strspn(s, "0123456789")) == 0 || (n > 1 && s[0] == '0'))
+			return 0;
+		arcs++;
+		s += n;
+		if (*s == '\0')
+			return arcs >= 2;
+		if (*s++ != '.')
+			return 0;
+	}
+}
+
+static int parse_tsa(struct loader *L, yaml_node_t *at, yaml_node_t *map)
+{
+	struct yfile *yf = &L->yf;
+	struct config *c = L->c;
+	yaml_node_t *v;
+	const char *k, *s;
+	char key[80];
+	uint64_t u;
+	int n, i;
+
+	n = yf_map_size(yf, map, "tsa");
+	if (n < 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		yf_pair(yf, map, i, &k, &v);
+		if (strcmp(k, "url") == 0) {
+			if (tsa_url(L, v) != 0)
+				return -1;
+		} else if (strcmp(k, "trust_anchors") == 0) {
+			if (yf_path(yf, v, "tsa.trust_anchors", &c->tsa_trust_anchors) != 0)
+				return -1;
+		} else if (strcmp(k, "hash") == 0) {
+			if (yf_str(yf, v, "tsa.hash", &s) != 0)
+				return -1;
+			if ((c->tsa_hash = alg_hash_lookup(s)) == HASH_NONE)
+				return yf_error(yf, v, "tsa.hash",
+				                "expected sha256, sha384 or sha512, found '%s'", s);
+		} else if (strcmp(k, "timeout") == 0) {
+			if (yf_duration(yf, v, "tsa.timeout", &u) != 0)
+				return -1;
+			if (u < 1 || u > CFG_MAX_TSA_TIMEOUT)
+				return yf_error(yf, v, "tsa.timeout", "must be between 1s and %ds",
+				                CFG_MAX_TSA_TIMEOUT);
+			c->tsa_timeout = (unsigned)u;
+		} else if (strcmp(k, "policy") == 0) {
+			if (yf_str(yf, v, "tsa.policy", &s) != 0)
+				return -1;
+			if (!oid_syntax(s))
+				return yf_error(
+				    yf, v, "tsa.policy",
+				    "expected a dotted OID such as 1.2.3.4, found '%.64s'", s);
+			free(c->tsa_policy);
+			if ((c->tsa_policy = strdup(s)) == NULL)
+				return yf_error(yf, v, "tsa.policy", "out of memory");
+		} else {
+			snprintf(key, sizeof(key), "tsa.%.60s", k);
+			return yf_error(yf, yf_pair_key(yf, map, i), key,
+			                "unknown key in tsa (expected url, trust_anchors, hash, "
+			                "timeout, policy)");
+		}
+	}
+	if (c->tsa_url == NULL)
+		return yf_error(yf, at, "tsa.url", "missing (the time-stamping service)");
+	if (c->tsa_trust_anchors == NULL)
+		return yf_error(yf, at, "tsa.trust_anchors",
+		                "missing (the CA certificates the TSA's tokens must chain to)");
+	return 0;
+}
+
 static int parse_root(struct loader *L)
 {
 	struct yfile *yf = &L->yf;
@@ -467,12 +606,15 @@ static int parse_root(struct loader *L)
 		} else if (strcmp(k, "limits") == 0) {
 			if (parse_limits(L, v) != 0)
 				return -1;
+		} else if (strcmp(k, "tsa") == 0) {
+			if (parse_tsa(L, yf_pair_key(yf, root, i), v) != 0)
+				return -1;
 		} else {
 			return yf_error(
 			    yf, yf_pair_key(yf, root, i), k,
 			    "unknown key (expected token, listen, listener, user, group, "
 			    "state_dir, policy, sad_issuers, trust_anchors, ledger, "
-			    "limits)");
+			    "limits, tsa)");
 		}
 	}
 	if (token == NULL)
@@ -511,6 +653,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	c->ledger_checkpoint_every = CFG_DEFAULT_CHECKPOINT_EVERY;
 	c->ledger_checkpoint_secs = CFG_DEFAULT_CHECKPOINT_SECS;
 	c->ledger_write_timeout = CFG_DEFAULT_WRITE_TIMEOUT;
+	c->tsa_hash = HASH_SHA256;
+	c->tsa_timeout = CFG_DEFAULT_TSA_TIMEOUT;
 	config_limits_default(&c->limits);
 	L.c = c;
 	if (parse_root(&L) != 0)
@@ -550,6 +694,10 @@ void config_free(struct config *c)
 	yf_strv_free(c->sad_issuers);
 	free(c->trust_anchors);
 	free(c->ledger_audit_key);
+	free(c->tsa_url);
+	free(c->tsa_host);
+	free(c->tsa_trust_anchors);
+	free(c->tsa_policy);
 	free(c);
 }
 

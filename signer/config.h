@@ -67,9 +67,21 @@ struct config {
 	unsigned ledger_checkpoint_every; /* records between checkpoints, 1..1000000 (1000) */
 	unsigned ledger_checkpoint_secs;  /* seconds between checkpoints, 1..86400 (60) */
 	unsigned ledger_write_timeout;    /* seconds a request waits for its record, 1..60 (2) */
+	/* tsa: the RFC 3161 time-stamping service of Ades-B-T (tsa_url NULL: none) */
+	char *tsa_url;           /* http://HOST[:PORT]/PATH, at most CFG_MAX_TSA_URL bytes */
+	char *tsa_host;          /* HOST of tsa_url (an IPv6 address without its brackets) */
+	unsigned tsa_port;       /* PORT of tsa_url (80 when absent) */
+	char *tsa_trust_anchors; /* the TSA's CA certificates (PEM); required with url */
+	int tsa_hash;            /* enum alg_hash of the message imprint (default SHA-256) */
+	unsigned tsa_timeout;    /* seconds for one time-stamp's round trip, 1..60 (5) */
+	char *tsa_policy;        /* dotted OID of the TSA policy to ask for, or NULL */
 	/* limits: */
 	struct config_limits limits;
 };
+
+#define CFG_MAX_TSA_URL 1024
+#define CFG_DEFAULT_TSA_TIMEOUT 5
+#define CFG_MAX_TSA_TIMEOUT 60
 
 /* Parse and validate: required keys token.module, token.uri, token.pin_file, listen.socket,
  * state_dir, policy. Unknown keys and bad values are errors "FILE:LINE: KEY: message". Relative

@@ -53,17 +53,20 @@ static int check(const char *path)
 {
 	struct config *cfg = NULL;
 	struct svc_rules *rules = NULL;
+	struct tsa_verifier *tsa = NULL;
 	char err[512];
 	int r = 1;
 
 	if (config_load(path, &cfg, err, sizeof(err)) != 0 ||
-	    svc_rules_load(cfg, &rules, err, sizeof(err)) != 0) {
+	    svc_rules_load(cfg, &rules, err, sizeof(err)) != 0 ||
+	    (cfg->tsa_url != NULL && tsa_verifier_load(cfg, &tsa, err, sizeof(err)) != 0)) {
 		fprintf(stderr, "iamsignd: %s\n", err);
 		goto out;
 	}
 	printf("%s: configuration and policy %s are valid\n", path, cfg->policy_path);
 	r = 0;
 out:
+	tsa_verifier_free(tsa);
 	svc_rules_free(rules);
 	config_free(cfg);
 	return r;

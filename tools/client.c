@@ -4,6 +4,7 @@
  * jansson for JSON). Documents are hashed here and only digests leave the process; `verify`
  * works offline with OpenSSL's CMS_verify. Every function returns 0 or -1 and has printed the
  * reason once when it returns -1. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -11,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -22,7 +25,10 @@
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/rsa.h>
+#include <openssl/ts.h>
 #include <openssl/x509.h>
+
+#include "tools/pdf.h"
 
 #define DEFAULT_SOCKET "/run/iamsign/iamsign.sock"
 #define MAX_BODY (4u << 20)  /* largest response body accepted from the daemon */
@@ -37,10 +43,15 @@ struct opts {
 	const char *socket;
 	const char *credential;
 	const char *purpose;
-	const char *hash; /* NULL: sha256, or the hash a combined --algo names */
-	const char *algo; /* NULL: from the credential's key */
-	const char *sad;  /* file holding a compact JWS */
-	const char *ca;   /* verify: CA certificates (PEM) */
+	const char *hash;   /* NULL: sha256, or the hash a combined --algo names */
+	const char *algo;   /* NULL: from the credential's key */
+	const char *sad;    /* file holding a compact JWS */
+	const char *ca;     /* verify: CA certificates (PEM) */
+	const char *tsa_ca; /* verify-pdf: the TSA's CA certificates (PEM); NULL: ca */
+	const char *level;  /* sign, sign-pdf: Ades-B-B (NULL) or Ades-B-T */
+	const char *out;    /* sign-pdf: the signed PDF */
+	const char *reason; /* sign-pdf: /Reason */
+	const char *name;   /* sign-pdf: /Name */
 };
 
 struct buf {
@@ -71,13 +82,17 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: iamsign [--socket S] [--credential ID] [--purpose P] [--hash sha256|sha384]\n"
-	    "               [--algo NAME|OID] [--sad FILE] COMMAND [ARGS]\n"
+	    "               [--algo NAME|OID] [--sad FILE] [--level B-B|B-T] COMMAND [ARGS]\n"
 	    "commands:\n"
 	    "  info                          print the daemon's info response\n"
 	    "  credentials                   list the credentials this caller may use\n"
 	    "  sign-hash FILE...             raw signature of each file into FILE.sig\n"
-	    "  sign FILE...                  CAdES B-B detached CMS of each file into FILE.p7s\n"
+	    "  sign FILE...                  CAdES detached CMS of each file into FILE.p7s\n"
 	    "  verify FILE FILE.p7s --ca CA.pem   verify a detached CMS locally\n"
+	    "  sign-pdf FORM.pdf [--out SIGNED.pdf] [--reason TEXT] [--name TEXT]\n"
+	    "                                PAdES signature by an incremental update\n"
+	    "  verify-pdf SIGNED.pdf --ca CA.pem [--tsa-ca TSA-CA.pem]\n"
+	    "                                check every signature of a PDF locally\n"
 	    "socket: --socket, else $IAMSIGN_SOCKET, else " DEFAULT_SOCKET "\n");
 }
 
@@ -820,6 +835,51 @@ static int add_common(const struct client *c, const struct signing *sg, json_t *
 	return 0;
 }
 
+/* The CSC conformance level of --level. */
+static const char *conformance(const struct opts *o)
+{
+	return o->level != NULL && strcmp(o->level, "B-T") == 0 ? "Ades-B-T" : "Ades-B-B";
+}
+
+/* signDoc for one digest: the base64-decoded CMS in *cms (malloc'ed). fmt is "C" or "P". */
+static int sign_doc(struct client *c, const struct signing *sg, const unsigned char *dig,
+                    unsigned dlen, const char *fmt, unsigned char **cms, size_t *cmslen)
+{
+	char *b64 = NULL;
+	json_t *req = NULL, *resp = NULL, *v;
+	int r = -1;
+
+	*cms = NULL;
+	if ((b64 = b64_encode(dig, dlen)) == NULL)
+		goto out;
+	req = json_pack("{s:[{s:[s], s:s}], s:s, s:s, s:s}", "documentDigests", "hashes", b64,
+	                "hashAlgorithmOID", sg->hash_oid, "signature_format", fmt,
+	                "conformance_level", conformance(c->o), "signed_envelope_property",
+	                "Detached");
+	if (req == NULL || add_common(c, sg, req) != 0) {
+		fprintf(stderr, "iamsign: cannot build the request\n");
+		goto out;
+	}
+	if (csc_call(c, "signatures/signDoc", req, &resp) != 0)
+		goto out;
+	v = json_object_get(resp, "SignatureObject");
+	if (json_is_array(v) && json_array_size(v) == 1)
+		v = json_array_get(v, 0);
+	if (!json_is_string(v) || b64_decode(json_string_value(v), cms, cmslen) != 0 ||
+	    *cmslen == 0) {
+		fprintf(stderr, "iamsign: signDoc: malformed SignatureObject in the response\n");
+		free(*cms);
+		*cms = NULL;
+		goto out;
+	}
+	r = 0;
+out:
+	free(b64);
+	json_decref(req);
+	json_decref(resp);
+	return r;
+}
+
 /* Hash file, ask for a raw signature (doc == 0, FILE.sig) or a CAdES B-B detached CMS
  * (doc == 1, FILE.p7s), write it and print its path. */
 static int sign_file(struct client *c, const struct signing *sg, const char *file, int doc)
@@ -842,7 +902,7 @@ static int sign_file(struct client *c, const struct signing *sg, const char *fil
 	if (doc)
 		req = json_pack("{s:[{s:[s], s:s}], s:s, s:s, s:s}", "documentDigests", "hashes",
 		                b64, "hashAlgorithmOID", sg->hash_oid, "signature_format", "C",
-		                "conformance_level", "Ades-B-B", "signed_envelope_property",
+		                "conformance_level", conformance(c->o), "signed_envelope_property",
 		                "Detached");
 	else
 		req = json_pack("{s:[s], s:s}", "hashes", b64, "hashAlgorithmOID", sg->hash_oid);
@@ -949,6 +1009,310 @@ out:
 	return r;
 }
 
+/* ---- PDF (PAdES) ---- */
+
+struct pdf_signing {
+	struct client *c;
+	const struct signing *sg;
+};
+
+/* pdf_sign's callback: the byte range's digest, signed as PAdES through signDoc. */
+static int pdf_sign_cb(void *arg, const unsigned char *data, size_t len, unsigned char **cms,
+                       size_t *cmslen)
+{
+	struct pdf_signing *ps = arg;
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
+
+	if (!EVP_Digest(data, len, dig, &dlen, ps->sg->md, NULL)) {
+		print_openssl_errors("iamsign");
+		return -1;
+	}
+	return sign_doc(ps->c, ps->sg, dig, dlen, "P", cms, cmslen);
+}
+
+static int cmd_sign_pdf(struct client *c, const char *in)
+{
+	struct signing sg;
+	struct pdf_signing ps = {c, &sg};
+	char path[PATH_MAX], err[512];
+	const char *out = c->o->out;
+	size_t n = strlen(in);
+	int r;
+
+	if (out == NULL) {
+		/* FORM.pdf -> FORM.signed.pdf */
+		if (n > 4 && strcasecmp(in + n - 4, ".pdf") == 0)
+			n -= 4;
+		if ((size_t)snprintf(path, sizeof(path), "%.*s.signed.pdf", (int)n, in) >=
+		    sizeof(path)) {
+			fprintf(stderr, "iamsign: %s: path too long\n", in);
+			return -1;
+		}
+		out = path;
+	}
+	if (resolve_signing(c, &sg) != 0)
+		return -1;
+	r = pdf_sign(in, out, c->o->reason, c->o->name, pdf_sign_cb, &ps, err, sizeof(err));
+	signing_free(&sg);
+	if (r != 0) {
+		fprintf(stderr, "iamsign: %s: %s\n", in, err);
+		unlink(out);
+		return -1;
+	}
+	printf("%s\n", out);
+	return 0;
+}
+
+static X509_STORE *load_store(const char *path)
+{
+	X509_STORE *store = X509_STORE_new();
+
+	if (store == NULL || !X509_STORE_load_file(store, path)) {
+		fprintf(stderr, "iamsign: %s: cannot load CA certificates\n", path);
+		print_openssl_errors("iamsign");
+		X509_STORE_free(store);
+		return NULL;
+	}
+	return store;
+}
+
+/* The signature-time-stamp of si, if any: verified against tsa (signature, a time-stamping
+ * certificate, the imprint over si's signature value) and within signer's validity. 1 when
+ * there is none, 0 when it verifies, -1 (printed) when it does not. */
+static int check_timestamp(CMS_SignerInfo *si, X509 *signer, X509_STORE *tsa)
+{
+	int i = CMS_unsigned_get_attr_by_NID(si, NID_id_smime_aa_timeStampToken, -1);
+	X509_ATTRIBUTE *attr;
+	ASN1_TYPE *t;
+	const unsigned char *pp;
+	PKCS7 *tok = NULL;
+	TS_TST_INFO *tst = NULL;
+	TS_VERIFY_CTX *ctx = NULL;
+	ASN1_OCTET_STRING *sig = CMS_SignerInfo_get0_signature(si);
+	BIO *data = NULL;
+	time_t when;
+	struct tm tm;
+	int r = -1;
+
+	if (i < 0)
+		return 1;
+	if ((attr = CMS_unsigned_get_attr(si, i)) == NULL || X509_ATTRIBUTE_count(attr) != 1 ||
+	    (t = X509_ATTRIBUTE_get0_type(attr, 0)) == NULL || t->type != V_ASN1_SEQUENCE) {
+		fprintf(stderr, "  time-stamp: malformed attribute\n");
+		return -1;
+	}
+	pp = t->value.sequence->data;
+	if ((tok = d2i_PKCS7(NULL, &pp, t->value.sequence->length)) == NULL ||
+	    (tst = PKCS7_to_TS_TST_INFO(tok)) == NULL) {
+		fprintf(stderr, "  time-stamp: not a TimeStampToken\n");
+		goto out;
+	}
+	if ((ctx = TS_VERIFY_CTX_new()) == NULL ||
+	    (data = BIO_new_mem_buf(ASN1_STRING_get0_data(sig), ASN1_STRING_length(sig))) == NULL ||
+	    !X509_STORE_up_ref(tsa))
+		goto out;
+	TS_VERIFY_CTX_set_flags(ctx, TS_VFY_VERSION | TS_VFY_SIGNATURE | TS_VFY_DATA);
+	TS_VERIFY_CTX_set_store(ctx, tsa); /* ctx owns the reference taken */
+	TS_VERIFY_CTX_set_data(ctx, data); /* and the BIO */
+	data = NULL;
+	if (TS_RESP_verify_token(ctx, tok) != 1) {
+		print_openssl_errors("  time-stamp: verification failure");
+		goto out;
+	}
+	if (!ASN1_TIME_to_tm(TS_TST_INFO_get_time(tst), &tm)) {
+		fprintf(stderr, "  time-stamp: malformed time\n");
+		goto out;
+	}
+	when = timegm(&tm);
+	if (X509_cmp_time(X509_get0_notBefore(signer), &when) > 0 ||
+	    X509_cmp_time(X509_get0_notAfter(signer), &when) < 0) {
+		fprintf(stderr, "  time-stamp: outside the signing certificate's validity\n");
+		goto out;
+	}
+	printf("  time-stamp: %04d-%02d-%02dT%02d:%02d:%02dZ, verified, over this signature\n",
+	       tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	r = 0;
+out:
+	BIO_free(data);
+	TS_VERIFY_CTX_free(ctx);
+	TS_TST_INFO_free(tst);
+	PKCS7_free(tok);
+	return r;
+}
+
+/* One signature of a PDF: the byte range (structure, and whether it covers the whole file),
+ * the CMS over it, its time-stamp. last: the newest signature, which must cover the file. */
+static int check_pdf_sig(const unsigned char *pdf, size_t size, const struct pdf_sig *s, int last,
+                         X509_STORE *store, X509_STORE *tsa)
+{
+	const long long *br = s->range;
+	const unsigned char *pp;
+	unsigned char *der = NULL;
+	size_t derlen;
+	CMS_ContentInfo *cms = NULL;
+	STACK_OF(CMS_SignerInfo) * sis;
+	STACK_OF(X509) *signers = NULL;
+	BIO *content = NULL;
+	unsigned char *data = NULL;
+	size_t n1, n2;
+	int r = -1;
+
+	printf("signature %s (%s):\n", s->field[0] ? s->field : "?",
+	       s->subfilter[0] ? s->subfilter : "no SubFilter");
+	if (s->nrange != 4 || br[0] != 0 || br[1] <= 0 || br[2] <= br[1] || br[3] < 0 ||
+	    (unsigned long long)br[2] + (unsigned long long)br[3] > size || pdf[br[1]] != '<' ||
+	    pdf[br[2] - 1] != '>') {
+		fprintf(stderr,
+		        "  byte range: malformed (it must run from the start of the file to "
+		        "/Contents and from after /Contents on)\n");
+		return -1;
+	}
+	for (long long i = br[1] + 1; i < br[2] - 1; i++)
+		if (!isxdigit(pdf[i])) {
+			fprintf(stderr, "  byte range: the gap is not the /Contents hex string\n");
+			return -1;
+		}
+	if (strcmp(s->subfilter, "ETSI.CAdES.detached") != 0)
+		fprintf(stderr, "  warning: SubFilter %s, not ETSI.CAdES.detached (PAdES)\n",
+		        s->subfilter[0] ? s->subfilter : "missing");
+	if ((unsigned long long)br[2] + (unsigned long long)br[3] == size) {
+		printf("  byte range: the whole file but /Contents\n");
+	} else if (last) {
+		fprintf(stderr,
+		        "  byte range: ends at byte %lld of %zu: the file was changed after "
+		        "the last signature\n",
+		        br[2] + br[3], size);
+		return -1;
+	} else {
+		printf("  byte range: the revision up to byte %lld (later changes are incremental "
+		       "updates)\n",
+		       br[2] + br[3]);
+	}
+	n1 = (size_t)br[1];
+	n2 = (size_t)br[3];
+	if ((data = malloc(n1 + n2 + 1)) == NULL)
+		return -1;
+	memcpy(data, pdf, n1);
+	memcpy(data + n1, pdf + br[2], n2);
+	/* The CMS: the hex string in the gap, its zero padding left to the DER decoder. */
+	if ((br[2] - br[1]) % 2 != 0) {
+		fprintf(stderr, "  /Contents: an odd number of hex digits\n");
+		goto out;
+	}
+	derlen = (size_t)(br[2] - br[1] - 2) / 2;
+	if ((der = malloc(derlen + 1)) == NULL)
+		goto out;
+	for (size_t i = 0; i < derlen; i++) {
+		char hx[3] = {(char)pdf[br[1] + 1 + 2 * (long long)i],
+		              (char)pdf[br[1] + 2 + 2 * (long long)i], '\0'};
+		der[i] = (unsigned char)strtoul(hx, NULL, 16);
+	}
+	pp = der;
+	if (derlen == 0 || (cms = d2i_CMS_ContentInfo(NULL, &pp, (long)derlen)) == NULL) {
+		fprintf(stderr, "  /Contents: not a CMS signature\n");
+		ERR_clear_error();
+		goto out;
+	}
+	if ((content = BIO_new_mem_buf(data, (int)(n1 + n2))) == NULL)
+		goto out;
+	if (CMS_verify(cms, NULL, store, content, NULL, CMS_BINARY) != 1) {
+		print_openssl_errors("  Verification failure");
+		goto out;
+	}
+	printf("  CMS: verified over the byte range\n");
+	signers = CMS_get0_signers(cms);
+	sis = CMS_get0_SignerInfos(cms);
+	if (signers == NULL || sis == NULL || sk_X509_num(signers) != 1 ||
+	    sk_CMS_SignerInfo_num(sis) != 1) {
+		fprintf(stderr, "  CMS: not exactly one signer\n");
+		goto out;
+	}
+	{
+		BIO *bout = BIO_new_fp(stdout, BIO_NOCLOSE);
+
+		if (bout != NULL) {
+			BIO_puts(bout, "  signer: ");
+			X509_NAME_print_ex(bout, X509_get_subject_name(sk_X509_value(signers, 0)),
+			                   0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+			BIO_puts(bout, "\n");
+			BIO_free(bout);
+		}
+	}
+	if (CMS_signed_get_attr_by_NID(sk_CMS_SignerInfo_value(sis, 0), NID_pkcs9_signingTime,
+	                               -1) >= 0)
+		fprintf(stderr,
+		        "  warning: a signing-time attribute (PAdES puts the time in /M)\n");
+	switch (check_timestamp(sk_CMS_SignerInfo_value(sis, 0), sk_X509_value(signers, 0), tsa)) {
+	case 1:
+		printf("  time-stamp: none (B-B)\n");
+		break;
+	case 0:
+		break;
+	default:
+		goto out;
+	}
+	r = 0;
+out:
+	sk_X509_free(signers);
+	BIO_free(content);
+	CMS_ContentInfo_free(cms);
+	free(der);
+	free(data);
+	return r;
+}
+
+static int cmd_verify_pdf(const struct opts *o, const char *path)
+{
+	struct pdf_sig *sigs = NULL;
+	X509_STORE *store = NULL, *tsa = NULL;
+	unsigned char *pdf = NULL;
+	size_t size = 0, n = 0, bad = 0;
+	char err[512];
+	FILE *f;
+	int r = -1;
+
+	if ((f = fopen(path, "rb")) == NULL) {
+		fprintf(stderr, "iamsign: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	if ((pdf = malloc(PDF_MAX_SIZE + 1)) != NULL)
+		size = fread(pdf, 1, PDF_MAX_SIZE + 1, f);
+	if (pdf == NULL || ferror(f) || size > PDF_MAX_SIZE) {
+		fprintf(stderr, "iamsign: %s: unreadable or larger than %u bytes\n", path,
+		        PDF_MAX_SIZE);
+		fclose(f);
+		goto out;
+	}
+	fclose(f);
+	if (pdf_signatures(path, &sigs, &n, err, sizeof(err)) != 0) {
+		fprintf(stderr, "iamsign: %s\n", err);
+		goto out;
+	}
+	if (n == 0) {
+		fprintf(stderr, "iamsign: %s: no signature\n", path);
+		goto out;
+	}
+	if ((store = load_store(o->ca)) == NULL ||
+	    (tsa = load_store(o->tsa_ca != NULL ? o->tsa_ca : o->ca)) == NULL)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		if (check_pdf_sig(pdf, size, &sigs[i], i + 1 == n, store, tsa) != 0)
+			bad++;
+	if (bad > 0) {
+		fprintf(stderr, "Verification failure: %zu of %zu signatures\n", bad, n);
+		goto out;
+	}
+	printf("Verification successful: %zu signature%s\n", n, n == 1 ? "" : "s");
+	r = 0;
+out:
+	pdf_sigs_free(sigs, n);
+	X509_STORE_free(store);
+	X509_STORE_free(tsa);
+	free(pdf);
+	return r;
+}
+
 /* ---- main ---- */
 
 /* Read the SAD file: a compact JWS on one line, at most MAX_SAD bytes. */
@@ -999,7 +1363,20 @@ out:
 
 int main(int argc, char **argv)
 {
-	enum { O_SOCKET = 256, O_CRED, O_PURPOSE, O_HASH, O_ALGO, O_SAD, O_CA };
+	enum {
+		O_SOCKET = 256,
+		O_CRED,
+		O_PURPOSE,
+		O_HASH,
+		O_ALGO,
+		O_SAD,
+		O_CA,
+		O_TSA_CA,
+		O_LEVEL,
+		O_OUT,
+		O_REASON,
+		O_NAME
+	};
 	static const struct option longopts[] = {
 	    {"socket", required_argument, NULL, O_SOCKET},
 	    {"credential", required_argument, NULL, O_CRED},
@@ -1008,6 +1385,11 @@ int main(int argc, char **argv)
 	    {"algo", required_argument, NULL, O_ALGO},
 	    {"sad", required_argument, NULL, O_SAD},
 	    {"ca", required_argument, NULL, O_CA},
+	    {"tsa-ca", required_argument, NULL, O_TSA_CA},
+	    {"level", required_argument, NULL, O_LEVEL},
+	    {"out", required_argument, NULL, O_OUT},
+	    {"reason", required_argument, NULL, O_REASON},
+	    {"name", required_argument, NULL, O_NAME},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1040,6 +1422,25 @@ int main(int argc, char **argv)
 		case O_CA:
 			o.ca = optarg;
 			break;
+		case O_TSA_CA:
+			o.tsa_ca = optarg;
+			break;
+		case O_LEVEL:
+			if (strcmp(optarg, "B-B") != 0 && strcmp(optarg, "B-T") != 0) {
+				fprintf(stderr, "iamsign: --level: B-B or B-T\n");
+				return EXIT_USAGE;
+			}
+			o.level = optarg;
+			break;
+		case O_OUT:
+			o.out = optarg;
+			break;
+		case O_REASON:
+			o.reason = optarg;
+			break;
+		case O_NAME:
+			o.name = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1063,13 +1464,27 @@ int main(int argc, char **argv)
 		}
 		return cmd_verify(&o, args[0], args[1]) == 0 ? 0 : 1;
 	}
+	if (strcmp(cmd, "verify-pdf") == 0) {
+		if (nargs != 1 || o.ca == NULL) {
+			fprintf(stderr, "usage: iamsign verify-pdf SIGNED.pdf --ca CA.pem "
+			                "[--tsa-ca TSA-CA.pem]\n");
+			return EXIT_USAGE;
+		}
+		return cmd_verify_pdf(&o, args[0]) == 0 ? 0 : 1;
+	}
+	if (strcmp(cmd, "sign-pdf") == 0 && nargs != 1) {
+		fprintf(stderr, "usage: iamsign [options] sign-pdf FORM.pdf [--out SIGNED.pdf] "
+		                "[--reason TEXT] [--name TEXT]\n");
+		return EXIT_USAGE;
+	}
 	if (((strcmp(cmd, "info") == 0 || strcmp(cmd, "credentials") == 0) && nargs != 0) ||
 	    ((strcmp(cmd, "sign-hash") == 0 || strcmp(cmd, "sign") == 0) && nargs < 1)) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}
 	if (strcmp(cmd, "info") != 0 && strcmp(cmd, "credentials") != 0 &&
-	    strcmp(cmd, "sign-hash") != 0 && strcmp(cmd, "sign") != 0) {
+	    strcmp(cmd, "sign-hash") != 0 && strcmp(cmd, "sign") != 0 &&
+	    strcmp(cmd, "sign-pdf") != 0) {
 		fprintf(stderr, "iamsign: unknown command %s\n", cmd);
 		usage(stderr);
 		return EXIT_USAGE;
@@ -1092,6 +1507,8 @@ int main(int argc, char **argv)
 		r = cmd_info(&c);
 	else if (strcmp(cmd, "credentials") == 0)
 		r = cmd_credentials(&c);
+	else if (strcmp(cmd, "sign-pdf") == 0)
+		r = cmd_sign_pdf(&c, args[0]);
 	else
 		r = cmd_sign(&c, args, nargs, strcmp(cmd, "sign") == 0);
 out:

@@ -1,6 +1,7 @@
 /* CAdES B-B detached CMS with an external signer; see cms.h for the approach. */
 #include "signer/core/cms.h"
 
+#include <limits.h>
 #include <string.h>
 
 #include <openssl/cms.h>
@@ -60,10 +61,13 @@ static int add_attrs(CMS_SignerInfo *si, const struct cms_params *p)
 	if (!CMS_signed_add1_attr_by_NID(si, NID_pkcs9_messageDigest, V_ASN1_OCTET_STRING,
 	                                 p->digest, (int)p->dlen))
 		goto out;
-	if ((t = ASN1_TIME_set(NULL, p->signing_time)) == NULL)
-		goto out;
-	if (!CMS_signed_add1_attr_by_NID(si, NID_pkcs9_signingTime, t->type, t, -1))
-		goto out;
+	/* PAdES: the time is the signature dictionary's /M (EN 319 142-1 5.2.2.1). */
+	if (!p->pades) {
+		if ((t = ASN1_TIME_set(NULL, p->signing_time)) == NULL)
+			goto out;
+		if (!CMS_signed_add1_attr_by_NID(si, NID_pkcs9_signingTime, t->type, t, -1))
+			goto out;
+	}
 	/* ESS signing-certificate-v2 without issuerSerial, as CAdES recommends; CMS_CADES
 	 * would include it. SHA-256 is ESSCertIDv2's default hash, so it is left implicit. */
 	if ((sc = OSSL_ESS_signing_cert_v2_new_init(EVP_sha256(), p->cert, NULL, 0)) == NULL)
@@ -163,6 +167,48 @@ int cms_build(const struct cms_params *p, uint8_t **der, size_t *derlen)
 out:
 	OPENSSL_cleanse(dig, sizeof(dig));
 	ASN1_STRING_free(pss);
+	CMS_ContentInfo_free(cms);
+	return r;
+}
+
+int cms_stamp(const uint8_t *der, size_t len, cms_stamp_fn stamp, void *arg, uint8_t **out,
+              size_t *outlen)
+{
+	const unsigned char *pp = der;
+	CMS_ContentInfo *cms = NULL;
+	STACK_OF(CMS_SignerInfo) * sis;
+	CMS_SignerInfo *si;
+	ASN1_OCTET_STRING *sig;
+	uint8_t *token = NULL;
+	size_t tlen = 0;
+	unsigned char *enc = NULL;
+	int n, r = CMS_ERR_INPUT;
+
+	*out = NULL;
+	*outlen = 0;
+	if (len == 0 || len > INT_MAX ||
+	    (cms = d2i_CMS_ContentInfo(NULL, &pp, (long)len)) == NULL || pp != der + len)
+		goto out;
+	if ((sis = CMS_get0_SignerInfos(cms)) == NULL || sk_CMS_SignerInfo_num(sis) != 1)
+		goto out;
+	si = sk_CMS_SignerInfo_value(sis, 0);
+	if ((sig = CMS_SignerInfo_get0_signature(si)) == NULL || ASN1_STRING_length(sig) <= 0)
+		goto out;
+	if ((r = stamp(arg, ASN1_STRING_get0_data(sig), (size_t)ASN1_STRING_length(sig), &token,
+	               &tlen)) != 0)
+		goto out;
+	r = CMS_ERR_INTERNAL;
+	/* The token is a ContentInfo, a SEQUENCE: its DER is the attribute's value as is. */
+	if (tlen > INT_MAX || !CMS_unsigned_add1_attr_by_NID(si, NID_id_smime_aa_timeStampToken,
+	                                                     V_ASN1_SEQUENCE, token, (int)tlen))
+		goto out;
+	if ((n = i2d_CMS_ContentInfo(cms, &enc)) <= 0)
+		goto out;
+	*out = enc;
+	*outlen = (size_t)n;
+	r = 0;
+out:
+	OPENSSL_free(token);
 	CMS_ContentInfo_free(cms);
 	return r;
 }

@@ -30,6 +30,8 @@ struct cms_params {
 	const uint8_t *digest; /* the document's digest (message-digest attribute) */
 	size_t dlen;
 	time_t signing_time;
+	int pades; /* PAdES (ETSI EN 319 142-1): no signing-time attribute, the PDF holds the time
+	            */
 	cms_sign_fn sign;
 	void *sign_arg;
 };
@@ -40,5 +42,17 @@ struct cms_params {
 /* Build the DER ContentInfo; *der is OPENSSL_malloc'ed (free with OPENSSL_free). Returns 0, a
  * CMS_ERR_*, or the sign callback's error. */
 int cms_build(const struct cms_params *p, uint8_t **der, size_t *derlen);
+
+/* Make a signature-time-stamp for the signature value of a SignerInfo: *token is the DER
+ * TimeStampToken (OPENSSL_malloc'ed). Returns 0, or a negative error cms_stamp passes back. */
+typedef int (*cms_stamp_fn)(void *arg, const uint8_t *sigval, size_t len, uint8_t **token,
+                            size_t *tlen);
+
+/* CAdES B-T from B-B: for the one SignerInfo of ContentInfo der, get a token over its
+ * signature value from stamp and add it as the unsigned attribute id-aa-signatureTimeStampToken
+ * (RFC 3161 appendix A). *out is the new DER (OPENSSL_malloc'ed). Returns 0, a CMS_ERR_*, or
+ * stamp's error. */
+int cms_stamp(const uint8_t *der, size_t len, cms_stamp_fn stamp, void *arg, uint8_t **out,
+              size_t *outlen);
 
 #endif

@@ -5,6 +5,8 @@
  * svc_conclude, which records it. */
 #include "signer/core/core.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,9 @@ struct channel {
 	int status_only; /* the channel kept for /healthz and /metrics */
 	pthread_t thread;
 	int started;
+	int broken;   /* out of step with the listener (a time-stamp reply that did not come) */
+	uint8_t *tsa; /* the last time-stamp reply's payload, until the next or the answer */
+	size_t tsa_len;
 };
 
 struct core {
@@ -41,12 +46,79 @@ static int violation(struct refusal *f, const struct channel *ch, const char *wh
 	return refuse(f, R_INVALID_REQUEST, "request refused by the signing core: %s", why);
 }
 
+static void tsa_reply_free(struct channel *ch)
+{
+	if (ch->tsa != NULL) {
+		OPENSSL_cleanse(ch->tsa, ch->tsa_len);
+		free(ch->tsa);
+	}
+	ch->tsa = NULL;
+	ch->tsa_len = 0;
+}
+
+/* The core's way to the TSA: ask the listener on this request's channel (docs/protocol.md,
+ * "Time-stamps in the middle of a sign request"), waiting at most tsa.timeout + 2 s. A reply
+ * that does not come, or not as one, leaves the channel out of step: it is closed after this
+ * request. */
+static int channel_tsa_fetch(void *arg, const uint8_t *query, size_t qlen,
+                             struct wire_tsa_reply *reply, char *why, size_t whylen)
+{
+	struct channel *ch = arg;
+	struct wire_buf b;
+	struct pollfd pfd = {.fd = ch->fd, .events = POLLIN};
+	const struct config *cfg = ch->core->svc->cfg;
+	int wait_ms = (int)(cfg != NULL ? cfg->tsa_timeout : CFG_DEFAULT_TSA_TIMEOUT) * 1000 + 2000;
+	uint32_t type;
+	int fd = -1, r;
+	char whyw[160];
+
+	tsa_reply_free(ch);
+	wire_buf_init(&b, WIRE_MAX_RESP);
+	r = wire_enc_tsa_query(&b, query, qlen) == 0
+	        ? wire_send(ch->fd, WIRE_RESP_TSA_QUERY, &b, -1)
+	        : -1;
+	wire_buf_free(&b);
+	if (r != 0) {
+		ch->broken = 1;
+		snprintf(why, whylen, "the query cannot be sent to the listener");
+		return -1;
+	}
+	do
+		r = poll(&pfd, 1, wait_ms);
+	while (r < 0 && errno == EINTR);
+	if (r <= 0) {
+		ch->broken = 1;
+		snprintf(why, whylen, "the listener returned no reply within %d s", wait_ms / 1000);
+		return -1;
+	}
+	if (wire_recv(ch->fd, WIRE_MAX_REQ, &type, &ch->tsa, &ch->tsa_len, &fd, whyw,
+	              sizeof(whyw)) != 0 ||
+	    type != WIRE_REQ_TSA_REPLY || fd >= 0) {
+		if (fd >= 0)
+			close(fd);
+		ch->broken = 1;
+		fprintf(stderr,
+		        "iamsignd: core: channel %u: no time-stamp reply from the listener\n",
+		        ch->id);
+		snprintf(why, whylen, "the listener's reply is not a time-stamp reply");
+		return -1;
+	}
+	if (wire_dec_tsa_reply(ch->tsa, ch->tsa_len, reply, whyw, sizeof(whyw)) != 0) {
+		fprintf(stderr, "iamsignd: core: channel %u: listener sent an invalid reply: %s\n",
+		        ch->id, whyw);
+		snprintf(why, whylen, "the listener's reply is malformed: %s", whyw);
+		return -1;
+	}
+	return 0;
+}
+
 static int do_sign(struct channel *ch, const uint8_t *p, size_t len, const struct peer *peer,
                    struct audit_rec *rec, struct wire_buf *out, struct refusal *f)
 {
 	struct service *s = ch->core->svc;
 	struct wire_sign *w;
 	struct sign_result res = {0};
+	struct svc_tsa_link tsa = {channel_tsa_fetch, ch};
 	char why[160];
 	int ok = 0;
 
@@ -70,10 +142,11 @@ static int do_sign(struct channel *ch, const uint8_t *p, size_t len, const struc
 		       w->req.cms ? "documentDigests" : "hashes", s->cfg->limits.hashes);
 		goto out;
 	}
-	if (svc_sign(s, peer, &w->req, &res, rec, f) != 0)
+	if (svc_sign_stamped(s, peer, &w->req, &tsa, &res, rec, f) != 0)
 		goto out;
 	ok = 1;
 out:
+	tsa_reply_free(ch);
 	OPENSSL_cleanse(w, sizeof(*w));
 	free(w);
 	/* An answer that does not encode marks out (oom): handle() answers 500 for it. */
@@ -310,6 +383,12 @@ static void *channel_main(void *arg)
 		if (payload != NULL) {
 			OPENSSL_cleanse(payload, len);
 			free(payload);
+		}
+		if (ch->broken) { /* recorded; the listener sees the channel close */
+			fprintf(stderr, "iamsignd: core: channel %u: out of step: channel closed\n",
+			        ch->id);
+			wire_buf_free(&out);
+			break;
 		}
 		r = wire_send(ch->fd, rtype, &out, -1);
 		wire_buf_free(&out);

@@ -7,6 +7,9 @@
  *         hashes, jti, decision, reason, detail, sig_sha256, prev_hash, hash)
  *     hashes: the nhashes submitted hashes concatenated (BLOB, nhashes * hash_len bytes);
  *     sig_sha256: the SHA-256 of each signature concatenated (BLOB, nsigs * 32 bytes);
+ *     tst: for each signature's RFC 3161 time-stamp, the TSA's time (8-byte big-endian unix
+ *       milliseconds) and the SHA-256 of the token (BLOB, 0 or nsigs * 40 bytes; a column
+ *       added to older databases when the daemon opens them);
  *     prev_hash, hash: 32-byte BLOBs.
  *   checkpoints(seq, head, time_ms, sig): head is the hash of record seq, sig the audit key's
  *     signature over it (DER ECDSA for an EC key).
@@ -15,7 +18,9 @@
  * A record's hash is SHA-256 over its canonical encoding (enc_record below): every field in a
  * fixed order, integers as fixed-width big-endian, strings and byte strings as a 4-byte
  * big-endian length and the bytes, lists as a 4-byte count and their items, then the previous
- * record's hash (32 zero bytes before the first record). Nothing in the database is trusted
+ * record's hash (32 zero bytes before the first record). A record with time-stamps is tagged
+ * LEDGER_ENC_TAG_TST and has them after the signatures' hashes; one without keeps the first
+ * tag and encoding, so that older records verify unchanged. Nothing in the database is trusted
  * when verifying: every row is re-encoded from its columns.
  *
  * Locks: `mu` guards the queue, the checkpoint counters and the stats; `wmu` guards the write
@@ -51,6 +56,8 @@
 #define LEDGER_DEFAULT_EVERY 1000
 #define LEDGER_DEFAULT_SECS 60
 #define LEDGER_ENC_TAG "iamsign.audit.v1"
+#define LEDGER_ENC_TAG_TST "iamsign.audit.v2" /* v1 and the time-stamps */
+#define LEDGER_TST_LEN 40                     /* a time-stamp in the tst column */
 
 static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS audit ("
                                  " seq INTEGER PRIMARY KEY NOT NULL,"
@@ -72,7 +79,8 @@ static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS audit ("
                                  " detail TEXT NOT NULL,"
                                  " sig_sha256 BLOB NOT NULL,"
                                  " prev_hash BLOB NOT NULL,"
-                                 " hash BLOB NOT NULL"
+                                 " hash BLOB NOT NULL,"
+                                 " tst BLOB NOT NULL DEFAULT x''"
                                  ");"
                                  "CREATE TABLE IF NOT EXISTS checkpoints ("
                                  " seq INTEGER PRIMARY KEY NOT NULL,"
@@ -95,7 +103,11 @@ static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS audit ("
 
 #define AUDIT_COLUMNS                                                                              \
 	"seq, time_ms, caller, uid, gid, pid, op, cred, owner, purpose, halg, hash_len, hashes, "  \
-	"jti, decision, reason, detail, sig_sha256, prev_hash, hash"
+	"jti, decision, reason, detail, sig_sha256, prev_hash, hash, tst"
+/* The same from a database no daemon with time-stamps has opened yet. */
+#define AUDIT_COLUMNS_V1                                                                           \
+	"seq, time_ms, caller, uid, gid, pid, op, cred, owner, purpose, halg, hash_len, hashes, "  \
+	"jti, decision, reason, detail, sig_sha256, prev_hash, hash, x''"
 enum {
 	C_SEQ,
 	C_TIME,
@@ -117,6 +129,7 @@ enum {
 	C_SIGS,
 	C_PREV,
 	C_HASH,
+	C_TST,
 };
 
 /* Write-connection statements. */
@@ -142,7 +155,7 @@ static const char *const wsql[W_COUNT] = {
     [W_ROLLBACK] = "ROLLBACK",
     [W_HEAD] = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
     [W_INSERT] = "INSERT INTO audit (" AUDIT_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-                 "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                 "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     [W_QUOTA_GET] = "SELECT count FROM quota WHERE cred = ?1 AND day = ?2",
     [W_QUOTA_ADD] = "INSERT INTO quota (cred, day, count) VALUES (?1, ?2, ?3) "
                     "ON CONFLICT (cred, day) DO UPDATE SET count = count + excluded.count",
@@ -299,17 +312,23 @@ static int rec_hash(const struct audit_rec *r, uint64_t seq, const uint8_t prev[
 	int ok;
 
 	ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
-	     enc_str(md, LEDGER_ENC_TAG) && enc_u64(md, seq) && enc_u64(md, (uint64_t)r->time_ms) &&
-	     enc_str(md, r->caller) && enc_u32(md, r->uid) && enc_u32(md, r->gid) &&
-	     enc_u32(md, (uint32_t)r->pid) && enc_str(md, r->op) && enc_str(md, r->cred) &&
-	     enc_str(md, r->owner) && enc_str(md, r->purpose) && enc_str(md, r->halg) &&
-	     enc_u32(md, (uint32_t)r->nhashes);
+	     enc_str(md, r->ntst > 0 ? LEDGER_ENC_TAG_TST : LEDGER_ENC_TAG) && enc_u64(md, seq) &&
+	     enc_u64(md, (uint64_t)r->time_ms) && enc_str(md, r->caller) && enc_u32(md, r->uid) &&
+	     enc_u32(md, r->gid) && enc_u32(md, (uint32_t)r->pid) && enc_str(md, r->op) &&
+	     enc_str(md, r->cred) && enc_str(md, r->owner) && enc_str(md, r->purpose) &&
+	     enc_str(md, r->halg) && enc_u32(md, (uint32_t)r->nhashes);
 	for (i = 0; ok && i < r->nhashes; i++)
 		ok = enc_bytes(md, r->hashes[i], r->hash_len);
 	ok = ok && enc_str(md, r->jti) && enc_str(md, r->decision) && enc_str(md, r->reason) &&
 	     enc_str(md, r->detail) && enc_u32(md, (uint32_t)r->nsigs);
 	for (i = 0; ok && i < r->nsigs; i++)
 		ok = enc_bytes(md, r->sig_sha256[i], 32);
+	if (r->ntst > 0) {
+		ok = ok && enc_u32(md, (uint32_t)r->ntst);
+		for (i = 0; ok && i < r->ntst; i++)
+			ok = enc_u64(md, (uint64_t)r->tst_time_ms[i]) &&
+			     enc_bytes(md, r->tst_sha256[i], 32);
+	}
 	ok = ok && enc_bytes(md, prev, 32) && EVP_DigestFinal_ex(md, out, &len) && len == 32;
 	EVP_MD_CTX_free(md);
 	return ok ? 0 : -1;
@@ -329,6 +348,8 @@ static int rec_valid(const struct audit_rec *r)
 	    (strcmp(r->decision, "allow") != 0 && strcmp(r->decision, "deny") != 0))
 		return 0;
 	if (r->nhashes > LEDGER_MAX_HASHES || r->nsigs > LEDGER_MAX_HASHES)
+		return 0;
+	if (r->ntst != 0 && r->ntst != r->nsigs)
 		return 0;
 	if (r->nhashes > 0 && (r->hash_len == 0 || r->hash_len > sizeof(r->hashes[0])))
 		return 0;
@@ -440,12 +461,25 @@ out:
 	return r;
 }
 
+/* 1 if the audit table has the tst column (0 for a database from before time-stamps). */
+static int has_tst(sqlite3 *db)
+{
+	sqlite3_stmt *st = NULL;
+	int r = sqlite3_prepare_v2(db, "SELECT tst FROM audit LIMIT 0", -1, &st, NULL) == SQLITE_OK;
+
+	sqlite3_finalize(st);
+	return r;
+}
+
 static int create_schema(sqlite3 *db, char *err, size_t errlen)
 {
 	char *msg = NULL;
 
 	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
 	    sqlite3_exec(db, schema_sql, NULL, NULL, &msg) != SQLITE_OK ||
+	    (!has_tst(db) &&
+	     sqlite3_exec(db, "ALTER TABLE audit ADD COLUMN tst BLOB NOT NULL DEFAULT x''", NULL,
+	                  NULL, &msg) != SQLITE_OK) ||
 	    sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
 		set_err(err, errlen, "ledger: cannot create tables: %s",
 		        msg != NULL ? msg : sqlite3_errmsg(db));
@@ -559,6 +593,7 @@ static int insert_rec(struct ledger *l, const struct audit_rec *r, uint64_t seq,
 {
 	sqlite3_stmt *st = l->w[W_INSERT];
 	uint8_t hashes[LEDGER_MAX_HASHES * 64], sigs[LEDGER_MAX_HASHES * 32];
+	uint8_t tst[LEDGER_MAX_HASHES * LEDGER_TST_LEN];
 	size_t i, hl = r->nhashes > 0 ? r->hash_len : 0;
 	int ok;
 
@@ -566,6 +601,12 @@ static int insert_rec(struct ledger *l, const struct audit_rec *r, uint64_t seq,
 		memcpy(hashes + i * hl, r->hashes[i], hl);
 	for (i = 0; i < r->nsigs; i++)
 		memcpy(sigs + i * 32, r->sig_sha256[i], 32);
+	for (i = 0; i < r->ntst; i++) {
+		for (int b = 0; b < 8; b++)
+			tst[i * LEDGER_TST_LEN + (size_t)b] =
+			    (uint8_t)((uint64_t)r->tst_time_ms[i] >> (56 - 8 * b));
+		memcpy(tst + i * LEDGER_TST_LEN + 8, r->tst_sha256[i], 32);
+	}
 	ok = sqlite3_bind_int64(st, 1, (int64_t)seq) == SQLITE_OK &&
 	     sqlite3_bind_int64(st, 2, r->time_ms) == SQLITE_OK &&
 	     sqlite3_bind_text(st, 3, r->caller, -1, SQLITE_STATIC) == SQLITE_OK &&
@@ -587,6 +628,8 @@ static int insert_rec(struct ledger *l, const struct audit_rec *r, uint64_t seq,
 	     sqlite3_bind_blob(st, 18, sigs, (int)(r->nsigs * 32), SQLITE_TRANSIENT) == SQLITE_OK &&
 	     sqlite3_bind_blob(st, 19, prev, 32, SQLITE_TRANSIENT) == SQLITE_OK &&
 	     sqlite3_bind_blob(st, 20, hash, 32, SQLITE_TRANSIENT) == SQLITE_OK &&
+	     sqlite3_bind_blob(st, 21, tst, (int)(r->ntst * LEDGER_TST_LEN), SQLITE_TRANSIENT) ==
+	         SQLITE_OK &&
 	     sqlite3_step(st) == SQLITE_DONE;
 	reset(st);
 	return ok ? 0 : -1;
@@ -610,6 +653,7 @@ static void refuse(struct audit_rec *r, int rc)
 	snprintf(r->reason, sizeof(r->reason), "%s",
 	         rc == LEDGER_ERR_QUOTA ? "quota_exceeded" : "sad_replayed");
 	r->nsigs = 0;
+	r->ntst = 0;
 }
 
 /* One write transaction. Records join it in queue order as they arrive (txn_add), so the work
@@ -1618,7 +1662,28 @@ static int row_to_rec(sqlite3_stmt *st, struct audit_rec *r, uint8_t prev[32], u
 	if (col_blob(st, C_HASH, &p, &n) != 0 || n != 32)
 		return -1;
 	memcpy(hash, p, 32);
+	if (col_blob(st, C_TST, &p, &n) != 0 || (n != 0 && n != r->nsigs * LEDGER_TST_LEN))
+		return -1;
+	r->ntst = n / LEDGER_TST_LEN;
+	for (i = 0; i < r->ntst; i++) {
+		uint64_t t = 0;
+
+		for (int b = 0; b < 8; b++)
+			t = t << 8 | p[i * LEDGER_TST_LEN + (size_t)b];
+		r->tst_time_ms[i] = (int64_t)t;
+		memcpy(r->tst_sha256[i], p + i * LEDGER_TST_LEN + 8, 32);
+	}
 	return 0;
+}
+
+/* Every audit row in order, from a database with or without the tst column. */
+static int prepare_rows(sqlite3 *db, sqlite3_stmt **st)
+{
+	return sqlite3_prepare_v2(db,
+	                          has_tst(db) ? "SELECT " AUDIT_COLUMNS " FROM audit ORDER BY seq"
+	                                      : "SELECT " AUDIT_COLUMNS_V1
+	                                        " FROM audit ORDER BY seq",
+	                          -1, st, NULL);
 }
 
 /* ---- verify ---- */
@@ -1744,8 +1809,7 @@ int ledger_verify(const char *state_dir, struct evp_pkey_st *verify_key, uint64_
 		set_err(why, whylen, "out of memory");
 		goto out;
 	}
-	if (sqlite3_prepare_v2(db, "SELECT " AUDIT_COLUMNS " FROM audit ORDER BY seq", -1, &st,
-	                       NULL) != SQLITE_OK) {
+	if (prepare_rows(db, &st) != SQLITE_OK) {
 		set_err(why, whylen, "cannot read the audit records: %s", sqlite3_errmsg(db));
 		goto out;
 	}
@@ -1898,12 +1962,13 @@ static int rfc3339_ms(int64_t ms, char *buf, size_t len)
 
 static json_t *rec_json(const struct audit_rec *r, const uint8_t prev[32], const uint8_t hash[32])
 {
-	json_t *o = json_object(), *hashes = json_array(), *sigs = json_array();
+	json_t *o = json_object(), *hashes = json_array(), *sigs = json_array(),
+	       *tsts = json_array();
 	char t[48], hx[65], b64[4 * ((64 + 2) / 3) + 1];
 	size_t i;
 	int ok;
 
-	ok = o != NULL && hashes != NULL && sigs != NULL &&
+	ok = o != NULL && hashes != NULL && sigs != NULL && tsts != NULL &&
 	     rfc3339_ms(r->time_ms, t, sizeof(t)) == 0;
 	for (i = 0; ok && i < r->nhashes; i++) {
 		EVP_EncodeBlock((unsigned char *)b64, r->hashes[i], (int)r->hash_len);
@@ -1938,8 +2003,18 @@ static json_t *rec_json(const struct audit_rec *r, const uint8_t prev[32], const
 		hex(hash, 32, hx);
 		ok = json_object_set_new(o, "hash", json_string(hx)) == 0;
 	}
+	for (i = 0; ok && i < r->ntst; i++) {
+		json_t *ts;
+
+		hex(r->tst_sha256[i], 32, hx);
+		ok = rfc3339_ms(r->tst_time_ms[i], t, sizeof(t)) == 0 &&
+		     (ts = json_pack("{s:s, s:s}", "time", t, "token_sha256", hx)) != NULL &&
+		     json_array_append_new(tsts, ts) == 0;
+	}
+	ok = ok && (r->ntst == 0 || json_object_set(o, "timestamps", tsts) == 0);
 	json_decref(hashes);
 	json_decref(sigs);
+	json_decref(tsts);
 	if (!ok) {
 		json_decref(o);
 		return NULL;
@@ -1982,8 +2057,7 @@ int ledger_export_jsonl(const char *state_dir, int fd, char *err, size_t errlen)
 		set_err(err, errlen, "out of memory");
 		goto out;
 	}
-	if (sqlite3_prepare_v2(db, "SELECT " AUDIT_COLUMNS " FROM audit ORDER BY seq", -1, &st,
-	                       NULL) != SQLITE_OK) {
+	if (prepare_rows(db, &st) != SQLITE_OK) {
 		set_err(err, errlen, "cannot read the audit records: %s", sqlite3_errmsg(db));
 		r = LEDGER_ERR_UNAVAILABLE;
 		goto out;

@@ -51,6 +51,11 @@ struct audit_rec {
 	char detail[200]; /* free text (admin action arguments, error description) */
 	size_t nsigs;
 	uint8_t sig_sha256[LEDGER_MAX_HASHES][32];
+	/* RFC 3161 time-stamps (CAdES B-T): 0, or one per signature (ntst == nsigs): the TSA's
+	 * time (genTime, unix milliseconds) and the SHA-256 of the token's DER. */
+	size_t ntst;
+	int64_t tst_time_ms[LEDGER_MAX_HASHES];
+	uint8_t tst_sha256[LEDGER_MAX_HASHES][32];
 
 	/* Conditions and side effects, applied in the record's own transaction. When a condition
 	 * fails, the record is written as decision "deny" with reason quota_exceeded or

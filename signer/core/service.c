@@ -201,6 +201,8 @@ int svc_open(struct service *s, struct config *cfg, int no_fsync, char *err, siz
 	lopts.sign_arg = s;
 	if (ledger_open(cfg->state_dir, &lopts, &s->ledger, err, errlen) != LEDGER_OK)
 		goto fail;
+	if (cfg->tsa_url != NULL && tsa_verifier_load(cfg, &s->tsa, err, errlen) != 0)
+		goto fail;
 	return 0;
 fail:
 	svc_close(s);
@@ -219,6 +221,7 @@ void svc_close(struct service *s)
 	if (s->rules != NULL)
 		rules_put(s, s->rules);
 	rate_table_free(s->rates);
+	tsa_verifier_free(s->tsa);
 	if (s->cert_cache != NULL) {
 		pthread_mutex_destroy(&s->cert_cache->mu);
 		free(s->cert_cache);
@@ -254,6 +257,7 @@ int svc_conclude(struct service *s, struct audit_rec *rec, int ok, struct refusa
 			                           : "internal_error");
 			SET_FIELD(rec->detail, f->desc);
 			rec->nsigs = 0;
+			rec->ntst = 0;
 		}
 		/* Only a signature's own record carries conditions: nothing else consumes. */
 		rec->quota_add = 0;
@@ -555,6 +559,7 @@ static int make_signatures(struct service *s, const struct sign_req *req, const 
 			    .digest = req->hashes[i],
 			    .dlen = dlen,
 			    .signing_time = time(NULL),
+			    .pades = req->pades,
 			    .sign = cms_sign_cb,
 			    .sign_arg = &cs,
 			};
@@ -588,8 +593,32 @@ static double mono_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* A B-T request's time-stamps. The TSA's round trip is no signature's time: group commit is
+ * not held back for it (the announcement is taken back meanwhile and made again after). */
+static int stamp_signatures(struct service *s, const struct svc_tsa_link *tsa,
+                            const struct tok_key *key, struct sign_result *out,
+                            struct audit_rec *rec, int *announced, struct refusal *f)
+{
+	ledger_expect(s->ledger, -1);
+	*announced = 0;
+	if (svc_stamp(s->tsa, tsa, key->cert, out->sig, out->len, out->n, rec, f) != 0)
+		return -1;
+	if (ledger_announce(s->ledger, rec) != LEDGER_OK)
+		return refuse(f, R_LEDGER_UNAVAILABLE,
+		              "the audit ledger is stuck on a write; no signature is returned");
+	*announced = 1;
+	return 0;
+}
+
 int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req,
              struct sign_result *out, struct audit_rec *rec, struct refusal *f)
+{
+	return svc_sign_stamped(s, p, req, NULL, out, rec, f);
+}
+
+int svc_sign_stamped(struct service *s, const struct peer *p, const struct sign_req *req,
+                     const struct svc_tsa_link *tsa, struct sign_result *out, struct audit_rec *rec,
+                     struct refusal *f)
 {
 	struct svc_rules *rules = rules_get(s);
 	const struct pol_caller *caller;
@@ -660,6 +689,8 @@ int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req
 	announced = 1;
 	if (make_signatures(s, req, key, chain, out, f) != 0)
 		goto out;
+	if (req->stamp && stamp_signatures(s, tsa, key, out, rec, &announced, f) != 0)
+		goto out;
 
 	/* The record goes in before any signature leaves. */
 	SET_FIELD(rec->decision, "allow");
@@ -690,6 +721,7 @@ out:
 		/* The refusal's record has no conditions: nothing was consumed. */
 		rec->quota_add = 0;
 		rec->jti_add = 0;
+		rec->ntst = 0;
 	}
 	sk_X509_pop_free(chain, X509_free);
 	reg_cred_clear(&rc);

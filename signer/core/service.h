@@ -18,6 +18,7 @@
 #include "signer/config.h"
 #include "signer/core/ledger.h"
 #include "signer/core/registry.h"
+#include "signer/core/stamp.h"
 #include "signer/wire/types.h"
 
 /* What SIGHUP replaces as a whole: policy, SAD issuer keys, trust anchors and CRLs. Immutable;
@@ -41,6 +42,7 @@ struct service {
 	pthread_mutex_t rules_mu;
 	struct svc_rules *rules;
 	unsigned long generation;
+	struct tsa_verifier *tsa; /* tsa: configured, else NULL (B-T refused) */
 };
 
 /* Open everything the configuration names: rules, registry, token (logged in), audit key,
@@ -71,6 +73,12 @@ int svc_conclude(struct service *s, struct audit_rec *rec, int ok, struct refusa
  * goes through svc_conclude, which records a refusal the ledger has not seen. */
 int svc_sign(struct service *s, const struct peer *p, const struct sign_req *req,
              struct sign_result *out, struct audit_rec *rec, struct refusal *f);
+/* The same, with the way to the TSA for a B-T request (req->stamp): each CMS gets its
+ * signature-time-stamp, checked, before the record; any failure refuses the request
+ * (tsa_unavailable, tsa_bad_token), never a B-B instead. svc_sign is this with tsa NULL. */
+int svc_sign_stamped(struct service *s, const struct peer *p, const struct sign_req *req,
+                     const struct svc_tsa_link *tsa, struct sign_result *out, struct audit_rec *rec,
+                     struct refusal *f);
 
 /* What credentials/info reports. The key is borrowed from the token cache. */
 struct cred_info {

@@ -304,12 +304,18 @@ int csc_decode_sign_doc(json_t *root, struct sign_req *req, struct refusal *f)
 	    get_str(root, "signed_envelope_property", 0, 16, &env, f) != 0 ||
 	    get_str(root, "operationMode", 0, 8, &mode, f) != 0)
 		return -1;
-	if (strcmp(fmt, "C") != 0)
-		return bad(f, "Invalid parameter %s: only C (CAdES) is supported",
+	/* C: CAdES; P: PAdES, the same CMS without signing-time, for a PDF's byte range. */
+	if (strcmp(fmt, "C") != 0 && strcmp(fmt, "P") != 0)
+		return bad(f, "Invalid parameter %s: only C (CAdES) and P (PAdES) are supported",
 		           "signature_format");
-	if (level != NULL && strcasecmp(level, "Ades-B-B") != 0 && strcasecmp(level, "Ades-B") != 0)
-		return bad(f, "Invalid parameter %s: only Ades-B-B is supported",
+	req->pades = fmt[0] == 'P';
+	if (level != NULL && strcasecmp(level, "Ades-B-B") != 0 &&
+	    strcasecmp(level, "Ades-B") != 0 && strcasecmp(level, "Ades-B-T") != 0 &&
+	    strcasecmp(level, "Ades-T") != 0)
+		return bad(f, "Invalid parameter %s: only Ades-B-B and Ades-B-T are supported",
 		           "conformance_level");
+	req->stamp = level != NULL &&
+	             (strcasecmp(level, "Ades-B-T") == 0 || strcasecmp(level, "Ades-T") == 0);
 	if (env != NULL && strcmp(env, "Detached") != 0)
 		return bad(f, "Invalid parameter %s: only Detached is supported",
 		           "signed_envelope_property");
@@ -371,6 +377,8 @@ static const struct {
     [R_KEY_NOT_FOUND] = {500, "server_error"},
     [R_REGISTRY_UNAVAILABLE] = {500, "server_error"},
     [R_INTERNAL_ERROR] = {500, "server_error"},
+    [R_TSA_UNAVAILABLE] = {503, "temporarily_unavailable"},
+    [R_TSA_BAD_TOKEN] = {502, "server_error"},
 };
 
 int csc_status(enum reason r, const char **error)
@@ -424,18 +432,27 @@ static json_t *b64_value(const uint8_t *data, size_t len)
 	return v;
 }
 
-static json_t *handle_info(void)
+static json_t *handle_info(int tsa)
 {
-	json_t *algos = json_array(), *methods;
+	json_t *algos = json_array(), *methods, *levels, *out;
 
 	for (size_t i = 0; alg_sign_oids[i] != NULL; i++)
 		json_array_append_new(algos, json_string(alg_sign_oids[i]));
 	methods = json_pack("[s,s,s,s,s]", "info", "credentials/list", "credentials/info",
 	                    "signatures/signHash", "signatures/signDoc");
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:{s:o}}", "specs", "2.0.0.0", "name",
-	                 "iamsign", "logo", "", "region", "HK", "lang", "en-US", "description",
-	                 "iamsign: hardware-backed signing for iAM Smart+", "methods", methods,
-	                 "signAlgorithms", "algos", algos);
+	/* B-T only with a TSA to ask. */
+	levels = tsa ? json_pack("[s,s]", "Ades-B-B", "Ades-B-T") : json_pack("[s]", "Ades-B-B");
+	out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:{s:o}, s:{s:[s,s], s:[[s],[s]]}}",
+	                "specs", "2.0.0.0", "name", "iamsign", "logo", "", "region", "HK", "lang",
+	                "en-US", "description", "iamsign: hardware-backed signing for iAM Smart+",
+	                "methods", methods, "signAlgorithms", "algos", algos, "signature_formats",
+	                "formats", "C", "P", "envelope_properties", "Detached", "Detached");
+	if (out != NULL &&
+	    (levels == NULL || json_object_set_new(out, "conformance_levels", levels) != 0)) {
+		json_decref(out);
+		return NULL;
+	}
+	return out;
 }
 
 /* Whether the core has answered a request (and so recorded the answer, svc_conclude). */
@@ -452,6 +469,7 @@ struct csc_req {
 	int fd;
 	struct refusal f;
 	enum core_reach core;
+	size_t tsa_queries; /* time-stamp queries the core may make in this request (B-T) */
 };
 
 /* Ask the core: send b as type and expect want back. 0 with the answer's payload (for the
@@ -467,7 +485,7 @@ static int ask_core(struct csc_req *q, uint32_t type, struct wire_buf *b, uint32
 	if (b->oom)
 		return refuse(&q->f, R_INTERNAL_ERROR,
 		              "the request cannot be encoded for the signing core");
-	if (core_link_call(q->link, type, b, q->fd, &rtype, p, n, &q->f) != 0) {
+	if (core_link_call_tsa(q->link, type, b, q->fd, q->tsa_queries, &rtype, p, n, &q->f) != 0) {
 		q->core = CORE_UNREACHABLE;
 		return -1;
 	}
@@ -715,6 +733,7 @@ static json_t *handle_sign(struct csc_req *q, json_t *root, enum wire_method m)
 		goto out;
 	}
 	wire_enc_sign(&b, m, req);
+	q->tsa_queries = req->stamp ? req->nhashes : 0;
 	if (ask_core(q, WIRE_REQ_SIGN, &b, WIRE_RESP_SIGN, &p, &n) != 0)
 		goto out;
 	if (wire_dec_sign_result(p, n, &res, why, sizeof(why)) != 0) {
@@ -761,7 +780,7 @@ void csc_handle(struct core_link *link, const struct config_limits *lim, int con
 
 	*out = NULL;
 	if (m == WM_INFO) {
-		resp = handle_info();
+		resp = handle_info(core_link_has_tsa(link));
 		goto done;
 	}
 	if (m == WM_UNKNOWN) {

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "signer/listener/tsafetch.h"
+
 struct core_link {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -18,7 +20,18 @@ struct core_link {
 	int *free;                /* stack of free channel numbers */
 	pthread_mutex_t smu;      /* held for a status round trip */
 	int sfd;                  /* the status channel; -1 once closed */
+	struct tsa_fetcher *tsa;  /* NULL: no tsa configured */
 };
+
+void core_link_set_tsa(struct core_link *l, struct tsa_fetcher *t)
+{
+	l->tsa = t;
+}
+
+int core_link_has_tsa(const struct core_link *l)
+{
+	return l->tsa != NULL;
+}
 
 int core_link_init(const int *fds, unsigned n, struct core_link **out)
 {
@@ -63,9 +76,37 @@ void core_link_free(struct core_link *l)
 	free(l);
 }
 
-/* One request and its answer on chfd: 0, or -1 with why set (the channel is then unusable). */
-static int round_trip(int chfd, uint32_t type, const struct wire_buf *req, int fd, uint32_t *rtype,
-                      uint8_t **payload, size_t *len, char *why, size_t whylen)
+/* The core asks for a time-stamp (payload p): fetch it and send the reply on chfd. 0, or -1
+ * with why set (the channel is then unusable). */
+static int tsa_answer(struct core_link *l, int chfd, const uint8_t *p, size_t n, char *why,
+                      size_t whylen)
+{
+	struct wire_tsa_reply reply = {.outcome = WIRE_TSA_NOT_CONFIGURED};
+	struct wire_buf b;
+	const uint8_t *q;
+	uint8_t *body = NULL;
+	size_t qlen;
+	int r;
+
+	if (wire_dec_tsa_query(p, n, &q, &qlen, why, whylen) != 0)
+		return -1;
+	if (l->tsa != NULL)
+		tsa_fetch(l->tsa, q, qlen, &reply, &body);
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	wire_enc_tsa_reply(&b, &reply);
+	r = wire_send(chfd, WIRE_REQ_TSA_REPLY, &b, -1);
+	wire_buf_free(&b);
+	free(body);
+	if (r != 0)
+		snprintf(why, whylen, "cannot send the time-stamp reply to the core");
+	return r;
+}
+
+/* One request and its answer on chfd, after at most max_queries time-stamp queries: 0, or -1
+ * with why set (the channel is then unusable). */
+static int round_trip(struct core_link *l, int chfd, uint32_t type, const struct wire_buf *req,
+                      int fd, size_t max_queries, uint32_t *rtype, uint8_t **payload, size_t *len,
+                      char *why, size_t whylen)
 {
 	int rfd = -1, r;
 
@@ -74,7 +115,23 @@ static int round_trip(int chfd, uint32_t type, const struct wire_buf *req, int f
 		snprintf(why, whylen, "cannot send to the core");
 		return -1;
 	}
-	r = wire_recv(chfd, WIRE_MAX_RESP, rtype, payload, len, &rfd, why, whylen);
+	for (;;) {
+		r = wire_recv(chfd, WIRE_MAX_RESP, rtype, payload, len, &rfd, why, whylen);
+		if (r != 0 || rfd >= 0 || *rtype != WIRE_RESP_TSA_QUERY)
+			break;
+		if (max_queries == 0) {
+			snprintf(why, whylen, "a time-stamp query the request did not call for");
+			r = -1;
+			break;
+		}
+		max_queries--;
+		r = tsa_answer(l, chfd, *payload, *len, why, whylen);
+		free(*payload);
+		*payload = NULL;
+		*len = 0;
+		if (r != 0)
+			break;
+	}
 	if (r == 1)
 		snprintf(why, whylen, "the core closed the channel");
 	else if (r == 0 && rfd >= 0) {
@@ -102,7 +159,7 @@ static int status_call(struct core_link *l, const struct wire_buf *req, uint32_t
 	pthread_mutex_unlock(&l->mu);
 	pthread_mutex_lock(&l->smu);
 	if (alive && l->sfd >= 0) {
-		r = round_trip(l->sfd, WIRE_REQ_STATUS, req, -1, rtype, payload, len, why,
+		r = round_trip(l, l->sfd, WIRE_REQ_STATUS, req, -1, 0, rtype, payload, len, why,
 		               sizeof(why));
 		if (r != 0) {
 			fprintf(stderr,
@@ -122,6 +179,13 @@ static int status_call(struct core_link *l, const struct wire_buf *req, uint32_t
 int core_link_call(struct core_link *l, uint32_t type, const struct wire_buf *req, int fd,
                    uint32_t *rtype, uint8_t **payload, size_t *len, struct refusal *f)
 {
+	return core_link_call_tsa(l, type, req, fd, 0, rtype, payload, len, f);
+}
+
+int core_link_call_tsa(struct core_link *l, uint32_t type, const struct wire_buf *req, int fd,
+                       size_t max_queries, uint32_t *rtype, uint8_t **payload, size_t *len,
+                       struct refusal *f)
+{
 	char why[160];
 	int ch, r;
 
@@ -139,7 +203,8 @@ int core_link_call(struct core_link *l, uint32_t type, const struct wire_buf *re
 	ch = l->free[--l->nfree];
 	pthread_mutex_unlock(&l->mu);
 
-	r = round_trip(l->fds[ch], type, req, fd, rtype, payload, len, why, sizeof(why));
+	r = round_trip(l, l->fds[ch], type, req, fd, max_queries, rtype, payload, len, why,
+	               sizeof(why));
 	pthread_mutex_lock(&l->mu);
 	if (r == 0) {
 		l->free[l->nfree++] = ch;

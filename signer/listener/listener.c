@@ -20,12 +20,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "signer/listener/http.h"
 #include "signer/listener/link.h"
+#include "signer/listener/tsafetch.h"
 
 __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...)
 {
@@ -50,6 +52,7 @@ static void preload(void)
 		EVP_MD_free(md);
 	json_object_seed(0);
 	tzset();
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
 /* Root into a fresh empty directory next to the socket, removed at once: nothing can be
@@ -100,6 +103,7 @@ void listener_main(const struct config *cfg, int listen_fd, const int *chan, uns
 	struct rlimit rl = {0, 0};
 	struct http_server *http = NULL;
 	struct core_link *link = NULL;
+	struct tsa_fetcher *tsa = NULL;
 	struct pollfd p[2];
 	sigset_t set;
 	char err[512];
@@ -109,6 +113,9 @@ void listener_main(const struct config *cfg, int listen_fd, const int *chan, uns
 		_exit(1);
 	setrlimit(RLIMIT_CORE, &rl);
 	preload();
+	/* The TSA's addresses, while there is still a file system to resolve them with. */
+	if (cfg->tsa_url != NULL && tsa_fetcher_new(cfg, &tsa, err, sizeof(err)) != 0)
+		die("%s", err);
 	if (geteuid() == 0)
 		drop_to(cfg);
 	else
@@ -127,6 +134,7 @@ void listener_main(const struct config *cfg, int listen_fd, const int *chan, uns
 
 	if (core_link_init(chan, n, &link) != 0)
 		die("out of memory");
+	core_link_set_tsa(link, tsa);
 	if (http_start(link, cfg, listen_fd, &http, err, sizeof(err)) != 0)
 		die("%s", err);
 	if (write(ready_fd, "1", 1) != 1)
@@ -146,5 +154,6 @@ void listener_main(const struct config *cfg, int listen_fd, const int *chan, uns
 		;
 	http_stop(http, LISTENER_DRAIN_MS);
 	core_link_free(link);
+	tsa_fetcher_free(tsa);
 	_exit(0);
 }

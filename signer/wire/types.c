@@ -95,6 +95,8 @@ static const char *const reason_names[R_COUNT] = {
     [R_KEY_NOT_FOUND] = "key_not_found",
     [R_REGISTRY_UNAVAILABLE] = "registry_unavailable",
     [R_INTERNAL_ERROR] = "internal_error",
+    [R_TSA_UNAVAILABLE] = "tsa_unavailable",
+    [R_TSA_BAD_TOKEN] = "tsa_bad_token",
 };
 
 const char *reason_name(enum reason r)

@@ -39,7 +39,9 @@ struct sign_req {
 	size_t pss_salt; /* PSS only */
 	size_t nhashes;
 	uint8_t hashes[WIRE_MAX_HASHES][WIRE_MAX_DIGEST];
-	int cms; /* signDoc: CAdES B-B detached CMS per hash */
+	int cms;   /* signDoc: CAdES B-B detached CMS per hash */
+	int stamp; /* signDoc: B-T, an RFC 3161 signature-time-stamp added to each CMS */
+	int pades; /* signDoc: the PAdES form of the CMS (no signing-time attribute) */
 };
 
 /* One signature (raw DER, or a CMS ContentInfo) per hash, OPENSSL_malloc'ed. */
@@ -107,6 +109,9 @@ enum reason {
 	R_KEY_NOT_FOUND,
 	R_REGISTRY_UNAVAILABLE,
 	R_INTERNAL_ERROR,
+	/* RFC 3161 timestamps (CAdES B-T): the TSA could not be asked, or its token is refused */
+	R_TSA_UNAVAILABLE,
+	R_TSA_BAD_TOKEN,
 	R_COUNT
 };
 

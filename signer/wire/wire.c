@@ -26,7 +26,10 @@
 _Static_assert(CRED_MAX_ID <= UINT8_MAX && CRED_MAX_USER <= UINT8_MAX &&
                    WIRE_MAX_PURPOSE <= UINT8_MAX && WIRE_MAX_HASHES <= UINT8_MAX,
                "u8 lengths and counts");
-_Static_assert(WIRE_MAX_SAD <= UINT16_MAX && WIRE_MAX_IDS <= UINT16_MAX, "u16 lengths and counts");
+_Static_assert(WIRE_MAX_SAD <= UINT16_MAX && WIRE_MAX_IDS <= UINT16_MAX &&
+                   WIRE_MAX_TSA_QUERY <= UINT16_MAX && WIRE_MAX_TSA_REPLY <= UINT16_MAX,
+               "u16 lengths and counts");
+_Static_assert(WIRE_MAX_TSA_REPLY + 5 <= WIRE_MAX_REQ, "a TSA reply fits a request");
 _Static_assert(WIRE_MAX_DESC <= UINT8_MAX && R_COUNT <= UINT16_MAX, "u8 and u16 fields");
 _Static_assert(WIRE_MAX_REQ < WIRE_MAX_RESP && WIRE_MAX_RESP <= UINT32_MAX, "caps");
 
@@ -376,7 +379,8 @@ int wire_enc_sign(struct wire_buf *b, enum wire_method m, const struct sign_req 
 	int ok;
 
 	ok = req != NULL && (m == WM_SIGN_HASH || m == WM_SIGN_DOC) &&
-	     (req->cms != 0) == (m == WM_SIGN_DOC) && family_valid(req->fam) &&
+	     (req->cms != 0) == (m == WM_SIGN_DOC) &&
+	     (m == WM_SIGN_DOC || (!req->stamp && !req->pades)) && family_valid(req->fam) &&
 	     hash_valid(req->hash) && req->pss_salt <= 64 && cred_valid_id(req->cred) &&
 	     req->nhashes >= 1 && req->nhashes <= WIRE_MAX_HASHES;
 	if (!ok)
@@ -400,6 +404,7 @@ int wire_enc_sign(struct wire_buf *b, enum wire_method m, const struct sign_req 
 	put_u8(b, (uint8_t)req->nhashes);
 	for (size_t i = 0; i < req->nhashes; i++)
 		put_bytes(b, req->hashes[i], dlen);
+	put_u8(b, (uint8_t)((req->stamp ? WIRE_FORM_B_T : 0) | (req->pades ? WIRE_FORM_PADES : 0)));
 	return enc_done(b, 1);
 }
 
@@ -407,7 +412,7 @@ int wire_dec_sign(const uint8_t *p, size_t len, struct wire_sign *out, char *why
 {
 	struct rd r;
 	struct sign_req *q = &out->req;
-	uint8_t m, fam, hash, salt, n;
+	uint8_t m, fam, hash, salt, n, form;
 	size_t dlen, plen, slen;
 	const uint8_t *d;
 	int ret = -1;
@@ -458,9 +463,17 @@ int wire_dec_sign(const uint8_t *p, size_t len, struct wire_sign *out, char *why
 			goto out;
 		memcpy(q->hashes[i], d, dlen);
 	}
+	if (rd_u8(&r, "form", &form) != 0)
+		goto out;
+	if ((form & ~(WIRE_FORM_B_T | WIRE_FORM_PADES)) != 0 || (m != WM_SIGN_DOC && form != 0)) {
+		fail(why, whylen, "form: 0x%02x not allowed", form);
+		goto out;
+	}
 	if (rd_end(&r) != 0)
 		goto out;
 	out->method = (enum wire_method)m;
+	q->stamp = (form & WIRE_FORM_B_T) != 0;
+	q->pades = (form & WIRE_FORM_PADES) != 0;
 	q->fam = (enum alg_family)fam;
 	q->hash = (enum alg_hash)hash;
 	q->pss_salt = salt;
@@ -473,6 +486,102 @@ out:
 	if (ret != 0)
 		OPENSSL_cleanse(out, sizeof(*out)); /* the SAD, if it got that far */
 	return ret;
+}
+
+/* --- WIRE_RESP_TSA_QUERY, WIRE_REQ_TSA_REPLY --- */
+
+int wire_enc_tsa_query(struct wire_buf *b, const uint8_t *q, size_t len)
+{
+	if (q == NULL || len < 1 || len > WIRE_MAX_TSA_QUERY)
+		return enc_done(b, 0);
+	put_str(b, 2, q, len);
+	return enc_done(b, 1);
+}
+
+int wire_dec_tsa_query(const uint8_t *p, size_t len, const uint8_t **q, size_t *qlen, char *why,
+                       size_t whylen)
+{
+	struct rd r;
+
+	*q = NULL;
+	*qlen = 0;
+	rd_init(&r, p, len, why, whylen);
+	if (rd_len(&r, "query", 2, 1, WIRE_MAX_TSA_QUERY, qlen) != 0 ||
+	    rd_take(&r, "query", *qlen, q) != 0 || rd_end(&r) != 0) {
+		*q = NULL;
+		*qlen = 0;
+		return -1;
+	}
+	return 0;
+}
+
+static const char *const tsa_outcome_names[] = {
+    [WIRE_TSA_OK] = "ok",
+    [WIRE_TSA_UNREACHABLE] = "unreachable",
+    [WIRE_TSA_TIMEOUT] = "timeout",
+    [WIRE_TSA_HTTP_ERROR] = "http_error",
+    [WIRE_TSA_TOO_LARGE] = "too_large",
+    [WIRE_TSA_NOT_CONFIGURED] = "not_configured",
+};
+
+const char *wire_tsa_outcome_name(int outcome)
+{
+	if (outcome < WIRE_TSA_OK || outcome > WIRE_TSA_NOT_CONFIGURED)
+		return NULL;
+	return tsa_outcome_names[outcome];
+}
+
+/* The rules of a reply, for both ends: NULL, or the field that breaks them. */
+static const char *tsa_reply_bad(int outcome, unsigned status, size_t len)
+{
+	if (wire_tsa_outcome_name(outcome) == NULL)
+		return "outcome";
+	if (status != 0 && (status < 100 || status > 599))
+		return "http_status";
+	if (outcome == WIRE_TSA_OK && status != 200)
+		return "http_status";
+	if (outcome == WIRE_TSA_OK ? len < 1 || len > WIRE_MAX_TSA_REPLY : len != 0)
+		return "body";
+	return NULL;
+}
+
+int wire_enc_tsa_reply(struct wire_buf *b, const struct wire_tsa_reply *r)
+{
+	if (r == NULL || tsa_reply_bad(r->outcome, r->http_status, r->len) != NULL ||
+	    (r->len > 0 && r->body == NULL))
+		return enc_done(b, 0);
+	put_u8(b, (uint8_t)r->outcome);
+	put_u16(b, (uint16_t)r->http_status);
+	put_str(b, 2, r->body, r->len);
+	return enc_done(b, 1);
+}
+
+int wire_dec_tsa_reply(const uint8_t *p, size_t len, struct wire_tsa_reply *out, char *why,
+                       size_t whylen)
+{
+	struct rd r;
+	uint8_t outcome;
+	uint16_t status;
+	const char *bad;
+	size_t n;
+	const uint8_t *body;
+
+	memset(out, 0, sizeof(*out));
+	rd_init(&r, p, len, why, whylen);
+	if (rd_u8(&r, "outcome", &outcome) != 0 || rd_u16(&r, "http_status", &status) != 0 ||
+	    rd_len(&r, "body", 2, 0, WIRE_MAX_TSA_REPLY, &n) != 0 ||
+	    rd_take(&r, "body", n, &body) != 0)
+		return -1;
+	if ((bad = tsa_reply_bad(outcome, status, n)) != NULL)
+		return fail(why, whylen, "%s: not allowed with outcome %u, status %u, %zu bytes",
+		            bad, (unsigned)outcome, (unsigned)status, n);
+	if (rd_end(&r) != 0)
+		return -1;
+	out->outcome = outcome;
+	out->http_status = status;
+	out->body = body;
+	out->len = n;
+	return 0;
 }
 
 /* --- WIRE_REQ_CRED_INFO --- */

@@ -26,7 +26,9 @@
 #define WIRE_MAX_IDS 1000 /* credentials/list maxResults cap */
 #define WIRE_MAX_CERT (64 * 1024)
 #define WIRE_MAX_CHAIN (256 * 1024)
-#define WIRE_MAX_SIG (64 * 1024) /* one signature or CMS ContentInfo */
+#define WIRE_MAX_SIG (64 * 1024)       /* one signature or CMS ContentInfo */
+#define WIRE_MAX_TSA_QUERY 1024        /* one DER TimeStampReq */
+#define WIRE_MAX_TSA_REPLY (12 * 1024) /* one DER TimeStampResp, as the TSA sent it */
 
 /* The CSC method of a request (fixed names for the ledger's op field). */
 enum wire_method {
@@ -50,6 +52,8 @@ enum wire_type {
 	WIRE_REQ_LIST = 3,      /* fd; wire_enc_list_req */
 	WIRE_REQ_RECORD = 4,    /* fd; an answer the listener gave alone, for the ledger */
 	WIRE_REQ_STATUS = 5,    /* no fd, empty payload: token state for /healthz, /metrics */
+	WIRE_REQ_TSA_REPLY =
+	    6, /* no fd; only in answer to WIRE_RESP_TSA_QUERY: wire_enc_tsa_reply */
 	/* core -> listener: WIRE_RESP_ERROR answers any request; otherwise the matching one */
 	WIRE_RESP_ERROR = 64,
 	WIRE_RESP_SIGN = 65,
@@ -57,6 +61,9 @@ enum wire_type {
 	WIRE_RESP_LIST = 67,
 	WIRE_RESP_RECORD = 68, /* empty payload: recorded */
 	WIRE_RESP_STATUS = 69,
+	/* core -> listener in the middle of a WIRE_REQ_SIGN for B-T: fetch this time-stamp and
+	 * answer WIRE_REQ_TSA_REPLY on the same channel; the sign answer follows after. */
+	WIRE_RESP_TSA_QUERY = 70,
 };
 
 /* A growing encode buffer. oom is set (and later puts ignored) when an allocation fails, the
@@ -91,7 +98,10 @@ int wire_peer(int fd, const char *sock_path, struct peer *out, char *why, size_t
 
 /* WIRE_REQ_SIGN payload: u8 method (WM_SIGN_HASH or WM_SIGN_DOC), u8 family, u8 hash, u8
  * pss_salt, u8 cred length + cred, u8 purpose length + purpose (0: absent), u16 SAD length +
- * SAD (0: absent), u8 nhashes, then nhashes digests of the hash's length. */
+ * SAD (0: absent), u8 nhashes, then nhashes digests of the hash's length, then u8 form: 0,
+ * or for signDoc the bits WIRE_FORM_B_T and WIRE_FORM_PADES. */
+#define WIRE_FORM_B_T 0x01
+#define WIRE_FORM_PADES 0x02
 struct wire_sign {
 	enum wire_method method;
 	struct sign_req req; /* req.purpose and req.sad point into the buffers below, or NULL */
@@ -104,6 +114,35 @@ int wire_enc_sign(struct wire_buf *b, enum wire_method m, const struct sign_req 
  * 1..WIRE_MAX_PURPOSE and SAD 1..WIRE_MAX_SAD bytes without NUL; 1..WIRE_MAX_HASHES digests;
  * req.cms set from the method. 0, or -1 with why naming the field. */
 int wire_dec_sign(const uint8_t *p, size_t len, struct wire_sign *out, char *why, size_t whylen);
+
+/* WIRE_RESP_TSA_QUERY payload: u16 length + DER TimeStampReq (1..WIRE_MAX_TSA_QUERY). The
+ * listener posts the bytes unchanged to tsa.url. *q points into p. */
+int wire_enc_tsa_query(struct wire_buf *b, const uint8_t *q, size_t len);
+int wire_dec_tsa_query(const uint8_t *p, size_t len, const uint8_t **q, size_t *qlen, char *why,
+                       size_t whylen);
+
+/* WIRE_REQ_TSA_REPLY payload: u8 outcome (enum wire_tsa_outcome), u16 HTTP status (0: none;
+ * else 100..599; 200 with WIRE_TSA_OK), u16 length + the response body (1..WIRE_MAX_TSA_REPLY
+ * with WIRE_TSA_OK, else 0). *body points into p. */
+enum wire_tsa_outcome {
+	WIRE_TSA_OK = 0,             /* HTTP 200, application/timestamp-reply: body follows */
+	WIRE_TSA_UNREACHABLE = 1,    /* no connection, or it broke */
+	WIRE_TSA_TIMEOUT = 2,        /* no whole answer within tsa.timeout */
+	WIRE_TSA_HTTP_ERROR = 3,     /* a status other than 200, or another content type */
+	WIRE_TSA_TOO_LARGE = 4,      /* a body over WIRE_MAX_TSA_REPLY */
+	WIRE_TSA_NOT_CONFIGURED = 5, /* the listener has no TSA */
+};
+/* "ok", "unreachable", "timeout", "http_error", "too_large", "not_configured"; NULL outside. */
+const char *wire_tsa_outcome_name(int outcome);
+struct wire_tsa_reply {
+	int outcome;
+	unsigned http_status;
+	const uint8_t *body;
+	size_t len;
+};
+int wire_enc_tsa_reply(struct wire_buf *b, const struct wire_tsa_reply *r);
+int wire_dec_tsa_reply(const uint8_t *p, size_t len, struct wire_tsa_reply *out, char *why,
+                       size_t whylen);
 
 /* WIRE_REQ_CRED_INFO payload: u8 cred length + cred. */
 int wire_enc_cred_info_req(struct wire_buf *b, const char *cred);

@@ -20,6 +20,8 @@ enum {
 	D_CRED_INFO,
 	D_LIST,
 	D_STATUS,
+	D_TSA_QUERY,
+	D_TSA_REPLY,
 	D_COUNT
 };
 
@@ -162,6 +164,35 @@ static void list(const uint8_t *p, size_t len, struct wire_buf *b, char *why, si
 	wire_list_clear(&l);
 }
 
+static void tsa_query(const uint8_t *p, size_t len, struct wire_buf *b, char *why, size_t whylen)
+{
+	const uint8_t *q = NULL;
+	size_t n = 0;
+	int r = wire_dec_tsa_query(p, len, &q, &n, why, whylen);
+
+	if (r == 0) {
+		if (n < 1 || n > WIRE_MAX_TSA_QUERY || q < p || q + n > p + len)
+			abort();
+		same(b, wire_enc_tsa_query(b, q, n), p, len);
+	} else if (r != -1 || why[0] == '\0' || q != NULL || n != 0) {
+		abort();
+	}
+}
+
+static void tsa_reply(const uint8_t *p, size_t len, struct wire_buf *b, char *why, size_t whylen)
+{
+	struct wire_tsa_reply t;
+	int r = wire_dec_tsa_reply(p, len, &t, why, whylen);
+
+	check(r, why, &t, sizeof(t));
+	if (r != 0)
+		return;
+	if (wire_tsa_outcome_name(t.outcome) == NULL || t.len > WIRE_MAX_TSA_REPLY ||
+	    (t.outcome == WIRE_TSA_OK) != (t.len > 0) || (t.len > 0 && t.body + t.len > p + len))
+		abort();
+	same(b, wire_enc_tsa_reply(b, &t), p, len);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct wire_buf b;
@@ -176,7 +207,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	p = data + 1;
 	len = size - 1;
 	/* Requests reach a decoder only under WIRE_MAX_REQ, answers under WIRE_MAX_RESP. */
-	req = which == D_SIGN || which == D_CRED_REQ || which == D_LIST_REQ || which == D_RECORD;
+	req = which == D_SIGN || which == D_CRED_REQ || which == D_LIST_REQ || which == D_RECORD ||
+	      which == D_TSA_REPLY;
 	if (len > (req ? WIRE_MAX_REQ : WIRE_MAX_RESP))
 		return 0;
 	wire_buf_init(&b, req ? WIRE_MAX_REQ : WIRE_MAX_RESP);
@@ -210,6 +242,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case D_LIST:
 		list(p, len, &b, why, sizeof(why));
+		break;
+	case D_TSA_QUERY:
+		tsa_query(p, len, &b, why, sizeof(why));
+		break;
+	case D_TSA_REPLY:
+		tsa_reply(p, len, &b, why, sizeof(why));
 		break;
 	default: {
 		struct wire_status st;

@@ -21,6 +21,11 @@
 #   check_fails MSG CMD...      pass if CMD fails, else fail
 #   check_exit CODE MSG CMD...  pass if CMD exits with CODE
 #   die MSG                     fail and stop now
+#   setup_tsa                   a test TSA in $TSA (its CA $TSA/tsa-ca.pem, a TSA certificate with
+#                               extendedKeyUsage timeStamping, critical; a second one under a CA
+#                               nobody trusts in $TSA/other) and a tsa: section in iamsignd.yaml
+#   start_tsa / stop_tsa        tests/tsa/tsa-server.py on a free 127.0.0.1 port ($TSA_PORT)
+#   tsa_mode MODE               how it answers from now on (see tests/tsa/tsa-server.py)
 #   use_mock                    the daemon's module is to be tests/mock-pkcs11.so ($MOCK), in
 #                               front of SoftHSM, scripted by $CTL; then:
 #   ctl LINES...                the mock's control file (see the top of tests/mock-pkcs11.c)
@@ -47,6 +52,9 @@ SO_PIN="27182818"
 
 WORK=""
 DAEMON_PID=""
+TSA_PID=""
+TSA=""
+TSA_PORT=""
 PASSED=0
 FAILED=0
 
@@ -121,6 +129,10 @@ cleanup() {
 		wait "$DAEMON_PID" 2>/dev/null
 	fi
 	DAEMON_PID=""
+	if [ -n "$TSA_PID" ]; then
+		kill -TERM "$TSA_PID" 2>/dev/null
+		wait "$TSA_PID" 2>/dev/null
+	fi
 	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
 		if [ "$FAILED" -gt 0 ] && [ -s "$WORK/daemon.log" ]; then
 			echo "--- daemon.log (last 50 lines) ---" >&2
@@ -258,6 +270,85 @@ start_daemon() {
 	done
 	cat "$WORK/daemon.log" >&2
 	die "iamsignd did not answer /healthz within 10 s"
+}
+
+# make_tsa_cert DIR CN: a TSA CA DIR/tsa-ca.pem and its TSA certificate DIR/tsa.pem (EKU
+# timeStamping, critical, as RFC 3161 2.3 requires), with the `openssl ts -reply` config
+# DIR/tsa.cnf.
+make_tsa_cert() {
+	local d="$1" cn="$2"
+	mkdir -p "$d"
+	openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-keyout "$d/tsa-ca.key" -out "$d/tsa-ca.pem" -days 30 -subj "/CN=$cn CA" \
+		-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+		>"$d/ca.log" 2>&1 || die "cannot create the TSA CA: $(cat "$d/ca.log")"
+	printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=critical,timeStamping\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' >"$d/tsa.ext"
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/tsa.key" \
+		-out "$d/tsa.csr" -subj "/CN=$cn" >>"$d/ca.log" 2>&1 &&
+		openssl x509 -req -in "$d/tsa.csr" -CA "$d/tsa-ca.pem" -CAkey "$d/tsa-ca.key" \
+			-CAcreateserial -days 20 -sha256 -extfile "$d/tsa.ext" -out "$d/tsa.pem" \
+			>>"$d/ca.log" 2>&1 || die "cannot create the TSA certificate: $(cat "$d/ca.log")"
+	echo 01 >"$d/serial"
+	cat >"$d/tsa.cnf" <<-EOF
+		[ tsa ]
+		default_tsa = tsa_config
+		[ tsa_config ]
+		dir = $d
+		serial = \$dir/serial
+		crypto_device = builtin
+		signer_cert = \$dir/tsa.pem
+		certs = \$dir/tsa-ca.pem
+		signer_key = \$dir/tsa.key
+		signer_digest = sha256
+		default_policy = 1.2.3.4.1
+		other_policies = 1.2.3.4.5
+		digests = sha256, sha384, sha512
+		accuracy = secs:1
+		ordering = yes
+		tsa_name = yes
+		ess_cert_id_chain = no
+		ess_cert_id_alg = sha256
+	EOF
+}
+
+setup_tsa() {
+	TSA="$WORK/tsa"
+	make_tsa_cert "$TSA" "iamsign test TSA"
+	make_tsa_cert "$TSA/other" "untrusted TSA"
+	command -v python3 >/dev/null 2>&1 || die "python3 is required for the test TSA"
+}
+
+# The tsa: section, once the TSA listens (its port is known).
+tsa_config() {
+	cat >>"$WORK/iamsignd.yaml" <<-EOF
+		tsa:
+		  url: http://127.0.0.1:$TSA_PORT/tsa
+		  trust_anchors: $TSA/tsa-ca.pem
+		  timeout: ${1:-2s}
+	EOF
+}
+
+start_tsa() {
+	rm -f "$TSA/port"
+	python3 "$IAMSIGN_SRC/tests/tsa/tsa-server.py" "$TSA/port" "$TSA" 2>"$TSA/server.log" &
+	TSA_PID=$!
+	for _ in $(seq 1 50); do
+		[ -s "$TSA/port" ] && break
+		sleep 0.1
+	done
+	[ -s "$TSA/port" ] || die "the test TSA did not start: $(cat "$TSA/server.log")"
+	TSA_PORT=$(cat "$TSA/port")
+}
+
+stop_tsa() {
+	[ -n "$TSA_PID" ] || return 0
+	kill -TERM "$TSA_PID" 2>/dev/null || true
+	wait "$TSA_PID" 2>/dev/null || true
+	TSA_PID=""
+}
+
+tsa_mode() {
+	printf '%s\n' "$1" >"$TSA/mode"
 }
 
 # listener_pid: the listener the running daemon forked, as its start line names it.

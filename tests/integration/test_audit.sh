@@ -128,11 +128,11 @@ tamper insert "UPDATE audit SET seq = seq + 1000 WHERE seq > 6;
 	UPDATE audit SET seq = seq - 999 WHERE seq > 1000;
 	INSERT INTO audit SELECT 7, time_ms, caller, uid, gid, pid, op, cred, owner, purpose, halg,
 		hash_len, hashes, jti, decision, reason, detail, sig_sha256,
-		(SELECT hash FROM audit WHERE seq = 6), hash FROM audit WHERE seq = 2"
+		(SELECT hash FROM audit WHERE seq = 6), hash, tst FROM audit WHERE seq = 2"
 verify_names insert 7
 tamper append "INSERT INTO audit SELECT (SELECT max(seq) + 1 FROM audit), time_ms, caller, uid, gid, pid, op, cred,
 	owner, purpose, halg, hash_len, hashes, jti, decision, reason, detail, sig_sha256, prev_hash,
-	hash FROM audit WHERE seq = 4"
+	hash, tst FROM audit WHERE seq = 4"
 verify_names append $((LAST + 3))
 tamper reorder "UPDATE audit SET seq = 100000 WHERE seq = 8;
 	UPDATE audit SET seq = 8 WHERE seq = 9;

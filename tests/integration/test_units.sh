@@ -110,6 +110,36 @@ done
 for d in ListenStream=/run/iamsign/iamsign.sock SocketMode=0660 SocketGroup=iamsign-callers; do
 	directive "$SOCKET" "$d"
 done
+# --- the TSA drop-in -----------------------------------------------------------------------
+# dist/iamsignd-tsa.conf (CAdES B-T): the network, to the TSA's addresses only. Checked as the
+# service with the drop-in's lines appended to its [Service] section, which is how systemd
+# merges them: verify clean, and an exposure still low (measured 2.2 with systemd 252).
+TSA_DROPIN="$DIST/iamsignd-tsa.conf"
+for d in PrivateNetwork=no 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6' IPAddressDeny=any \
+	IPAddressAllow=192.0.2.10; do
+	directive "$TSA_DROPIN" "$d"
+done
+[ "$(grep -c "^[A-Za-z]" "$TSA_DROPIN")" = 4 ] && pass "iamsignd-tsa.conf: these four lines, nothing more" ||
+	fail "iamsignd-tsa.conf has other lines: $(grep '^[A-Za-z]' "$TSA_DROPIN" | tr '\n' ' ')"
+{
+	sed '/^\[Install\]/,$d' "$WORK/units/iamsignd.service"
+	grep -v '^\[Service\]' "$TSA_DROPIN"
+	sed -n '/^\[Install\]/,$p' "$WORK/units/iamsignd.service"
+} >"$WORK/units/iamsignd-tsa.service"
+rc=0
+verify ./iamsignd.socket ./iamsignd-tsa.service || rc=$?
+[ "$rc" -eq 0 ] && ! grep -v "iamsignd.socket" "$WORK/verify.out" | grep -q . &&
+	pass "systemd-analyze verify with the TSA drop-in" || fail "verify with the TSA drop-in: $(cat "$WORK/verify.out")"
+rc=0
+systemd-analyze security --offline=true --threshold=26 --no-pager "$WORK/units/iamsignd-tsa.service" \
+	>"$WORK/security.out" 2>&1 || rc=$?
+level=$(sed -n 's/.*Overall exposure level for iamsignd-tsa\.service: \([0-9.]*\).*/\1/p' "$WORK/security.out")
+[ "$rc" -eq 0 ] && [ -n "$level" ] && pass "exposure with the TSA drop-in $level (at most 2.6)" ||
+	fail "exposure with the TSA drop-in: '$level' (exit $rc)"
+grep -q "IPAddressDeny=.*allow list" "$WORK/security.out" && pass "the drop-in keeps an IP address allow list" ||
+	fail "no IP allow list with the drop-in: $(grep IPAddress "$WORK/security.out")"
+rm -f "$WORK/units/iamsignd-tsa.service"
+
 ! grep -q '^User=' "$SERVICE" && pass "no User= (the core starts as root and drops itself)" ||
 	fail "User= set: the core could not read the PIN file, chroot the listener or change users"
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "signer/config.h"
+#include "policy/algs.h"
 #include "policy/policy.h"
 #include "policy/yamlfile.h"
 
@@ -455,6 +456,79 @@ static void test_file_checks(void **state)
 	assert_null(c);
 }
 
+/* The optional tsa: mapping (RFC 3161, for Ades-B-T). */
+static void test_tsa(void **state)
+{
+	struct config *c = NULL;
+
+	assert_int_equal(config_load(write_tmp(TOKEN LISTEN TAIL, 0600), &c, err, sizeof(err)), 0);
+	assert_null(c->tsa_url);
+	config_free(c);
+	if (config_load(write_tmp(TOKEN LISTEN TAIL "tsa:\n"
+	                                            "  url: http://tsa.example:8080/ts\n"
+	                                            "  trust_anchors: /etc/iamsign/tsa-ca.pem\n"
+	                                            "  hash: sha384\n"
+	                                            "  timeout: 2s\n"
+	                                            "  policy: 1.3.6.1.4.1.4146.2.3\n",
+	                          0600),
+	                &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(c->tsa_url, "http://tsa.example:8080/ts");
+	assert_string_equal(c->tsa_host, "tsa.example");
+	assert_int_equal(c->tsa_port, 8080);
+	assert_string_equal(c->tsa_trust_anchors, "/etc/iamsign/tsa-ca.pem");
+	assert_int_equal(c->tsa_hash, HASH_SHA384);
+	assert_int_equal(c->tsa_timeout, 2);
+	assert_string_equal(c->tsa_policy, "1.3.6.1.4.1.4146.2.3");
+	config_free(c);
+	/* defaults: port 80, SHA-256, 5 s, no policy; an IPv6 literal loses its brackets */
+	if (config_load(write_tmp(TOKEN LISTEN TAIL "tsa:\n  url: http://[::1]\n"
+	                                            "  trust_anchors: /etc/tsa.pem\n",
+	                          0600),
+	                &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(c->tsa_host, "::1");
+	assert_int_equal(c->tsa_port, 80);
+	assert_int_equal(c->tsa_hash, HASH_SHA256);
+	assert_int_equal(c->tsa_timeout, 5);
+	assert_null(c->tsa_policy);
+	config_free(c);
+
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  trust_anchors: /etc/tsa.pem\n", "tsa.url", "missing",
+	            NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http://tsa/\n", "tsa.trust_anchors", "missing",
+	            NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: https://tsa/\n  trust_anchors: /t.pem\n",
+	            ":10: tsa.url:", "plain HTTP", NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http://tsa:0/\n  trust_anchors: /t.pem\n",
+	            "tsa.url:", "1..65535", NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http://tsa:99999/\n  trust_anchors: /t.pem\n",
+	            "tsa.url:", "1..65535", NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http://user@tsa/\n  trust_anchors: /t.pem\n",
+	            "tsa.url:", NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http://tsa?x\n  trust_anchors: /t.pem\n",
+	            "tsa.url:", "after the host", NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http://[::1/\n  trust_anchors: /t.pem\n",
+	            "tsa.url:", "IPv6", NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http:///x\n  trust_anchors: /t.pem\n",
+	            "tsa.url:", "no host", NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http://t/\n  trust_anchors: /t.pem\n"
+	                              "  hash: md5\n",
+	            "tsa.hash:", "sha256", NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http://t/\n  trust_anchors: /t.pem\n"
+	                              "  timeout: 61s\n",
+	            "tsa.timeout:", "between 1s and 60s", NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http://t/\n  trust_anchors: /t.pem\n"
+	                              "  policy: 1.02.3\n",
+	            "tsa.policy:", "dotted OID", NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http://t/\n  trust_anchors: /t.pem\n"
+	                              "  policy: 1\n",
+	            "tsa.policy:", "dotted OID", NULL);
+	expect_fail(TOKEN LISTEN TAIL "tsa:\n  url: http://t/\n  trust_anchors: /t.pem\n"
+	                              "  nonce: yes\n",
+	            "tsa.nonce:", "unknown key", NULL);
+}
+
 /* The optional ledger: mapping. */
 static void test_ledger(void **state)
 {
@@ -761,6 +835,7 @@ int main(void)
 	    cmocka_unit_test(test_aliases),
 	    cmocka_unit_test(test_file_checks),
 	    cmocka_unit_test(test_ledger),
+	    cmocka_unit_test(test_tsa),
 	    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_permissions),
 	    cmocka_unit_test(test_small_error_buffer),

@@ -1116,7 +1116,7 @@ static void test_tamper_insert(void **state)
 	/* at the end: a copy of a record under a new sequence number */
 	sql(f, "INSERT INTO audit SELECT 24, time_ms, caller, uid, gid, pid, op, cred, owner, "
 	       "purpose, halg, hash_len, hashes, jti, decision, reason, detail, sig_sha256, "
-	       "(SELECT hash FROM audit WHERE seq = 23), hash FROM audit WHERE seq = 3");
+	       "(SELECT hash FROM audit WHERE seq = 23), hash, tst FROM audit WHERE seq = 3");
 	expect_bad(f, 24, "does not match its hash");
 }
 
@@ -1130,7 +1130,7 @@ static void test_tamper_insert_middle(void **state)
 	       "UPDATE audit SET seq = seq - 999 WHERE seq > 1000;"
 	       "INSERT INTO audit SELECT 13, time_ms, caller, uid, gid, pid, op, cred, owner, "
 	       "purpose, halg, hash_len, hashes, jti, decision, reason, detail, sig_sha256, "
-	       "(SELECT hash FROM audit WHERE seq = 12), hash FROM audit WHERE seq = 3");
+	       "(SELECT hash FROM audit WHERE seq = 12), hash, tst FROM audit WHERE seq = 3");
 	expect_bad(f, 13, "does not match its hash");
 }
 
@@ -1187,6 +1187,76 @@ static void test_tamper_checkpoint_sig(void **state)
 }
 
 /* ---- export ---- */
+
+/* A B-T signature's record carries each time-stamp's time and token hash: in the chain (an
+ * edited tst column is found), in the export; and a database from before the tst column is
+ * given it when opened, its records verifying unchanged. */
+static void test_timestamps(void **state)
+{
+	struct fixture *f = *state;
+	struct audit_rec *r = malloc(sizeof(*r));
+	struct ledger *l;
+	char path[512], line[8192], err[256];
+	json_t *o, *ts;
+	FILE *fp;
+	int fd;
+
+	assert_non_null(r);
+	/* The first database has the table as it was before time-stamps. */
+	l = open_ledger(f, 1, NULL, 0);
+	append_n(l, 3);
+	ledger_close(l);
+	sql(f, "CREATE TABLE old AS SELECT seq, time_ms, caller, uid, gid, pid, op, cred, owner, "
+	       "purpose, halg, hash_len, hashes, jti, decision, reason, detail, sig_sha256, "
+	       "prev_hash, hash FROM audit; DROP TABLE audit; ALTER TABLE old RENAME TO audit");
+	expect_intact(f, 3);
+	l = open_ledger(f, 1, NULL, 0);
+	make_rec(r, 3);
+	r->ntst = 1; /* not one per signature */
+	assert_int_equal(ledger_append(l, r), LEDGER_ERR_BAD_INPUT);
+	r->ntst = 2;
+	r->tst_time_ms[0] = 1700000000123LL;
+	r->tst_time_ms[1] = 1700000000456LL;
+	memset(r->tst_sha256[0], 0x5a, 32);
+	memset(r->tst_sha256[1], 0xc3, 32);
+	assert_int_equal(ledger_append(l, r), LEDGER_OK);
+	make_rec(r, 4);
+	assert_int_equal(ledger_append(l, r), LEDGER_OK);
+	ledger_close(l);
+	expect_intact(f, 5);
+
+	snprintf(path, sizeof(path), "%s/export.jsonl", f->dir);
+	assert_true((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
+	if (ledger_export_jsonl(f->dir, fd, err, sizeof(err)) != LEDGER_OK)
+		fail_msg("export: %s", err);
+	close(fd);
+	assert_non_null(fp = fopen(path, "r"));
+	for (int n = 1; fgets(line, sizeof(line), fp) != NULL; n++) {
+		assert_non_null(o = json_loads(line, 0, NULL));
+		ts = json_object_get(o, "timestamps");
+		if (n != 4) {
+			assert_null(ts);
+		} else {
+			assert_int_equal(json_array_size(ts), 2);
+			assert_string_equal(
+			    json_string_value(json_object_get(json_array_get(ts, 0), "time")),
+			    "2023-11-14T22:13:20.123Z");
+			assert_string_equal(
+			    json_string_value(
+			        json_object_get(json_array_get(ts, 1), "token_sha256")),
+			    "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3");
+		}
+		json_decref(o);
+	}
+	fclose(fp);
+
+	/* The time-stamps are in the record's hash. */
+	sql(f, "UPDATE audit SET tst = zeroblob(80) WHERE seq = 4");
+	expect_bad(f, 4, "does not match its hash");
+	sql(f, "UPDATE audit SET tst = zeroblob(40) WHERE seq = 4");
+	expect_bad(f, 4, "malformed");
+	free(r);
+}
 
 static void test_export(void **state)
 {
@@ -1320,6 +1390,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_tamper_checkpoint, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tamper_checkpoint_sig, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_export, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_timestamps, setup, teardown),
 	};
 
 	if (argc == 3 && strcmp(argv[1], "--append-one") == 0)

@@ -245,6 +245,31 @@ static int d_status(const uint8_t *p, size_t len, char *why, size_t whylen)
 	return r;
 }
 
+static int d_tsa_query(const uint8_t *p, size_t len, char *why, size_t whylen)
+{
+	const uint8_t *q = (const uint8_t *)"x";
+	size_t n = 7;
+	int r = wire_dec_tsa_query(p, len, &q, &n, why, whylen);
+
+	if (r != 0) {
+		assert_null(q);
+		assert_int_equal(n, 0);
+	}
+	return r;
+}
+
+static int d_tsa_reply(const uint8_t *p, size_t len, char *why, size_t whylen)
+{
+	struct wire_tsa_reply t;
+	int r;
+
+	memset(&t, 0xa5, sizeof(t));
+	r = wire_dec_tsa_reply(p, len, &t, why, whylen);
+	if (r != 0)
+		assert_true(all_zero(&t, sizeof(t)));
+	return r;
+}
+
 /* Decode an exact-size copy (a read past its end shows under ASan). */
 static int dec_copy(dec_fn dec, const uint8_t *p, size_t len, char *why, size_t whylen)
 {
@@ -377,6 +402,8 @@ static void sign_roundtrip_one(const struct sign_req *q, int strict)
 	assert_int_equal(w->req.pss_salt, q->pss_salt);
 	assert_int_equal(w->req.nhashes, q->nhashes);
 	assert_int_equal(w->req.cms, q->cms);
+	assert_int_equal(w->req.stamp, q->stamp);
+	assert_int_equal(w->req.pades, q->pades);
 	for (size_t i = 0; i < q->nhashes; i++)
 		assert_memory_equal(w->req.hashes[i], q->hashes[i], dlen);
 	if (q->purpose == NULL) {
@@ -413,6 +440,13 @@ static void sign_roundtrip(void **state)
 				         opt == 3);
 				sign_roundtrip_one(q, 1);
 			}
+	/* signDoc forms: B-T, PAdES, both. */
+	for (int form = 1; form < 4; form++) {
+		make_req(q, ALG_ECDSA, HASH_SHA256, 2, NULL, NULL, 1);
+		q->stamp = (form & 1) != 0;
+		q->pades = (form & 2) != 0;
+		sign_roundtrip_one(q, 1);
+	}
 	/* PSS salts: 0 and 64 for any hash. */
 	make_req(q, ALG_RSA_PSS, HASH_SHA256, 1, NULL, NULL, 0);
 	q->pss_salt = 0;
@@ -429,7 +463,7 @@ static void sign_roundtrip(void **state)
 
 /* A valid sign payload, written by hand: fields may be overridden. */
 struct sign_fields {
-	unsigned method, fam, hash, salt, nhashes;
+	unsigned method, fam, hash, salt, nhashes, form;
 	const char *cred;
 	size_t cred_len;
 	const char *purpose;
@@ -473,6 +507,7 @@ static void sign_raw(struct raw *r, const struct sign_fields *f)
 	r8(r, f->nhashes);
 	for (unsigned i = 0; i < f->nhashes; i++)
 		raw_put(r, d, f->dlen);
+	r8(r, f->form);
 }
 
 static void sign_try(const struct sign_fields *f, const char *field)
@@ -515,6 +550,14 @@ static void sign_refusals(void **state)
 		} else {
 			sign_try(&f, "hash");
 		}
+	}
+	/* form: B-T and PAdES bits, for signDoc only. */
+	for (unsigned v = 0; v < 256; v++) {
+		f = sign_default();
+		f.form = v;
+		sign_try(&f, v == 0 ? NULL : "form");
+		f.method = WM_SIGN_DOC;
+		sign_try(&f, v <= (WIRE_FORM_B_T | WIRE_FORM_PADES) ? NULL : "form");
 	}
 	/* A digest of another hash's length: the payload's end no longer matches. */
 	f = sign_default();
@@ -604,6 +647,12 @@ static void sign_encoder_refusals(void **state)
 	wire_buf_init(&b, WIRE_MAX_REQ);
 	enc_refused(wire_enc_sign(&b, WM_INFO, q), &b);
 	enc_refused(wire_enc_sign(&b, WM_SIGN_DOC, q), &b); /* cms does not match */
+	q->stamp = 1;                                       /* B-T and PAdES are signDoc's */
+	enc_refused(wire_enc_sign(&b, WM_SIGN_HASH, q), &b);
+	q->stamp = 0;
+	q->pades = 1;
+	enc_refused(wire_enc_sign(&b, WM_SIGN_HASH, q), &b);
+	q->pades = 0;
 	q->nhashes = 0;
 	enc_refused(wire_enc_sign(&b, WM_SIGN_HASH, q), &b);
 	q->nhashes = WIRE_MAX_HASHES + 1;
@@ -644,6 +693,137 @@ static void sign_encoder_refusals(void **state)
 	wire_buf_init(&b, 16);
 	enc_refused(wire_enc_sign(&b, WM_SIGN_HASH, q), &b);
 	free(q);
+}
+
+/* --- WIRE_RESP_TSA_QUERY, WIRE_REQ_TSA_REPLY --- */
+
+static void tsa_query(void **state)
+{
+	static uint8_t q[WIRE_MAX_TSA_QUERY + 1];
+	const uint8_t *got;
+	struct wire_buf b;
+	struct raw r;
+	size_t n;
+	char why[160];
+
+	memset(q, 0x30, sizeof(q));
+	for (size_t len = 1; len <= WIRE_MAX_TSA_QUERY; len += WIRE_MAX_TSA_QUERY - 1) {
+		wire_buf_init(&b, WIRE_MAX_RESP);
+		assert_int_equal(wire_enc_tsa_query(&b, q, len), 0);
+		assert_int_equal(wire_dec_tsa_query(b.p, b.len, &got, &n, why, sizeof(why)), 0);
+		assert_int_equal(n, len);
+		assert_memory_equal(got, q, len);
+		check_strict(d_tsa_query, b.p, b.len);
+		wire_buf_free(&b);
+	}
+	wire_buf_init(&b, WIRE_MAX_RESP);
+	enc_refused(wire_enc_tsa_query(&b, q, 0), &b);
+	wire_buf_init(&b, WIRE_MAX_RESP);
+	enc_refused(wire_enc_tsa_query(&b, q, WIRE_MAX_TSA_QUERY + 1), &b);
+	wire_buf_init(&b, WIRE_MAX_RESP);
+	enc_refused(wire_enc_tsa_query(&b, NULL, 1), &b);
+	memset(&r, 0, sizeof(r));
+	r16(&r, 0);
+	refused(d_tsa_query, &r, "query");
+	raw_free(&r);
+	r16(&r, WIRE_MAX_TSA_QUERY + 1);
+	raw_put(&r, q, WIRE_MAX_TSA_QUERY + 1);
+	refused(d_tsa_query, &r, "query");
+	raw_free(&r);
+}
+
+static void tsa_reply_raw(struct raw *r, unsigned outcome, unsigned status, size_t len)
+{
+	static uint8_t body[WIRE_MAX_TSA_REPLY + 1];
+
+	memset(r, 0, sizeof(*r));
+	r8(r, outcome);
+	r16(r, status);
+	r16(r, (unsigned)len);
+	raw_put(r, body, len);
+}
+
+static void tsa_reply(void **state)
+{
+	static uint8_t body[WIRE_MAX_TSA_REPLY + 1];
+	struct wire_tsa_reply in = {0}, out;
+	struct wire_buf b;
+	struct raw r;
+	char why[160];
+
+	memset(body, 0x30, sizeof(body));
+	/* A reply, and each failure without a body. */
+	in.outcome = WIRE_TSA_OK;
+	in.http_status = 200;
+	in.body = body;
+	in.len = WIRE_MAX_TSA_REPLY;
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	assert_int_equal(wire_enc_tsa_reply(&b, &in), 0);
+	assert_true(b.len <= WIRE_MAX_REQ);
+	assert_int_equal(wire_dec_tsa_reply(b.p, b.len, &out, why, sizeof(why)), 0);
+	assert_int_equal(out.outcome, WIRE_TSA_OK);
+	assert_int_equal(out.http_status, 200);
+	assert_int_equal(out.len, WIRE_MAX_TSA_REPLY);
+	assert_memory_equal(out.body, body, out.len);
+	check_strict(d_tsa_reply, b.p, b.len);
+	wire_buf_free(&b);
+	for (int o = WIRE_TSA_UNREACHABLE; o <= WIRE_TSA_NOT_CONFIGURED; o++) {
+		struct wire_tsa_reply f = {.outcome = o,
+		                           .http_status = o == WIRE_TSA_HTTP_ERROR ? 503 : 0};
+
+		assert_non_null(wire_tsa_outcome_name(o));
+		wire_buf_init(&b, WIRE_MAX_REQ);
+		assert_int_equal(wire_enc_tsa_reply(&b, &f), 0);
+		assert_int_equal(wire_dec_tsa_reply(b.p, b.len, &out, why, sizeof(why)), 0);
+		assert_int_equal(out.outcome, o);
+		assert_int_equal(out.http_status, f.http_status);
+		assert_int_equal(out.len, 0);
+		check_strict(d_tsa_reply, b.p, b.len);
+		wire_buf_free(&b);
+	}
+	assert_null(wire_tsa_outcome_name(-1));
+	assert_null(wire_tsa_outcome_name(WIRE_TSA_NOT_CONFIGURED + 1));
+	/* The encoder refuses what the decoder would. */
+	in.len = WIRE_MAX_TSA_REPLY + 1;
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	enc_refused(wire_enc_tsa_reply(&b, &in), &b);
+	in.len = 0;
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	enc_refused(wire_enc_tsa_reply(&b, &in), &b);
+	in.len = 1;
+	in.http_status = 404;
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	enc_refused(wire_enc_tsa_reply(&b, &in), &b);
+	in.outcome = WIRE_TSA_HTTP_ERROR; /* a failure carries no body */
+	wire_buf_init(&b, WIRE_MAX_REQ);
+	enc_refused(wire_enc_tsa_reply(&b, &in), &b);
+	/* Decoder refusals, field by field. */
+	for (unsigned o = 0; o < 256; o++) {
+		tsa_reply_raw(&r, o, o == WIRE_TSA_OK ? 200 : 0, o == WIRE_TSA_OK ? 10 : 0);
+		if (o <= WIRE_TSA_NOT_CONFIGURED)
+			accepted(d_tsa_reply, &r);
+		else
+			refused(d_tsa_reply, &r, "outcome");
+		raw_free(&r);
+	}
+	tsa_reply_raw(&r, WIRE_TSA_OK, 201, 10);
+	refused(d_tsa_reply, &r, "http_status");
+	raw_free(&r);
+	tsa_reply_raw(&r, WIRE_TSA_HTTP_ERROR, 99, 0);
+	refused(d_tsa_reply, &r, "http_status");
+	raw_free(&r);
+	tsa_reply_raw(&r, WIRE_TSA_HTTP_ERROR, 600, 0);
+	refused(d_tsa_reply, &r, "http_status");
+	raw_free(&r);
+	tsa_reply_raw(&r, WIRE_TSA_OK, 200, 0);
+	refused(d_tsa_reply, &r, "body");
+	raw_free(&r);
+	tsa_reply_raw(&r, WIRE_TSA_OK, 200, WIRE_MAX_TSA_REPLY + 1);
+	refused(d_tsa_reply, &r, "body");
+	raw_free(&r);
+	tsa_reply_raw(&r, WIRE_TSA_TIMEOUT, 0, 3);
+	refused(d_tsa_reply, &r, "body");
+	raw_free(&r);
 }
 
 /* --- WIRE_REQ_CRED_INFO --- */
@@ -2164,6 +2344,8 @@ int main(void)
 	    cmocka_unit_test(sign_roundtrip),
 	    cmocka_unit_test(sign_refusals),
 	    cmocka_unit_test(sign_encoder_refusals),
+	    cmocka_unit_test(tsa_query),
+	    cmocka_unit_test(tsa_reply),
 	    cmocka_unit_test(cred_info_req),
 	    cmocka_unit_test(list_req),
 	    cmocka_unit_test(record_roundtrip),
