@@ -376,6 +376,7 @@ static const struct {
     [R_KEY_NOT_FOUND] = {500, "server_error"},
     [R_REGISTRY_UNAVAILABLE] = {500, "server_error"},
     [R_INTERNAL_ERROR] = {500, "server_error"},
+    [R_KEY_UNUSABLE] = {500, "server_error"},
 };
 
 int csc_status(enum reason r, const char **error)

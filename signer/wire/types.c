@@ -95,6 +95,7 @@ static const char *const reason_names[R_COUNT] = {
     [R_KEY_NOT_FOUND] = "key_not_found",
     [R_REGISTRY_UNAVAILABLE] = "registry_unavailable",
     [R_INTERNAL_ERROR] = "internal_error",
+    [R_KEY_UNUSABLE] = "key_unusable",
 };
 
 const char *reason_name(enum reason r)

@@ -107,6 +107,9 @@ enum reason {
 	R_KEY_NOT_FOUND,
 	R_REGISTRY_UNAVAILABLE,
 	R_INTERNAL_ERROR,
+	/* appended: the credential's wrapped key cannot be used (blob damaged, moved to another
+	 * credential, of another KEK, or the KEK is missing); never signs */
+	R_KEY_UNUSABLE,
 	R_COUNT
 };
 
