@@ -67,6 +67,9 @@ struct config {
 	unsigned ledger_checkpoint_every; /* records between checkpoints, 1..1000000 (1000) */
 	unsigned ledger_checkpoint_secs;  /* seconds between checkpoints, 1..86400 (60) */
 	unsigned ledger_write_timeout;    /* seconds a request waits for its record, 1..60 (2) */
+	/* keys: */
+	char *keys_kek;      /* PKCS#11 URI of the key-encryption key of wrapped keys */
+	unsigned keys_cache; /* unwrapped keys held at once, 2..1000000 (10000) */
 	/* limits: */
 	struct config_limits limits;
 };
