@@ -300,6 +300,13 @@ static int wc_session(struct tok_wcache *c, CK_SESSION_HANDLE *out)
 	CK_SESSION_HANDLE h;
 	CK_RV rv;
 
+	/* The login's session, where there is one: it lives until recovery closes every
+	 * session, as these objects must, and costs no session of the token's budget. */
+	if (c->tok->have_anchor) {
+		c->sess_gen = gen;
+		*out = c->tok->anchor;
+		return TOK_OK;
+	}
 	if (c->have_sess && c->sess_gen == gen) {
 		*out = c->sess;
 		return TOK_OK;
@@ -1327,7 +1334,7 @@ int tok_wrapped_generate(struct tok_wcache *c, const unsigned char kek_id[TOK_KE
 	unsigned char ecparams[16], *p, dig[32];
 	EVP_PKEY *pk = NULL;
 	ASN1_OBJECT *oid;
-	CK_ULONG npub = 5;
+	CK_ULONG npub = 6;
 	CK_RV rv;
 	int n, r;
 
@@ -1352,6 +1359,7 @@ int tok_wrapped_generate(struct tok_wcache *c, const unsigned char kek_id[TOK_KE
 	    {CKA_TOKEN, &f, sizeof(f)},
 	    {CKA_VERIFY, &t, sizeof(t)},
 	    {CKA_ENCRYPT, &f, sizeof(f)},
+	    {CKA_WRAP, &f, sizeof(f)},
 	    {0, NULL, 0},
 	    {0, NULL, 0},
 	};

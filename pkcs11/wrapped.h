@@ -60,8 +60,9 @@ struct tok_wcache;
 
 /* The cache of unwrapped keys for the KEKs that kek_uri (keys.kek) names, holding at most
  * capacity keys (2..): the least recently used is destroyed in the token when another is
- * needed. It opens a session of its own for the session objects (they die with the session
- * that made them) and opens it anew after a token outage, unwrapping a key again when it is
+ * needed. The session objects are made in the login's session (they die with the session that
+ * made them, and that one lives until an outage; without a login, a session of the cache's
+ * own); after a token outage unwrapping a key again when it is
  * next used. Free it after tok_close(). TOK_ERR_BAD_INPUT for a malformed URI. */
 int tok_wcache_new(struct token *tok, const char *kek_uri, unsigned capacity,
                    struct tok_wcache **out);

@@ -686,26 +686,30 @@ int registry_add(struct registry *r, const struct reg_cred *c)
 	return ret;
 }
 
-int registry_add_many(struct registry *r, const struct reg_cred *c, size_t n, size_t *bad)
+int registry_add_each(struct registry *r, int (*next)(void *arg, struct reg_cred *c), void *arg,
+                      size_t *bad)
 {
-	size_t i;
-	int ret = REG_ERR_INTERNAL;
+	struct reg_cred c;
+	size_t i = 0;
+	int ret = REG_ERR_INTERNAL, more;
 
 	*bad = 0;
-	if (r == NULL)
+	if (r == NULL || next == NULL)
 		return REG_ERR_BAD_INPUT;
-	for (i = 0; i < n; i++) {
-		if (!cred_ok(&c[i])) {
-			*bad = i;
-			return REG_ERR_BAD_INPUT;
-		}
-	}
 	lock(r);
 	if (exec_stmt(r->st[ST_BEGIN]) != REG_OK)
 		goto out;
-	for (i = 0, ret = REG_OK; i < n && ret == REG_OK; i++)
-		if ((ret = add_locked(r, &c[i])) != REG_OK)
-			*bad = i;
+	for (ret = REG_OK; ret == REG_OK; i++) {
+		memset(&c, 0, sizeof(c));
+		if ((more = next(arg, &c)) <= 0) {
+			ret = more == 0 ? REG_OK : REG_ERR_BAD_INPUT;
+			reg_cred_clear(&c);
+			break;
+		}
+		ret = cred_ok(&c) ? add_locked(r, &c) : REG_ERR_BAD_INPUT;
+		reg_cred_clear(&c);
+		*bad = i;
+	}
 	ret = run_in_tx(r, ret);
 out:
 	unlock(r);

@@ -83,9 +83,11 @@ int registry_foreach(struct registry *r, const char *owner,
 /* The same, from the first ID after `after` (exclusive; NULL or "": from the start). */
 int registry_foreach_after(struct registry *r, const char *owner, const char *after,
                            int (*fn)(const struct reg_cred *c, void *arg), void *arg);
-/* Enrol several credentials in one transaction: all or none. REG_ERR_EXISTS (with *bad the
- * index) when one is already enrolled. */
-int registry_add_many(struct registry *r, const struct reg_cred *c, size_t n, size_t *bad);
+/* Enrol credentials in one transaction, all or none: next fills each (1), says the end (0) or
+ * fails (-1, nothing is enrolled); it runs under the registry's lock and must not call it.
+ * REG_ERR_EXISTS (with *bad the index) when one is already enrolled. */
+int registry_add_each(struct registry *r, int (*next)(void *arg, struct reg_cred *c), void *arg,
+                      size_t *bad);
 
 /* Wrapped keys, by credential ID (enrolled or not yet). */
 int registry_wkey_get(struct registry *r, const char *id, struct reg_wkey *out);
