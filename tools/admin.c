@@ -53,7 +53,7 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, HELP_SHOWN = -1 };
 #define MAX_CHAIN_CERTS 10
 #define MAX_PUBKEY_FILE (16 * 1024) /* a device public key, PEM */
 #define MAX_SUBJECT 1024
-#define MAX_COUNT 100000
+#define MAX_COUNT 1000000
 #define MAX_LABEL 256        /* longest CKA_LABEL read back */
 #define MAX_OBJECTS 10000000 /* bound on objects enumerated from the token */
 #define CKA_ID_LEN 16
