@@ -24,6 +24,9 @@ const char *tok_strerror(int err)
 		return "object already exists on the token";
 	case TOK_ERR_BUSY:
 		return "the token has no free session (CKR_SESSION_COUNT)";
+	case TOK_ERR_UNUSABLE:
+		return "the wrapped key is unusable (damaged, not this credential's, or its KEK is "
+		       "missing)";
 	}
 	return "unknown token error";
 }

@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 
 #include "pkcs11/internal.h"
+#include "pkcs11/wrapped.h"
 
 /* Largest EC field iamsign could meet (P-521), bounding raw r||s. */
 #define TOK_EC_MAX_FIELD 66
@@ -144,6 +145,9 @@ static void sign_job_drop(struct tok_job *j)
 {
 	struct sign_job *sj = (struct sign_job *)j;
 
+	/* A wrapped key is held by the job, which may outlive its requester. */
+	if (sj->key != NULL && sj->key->wrapped != NULL)
+		tok_wrapped_release(sj->key);
 	OPENSSL_cleanse(sj, sizeof(*sj));
 	free(sj);
 }
@@ -165,7 +169,7 @@ static int sign_job_run(struct token *tok, struct tok_job *j)
 	r = tok_use_begin(tok);
 	if (r != TOK_OK)
 		return r;
-	r = tok_key_fresh(tok, key);
+	r = key->wrapped != NULL ? tok_wrapped_fresh(tok, key) : tok_key_fresh(tok, key);
 	if (r == TOK_OK)
 		r = tok_sess_get(tok, &ts);
 	if (r != TOK_OK)
@@ -248,6 +252,8 @@ int tok_sign_digest(struct token *tok, const struct tok_key *key, const struct t
 	sj->j.run = sign_job_run;
 	sj->j.drop = sign_job_drop;
 	sj->key = key;
+	if (key->wrapped != NULL)
+		tok_wrapped_hold(key);
 	memcpy(sj->in, dig, dlen);
 	sj->inlen = (CK_ULONG)dlen;
 	outmax = TOK_MAX_SIG;

@@ -23,6 +23,8 @@ enum tok_err {
 	TOK_ERR_MECHANISM = -7,   /* the token does not support the mechanism */
 	TOK_ERR_EXISTS = -8,      /* object already present (provisioning) */
 	TOK_ERR_BUSY = -9,        /* the token has no session free for us: retry later */
+	TOK_ERR_UNUSABLE = -10,   /* a wrapped key refused: blob damaged, bound to another
+	                           * credential, of another KEK, or the KEK missing (wrapped.h) */
 };
 
 /* One line naming the error; never NULL. */
@@ -126,6 +128,9 @@ struct tok_key {
 	X509 *cert;      /* certificate with the same CKA_ID, or NULL */
 	EVP_PKEY *pub;   /* public key (from the token's public key object or cert) */
 	int always_auth; /* CKA_ALWAYS_AUTHENTICATE: tok_sign_digest logs in per signature */
+	/* Non-NULL: an unwrapped session object held by pkcs11/wrapped.c (tok_wrapped_get), not
+	 * a token object of the cache above; no cert then. */
+	const void *wrapped;
 };
 
 /* Find the private key matching a PKCS#11 object URI (e.g. "pkcs11:object=cred-1;type=private"

@@ -28,6 +28,10 @@
 #define CFG_MAX_CHECKPOINT_SECS 86400 /* a day without a signed checkpoint is too long */
 #define CFG_DEFAULT_WRITE_TIMEOUT 2
 #define CFG_MAX_WRITE_TIMEOUT 60
+#define CFG_DEFAULT_KEK "pkcs11:object=iamsign-kek;type=secret-key"
+#define CFG_DEFAULT_KEYS_CACHE 10000
+#define CFG_MIN_KEYS_CACHE 2
+#define CFG_MAX_KEYS_CACHE 1000000
 
 struct loader {
 	struct yfile yf;
@@ -240,6 +244,48 @@ static int parse_ledger(struct loader *L, yaml_node_t *map)
 			return yf_error(yf, yf_pair_key(yf, map, i), key,
 			                "unknown key in ledger (expected audit_key, "
 			                "checkpoint_every, checkpoint_interval, write_timeout)");
+		}
+	}
+	return 0;
+}
+
+static int parse_keys(struct loader *L, yaml_node_t *map)
+{
+	struct yfile *yf = &L->yf;
+	struct config *c = L->c;
+	yaml_node_t *v;
+	const char *k, *s;
+	char key[80];
+	uint64_t u;
+	int n, i;
+
+	n = yf_map_size(yf, map, "keys");
+	if (n < 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		yf_pair(yf, map, i, &k, &v);
+		if (strcmp(k, "kek") == 0) {
+			if (yf_str(yf, v, "keys.kek", &s) != 0)
+				return -1;
+			if (strncmp(s, "pkcs11:", 7) != 0 || strlen(s) > CFG_MAX_URI)
+				return yf_error(yf, v, "keys.kek",
+				                "expected a PKCS#11 URI (pkcs11:...) of at most %d "
+				                "bytes",
+				                CFG_MAX_URI);
+			free(c->keys_kek);
+			if ((c->keys_kek = strdup(s)) == NULL)
+				return yf_error(yf, v, "keys.kek", "out of memory");
+		} else if (strcmp(k, "cache") == 0) {
+			if (yf_uint(yf, v, "keys.cache", CFG_MAX_KEYS_CACHE, &u) != 0)
+				return -1;
+			if (u < CFG_MIN_KEYS_CACHE)
+				return yf_error(yf, v, "keys.cache", "must be between %d and %d",
+				                CFG_MIN_KEYS_CACHE, CFG_MAX_KEYS_CACHE);
+			c->keys_cache = (unsigned)u;
+		} else {
+			snprintf(key, sizeof(key), "keys.%.60s", k);
+			return yf_error(yf, yf_pair_key(yf, map, i), key,
+			                "unknown key in keys (expected kek, cache)");
 		}
 	}
 	return 0;
@@ -609,12 +655,15 @@ static int parse_root(struct loader *L)
 		} else if (strcmp(k, "tsa") == 0) {
 			if (parse_tsa(L, yf_pair_key(yf, root, i), v) != 0)
 				return -1;
+		} else if (strcmp(k, "keys") == 0) {
+			if (parse_keys(L, v) != 0)
+				return -1;
 		} else {
 			return yf_error(
 			    yf, yf_pair_key(yf, root, i), k,
 			    "unknown key (expected token, listen, listener, user, group, "
 			    "state_dir, policy, sad_issuers, trust_anchors, ledger, "
-			    "limits, tsa)");
+			    "keys, limits, tsa)");
 		}
 	}
 	if (token == NULL)
@@ -655,12 +704,14 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	c->ledger_write_timeout = CFG_DEFAULT_WRITE_TIMEOUT;
 	c->tsa_hash = HASH_SHA256;
 	c->tsa_timeout = CFG_DEFAULT_TSA_TIMEOUT;
+	c->keys_cache = CFG_DEFAULT_KEYS_CACHE;
 	config_limits_default(&c->limits);
 	L.c = c;
 	if (parse_root(&L) != 0)
 		goto out;
 	if ((c->ledger_audit_key == NULL &&
 	     (c->ledger_audit_key = strdup(CFG_DEFAULT_AUDIT_KEY)) == NULL) ||
+	    (c->keys_kek == NULL && (c->keys_kek = strdup(CFG_DEFAULT_KEK)) == NULL) ||
 	    (c->listener_user == NULL && (c->listener_user = strdup("nobody")) == NULL)) {
 		yf_error(&L.yf, NULL, NULL, "out of memory");
 		goto out;
@@ -698,6 +749,7 @@ void config_free(struct config *c)
 	free(c->tsa_host);
 	free(c->tsa_trust_anchors);
 	free(c->tsa_policy);
+	free(c->keys_kek);
 	free(c);
 }
 

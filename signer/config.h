@@ -75,6 +75,9 @@ struct config {
 	int tsa_hash;            /* enum alg_hash of the message imprint (default SHA-256) */
 	unsigned tsa_timeout;    /* seconds for one time-stamp's round trip, 1..60 (5) */
 	char *tsa_policy;        /* dotted OID of the TSA policy to ask for, or NULL */
+	/* keys: */
+	char *keys_kek;      /* PKCS#11 URI of the key-encryption key of wrapped keys */
+	unsigned keys_cache; /* unwrapped keys held at once, 2..1000000 (10000) */
 	/* limits: */
 	struct config_limits limits;
 };

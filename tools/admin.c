@@ -9,6 +9,7 @@
  *
  * PINs come only from files (tok_pin_read refuses group- or world-readable ones) and are wiped
  * after use. Exit status: 0 done, 1 failed, 2 usage error. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -35,6 +36,7 @@
 #include <p11-kit/uri.h>
 
 #include "pkcs11/token.h"
+#include "pkcs11/wrapped.h"
 #include "policy/policy.h"
 #include "policy/rules.h"
 #include "signer/config.h"
@@ -51,7 +53,7 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, HELP_SHOWN = -1 };
 #define MAX_CHAIN_CERTS 10
 #define MAX_PUBKEY_FILE (16 * 1024) /* a device public key, PEM */
 #define MAX_SUBJECT 1024
-#define MAX_COUNT 100000
+#define MAX_COUNT 1000000
 #define MAX_LABEL 256        /* longest CKA_LABEL read back */
 #define MAX_OBJECTS 10000000 /* bound on objects enumerated from the token */
 #define CKA_ID_LEN 16
@@ -103,6 +105,9 @@ enum opt_id {
 	OPT_DEVICE_KEY,
 	OPT_KEY,
 	OPT_FORMAT,
+	OPT_STORE,
+	OPT_DIR,
+	OPT_FROM,
 	OPT_LAST
 };
 
@@ -727,6 +732,7 @@ static int uri_matches(const char *uri_str, CK_TOKEN_INFO *info)
 }
 
 static int create_audit_key(struct token *tok);
+static int make_kek(const struct config *cfg, struct token *tok, char *idhex);
 
 static int cmd_init_token(const char *config_path, const struct args *a)
 {
@@ -741,6 +747,7 @@ static int cmd_init_token(const char *config_path, const struct args *a)
 	char *so = NULL, *user = NULL;
 	size_t solen = 0, userlen = 0;
 	int logged_in = 0, r = EXIT_FAIL, tr;
+	char kekhex[2 * TOK_KEK_ID_LEN + 1] = "";
 	CK_RV rv;
 
 	if (!valid_token_label(label)) {
@@ -807,6 +814,11 @@ static int cmd_init_token(const char *config_path, const struct args *a)
 		msg("init-token: the token is initialised but has no audit key; run audit-key");
 		goto out;
 	}
+	if (make_kek(cfg, tok, kekhex) != EXIT_OK) {
+		msg("init-token: the token is initialised but has no KEK; run kek create");
+		goto out;
+	}
+	audit_detail(&au, "label=%s kek=%s", label, kekhex);
 	if (fn->C_GetTokenInfo(tok_slot(tok), &info) == CKR_OK &&
 	    !uri_matches(cfg->token_uri, &info))
 		printf("warning: token.uri in %s (%s) does not select this token: set it to "
@@ -822,6 +834,298 @@ out:
 	tok_pin_free(so, solen);
 	tok_pin_free(user, userlen);
 	tok_close(tok);
+	r = audit_end(&au, r);
+	config_free(cfg);
+	return r;
+}
+
+/* ---- wrapped keys: the KEK in use ---- */
+
+static void progress(unsigned long done, unsigned long total, int *last);
+
+#define SETTING_KEK "kek.current"   /* CKA_ID of the KEK new keys are wrapped with */
+#define SETTING_KEK_NEXT "kek.next" /* a rotation's new KEK, until every blob is rewrapped */
+#define WRAP_BATCH 256              /* keys generated per registry transaction */
+
+static void hex(const unsigned char *b, size_t n, char *out)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+	out[2 * n] = '\0';
+}
+
+/* The cache the provisioning calls go through (a small one: they unwrap a key at a time). */
+static int open_wcache(const struct config *cfg, struct token *tok, struct tok_wcache **c)
+{
+	if (tok_wcache_new(tok, cfg->keys_kek, 4, c) == TOK_OK)
+		return EXIT_OK;
+	msg("keys.kek %s: not a usable PKCS#11 URI", cfg->keys_kek);
+	return EXIT_FAIL;
+}
+
+/* The KEK new keys are wrapped with: a rotation's target while one runs, else the one in use;
+ * a registry that names none adopts the token's only KEK. *have is 0 when there is none. */
+static int kek_in_use(struct tok_wcache *c, struct registry *reg, unsigned char id[TOK_KEK_ID_LEN],
+                      int *have)
+{
+	unsigned char ids[2][TOK_KEK_ID_LEN];
+	char err[256] = "";
+	size_t len = 0, n = 0;
+	int rr, tr;
+
+	*have = 0;
+	rr = registry_setting_get(reg, SETTING_KEK_NEXT, id, TOK_KEK_ID_LEN, &len);
+	if (rr == REG_ERR_NOT_FOUND)
+		rr = registry_setting_get(reg, SETTING_KEK, id, TOK_KEK_ID_LEN, &len);
+	if (rr == REG_OK && len == TOK_KEK_ID_LEN) {
+		if ((tr = tok_kek_check(c, id, err, sizeof(err))) != TOK_OK) {
+			msg("the KEK the registry names: %s",
+			    err[0] != '\0' ? err : tok_strerror(tr));
+			return EXIT_FAIL;
+		}
+		*have = 1;
+		return EXIT_OK;
+	}
+	if (rr != REG_ERR_NOT_FOUND) {
+		msg("registry: cannot read the KEK setting");
+		return EXIT_FAIL;
+	}
+	if ((tr = tok_kek_list(c, ids, 2, &n)) != TOK_OK) {
+		msg("KEK lookup: %s", tok_strerror(tr));
+		return EXIT_FAIL;
+	}
+	if (n == 0)
+		return EXIT_OK;
+	if (n > 1) {
+		msg("the token has %zu KEKs matching keys.kek and the registry names none", n);
+		return EXIT_FAIL;
+	}
+	memcpy(id, ids[0], TOK_KEK_ID_LEN);
+	if ((tr = tok_kek_check(c, id, err, sizeof(err))) != TOK_OK) {
+		msg("KEK: %s", err[0] != '\0' ? err : tok_strerror(tr));
+		return EXIT_FAIL;
+	}
+	if (registry_setting_put(reg, SETTING_KEK, id, TOK_KEK_ID_LEN) != REG_OK) {
+		msg("registry: cannot record the KEK in use");
+		return EXIT_FAIL;
+	}
+	*have = 1;
+	return EXIT_OK;
+}
+
+/* Make the KEK (init-token, kek create) and record it as the one in use. */
+static int make_kek(const struct config *cfg, struct token *tok, char *idhex)
+{
+	struct tok_wcache *c = NULL;
+	struct registry *reg = NULL;
+	unsigned char id[TOK_KEK_ID_LEN], ids[1][TOK_KEK_ID_LEN];
+	char err[256] = "";
+	size_t n = 0;
+	int r = EXIT_FAIL, tr;
+
+	if (open_wcache(cfg, tok, &c) != EXIT_OK || open_registry(cfg, 1, &reg) != EXIT_OK)
+		goto out;
+	if ((tr = tok_kek_list(c, ids, 1, &n)) != TOK_OK) {
+		msg("KEK lookup: %s", tok_strerror(tr));
+		goto out;
+	}
+	if (n > 0) {
+		msg("the token already has a KEK matching %s (kek rotate replaces it)",
+		    cfg->keys_kek);
+		goto out;
+	}
+	if ((tr = tok_kek_create(c, id, err, sizeof(err))) != TOK_OK) {
+		msg("kek: %s", err[0] != '\0' ? err : tok_strerror(tr));
+		goto out;
+	}
+	if (registry_setting_put(reg, SETTING_KEK, id, TOK_KEK_ID_LEN) != REG_OK) {
+		msg("registry: cannot record the new KEK; it is on the token, unused");
+		goto out;
+	}
+	hex(id, TOK_KEK_ID_LEN, idhex);
+	printf("KEK (AES-256, wrap and unwrap only) generated in the token: %s, CKA_ID %s\n",
+	       cfg->keys_kek, idhex);
+	r = EXIT_OK;
+out:
+	registry_close(reg);
+	tok_wcache_free(c);
+	return r;
+}
+
+static int cmd_kek_create(const char *config_path, const struct args *a)
+{
+	struct audit au = {0};
+	struct config *cfg = NULL;
+	struct token *tok = NULL;
+	char idhex[2 * TOK_KEK_ID_LEN + 1] = "";
+	int r = EXIT_FAIL;
+
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.kek.create", NULL, NULL) != EXIT_OK)
+		goto out;
+	audit_detail(&au, "kek=%s", cfg->keys_kek);
+	if (open_token(cfg, 1, 1, &tok) != EXIT_OK)
+		goto out;
+	r = make_kek(cfg, tok, idhex);
+	audit_detail(&au, "kek=%s id=%s", cfg->keys_kek, idhex);
+out:
+	tok_close(tok);
+	r = audit_end(&au, r);
+	config_free(cfg);
+	return r;
+}
+
+static void wref(struct tok_wrapped_ref *ref, const char *id, const struct reg_wkey *w)
+{
+	ref->cred_id = id;
+	ref->kek_id = w->kek;
+	ref->blob = w->blob;
+	ref->blob_len = w->blob_len;
+	ref->spki = w->pub;
+	ref->spki_len = w->pub_len;
+	ref->binding = w->binding;
+	ref->binding_len = w->binding_len;
+}
+
+/* ---- kek rotate ---- */
+
+#define ROTATE_PAGE 256
+
+/* A new KEK, every blob rewrapped with it, then the old KEKs destroyed. Interrupted, it
+ * resumes: the new KEK is in the registry (kek.next) and only blobs still under another KEK
+ * are rewrapped; each blob is replaced only after the new one was unwrapped and checked. */
+static int cmd_kek_rotate(const char *config_path, const struct args *a)
+{
+	struct audit au = {0};
+	struct config *cfg = NULL;
+	struct token *tok = NULL;
+	struct tok_wcache *c = NULL;
+	struct registry *reg = NULL;
+	unsigned char next[TOK_KEK_ID_LEN], ids_tok[8][TOK_KEK_ID_LEN];
+	char *ids[ROTATE_PAGE], after[CRED_MAX_ID + 1] = "", err[256] = "";
+	char nexthex[2 * TOK_KEK_ID_LEN + 1];
+	uint64_t total = 0, done = 0, failed = 0;
+	size_t len = 0, n = 0, i, nk = 0;
+	int r = EXIT_FAIL, rr, tr, last = -1, bar = isatty(STDERR_FILENO), resumed = 0;
+
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.kek.rotate", NULL, NULL) != EXIT_OK)
+		goto out;
+	if (open_token(cfg, 1, 1, &tok) != EXIT_OK || open_wcache(cfg, tok, &c) != EXIT_OK ||
+	    open_registry(cfg, 1, &reg) != EXIT_OK)
+		goto out;
+	rr = registry_setting_get(reg, SETTING_KEK_NEXT, next, sizeof(next), &len);
+	if (rr == REG_OK && len == TOK_KEK_ID_LEN &&
+	    (tr = tok_kek_check(c, next, err, sizeof(err))) == TOK_OK) {
+		resumed = 1;
+	} else if (rr == REG_OK) {
+		msg("kek rotate: the rotation's new KEK is unusable: %s",
+		    err[0] != '\0' ? err : "bad setting");
+		goto out;
+	} else if (rr != REG_ERR_NOT_FOUND) {
+		msg("registry: cannot read the KEK settings");
+		goto out;
+	} else {
+		if ((tr = tok_kek_create(c, next, err, sizeof(err))) != TOK_OK) {
+			msg("kek rotate: %s", err[0] != '\0' ? err : tok_strerror(tr));
+			goto out;
+		}
+		if (registry_setting_put(reg, SETTING_KEK_NEXT, next, TOK_KEK_ID_LEN) != REG_OK) {
+			msg("registry: cannot record the new KEK");
+			tok_kek_destroy(c, next);
+			goto out;
+		}
+	}
+	hex(next, TOK_KEK_ID_LEN, nexthex);
+	audit_detail(&au, "new kek id=%s%s", nexthex, resumed ? " (resumed)" : "");
+	if (registry_wkey_count(reg, NULL, next, &total) != REG_OK) {
+		msg("registry: cannot count the blobs");
+		goto out;
+	}
+	printf("kek rotate: %s new KEK %s; %llu blobs to rewrap\n",
+	       resumed ? "resuming with" : "made", nexthex, (unsigned long long)total);
+	do {
+		if (registry_wkey_ids(reg, next, after, ROTATE_PAGE, ids, &n) != REG_OK) {
+			msg("registry: cannot list the blobs");
+			goto out;
+		}
+		for (i = 0; i < n; i++) {
+			struct reg_wkey w;
+			struct tok_wrapped_ref ref = {0};
+			unsigned char *nb = NULL;
+			size_t nlen = 0;
+
+			snprintf(after, sizeof(after), "%s", ids[i]);
+			if (registry_wkey_get(reg, ids[i], &w) != REG_OK) {
+				msg("registry: cannot read the blob of %s", ids[i]);
+				failed++;
+				continue;
+			}
+			wref(&ref, ids[i], &w);
+			err[0] = '\0';
+			tr = tok_wrapped_rewrap(c, &ref, next, &nb, &nlen, err, sizeof(err));
+			if (tr == TOK_OK &&
+			    registry_wkey_rewrap(reg, ids[i], w.kek, next, nb, nlen) == REG_OK) {
+				done++;
+			} else {
+				if (bar)
+					fputc('\n', stderr);
+				msg("%s: not rewrapped: %s", ids[i],
+				    tr != TOK_OK ? (err[0] != '\0' ? err : tok_strerror(tr))
+				                 : "registry write failed");
+				failed++;
+			}
+			free(nb);
+			reg_wkey_clear(&w);
+			if (bar && total > 0)
+				progress(done + failed <= total ? done + failed : total, total,
+				         &last);
+		}
+		for (i = 0; i < n; i++)
+			free(ids[i]);
+	} while (n == ROTATE_PAGE);
+	if (failed > 0) {
+		msg("kek rotate: %llu rewrapped, %llu failed; the old KEK stays. Run kek rotate "
+		    "again to resume",
+		    (unsigned long long)done, (unsigned long long)failed);
+		audit_detail(&au, "new kek id=%s: %llu rewrapped, %llu failed", nexthex,
+		             (unsigned long long)done, (unsigned long long)failed);
+		au.reason = "incomplete";
+		goto out;
+	}
+	/* No blob needs the old KEKs now: retire them, then the new one is the one in use. */
+	if (registry_wkey_count(reg, NULL, next, &total) != REG_OK || total != 0) {
+		msg("kek rotate: blobs under an old KEK remain; run kek rotate again");
+		goto out;
+	}
+	if (registry_setting_put(reg, SETTING_KEK, next, TOK_KEK_ID_LEN) != REG_OK ||
+	    registry_setting_put(reg, SETTING_KEK_NEXT, NULL, 0) != REG_OK) {
+		msg("registry: cannot record the new KEK as in use");
+		goto out;
+	}
+	if ((tr = tok_kek_list(c, ids_tok, 8, &nk)) != TOK_OK || nk > 8) {
+		msg("KEK lookup: %s", tok_strerror(tr));
+		goto out;
+	}
+	for (i = 0; i < nk; i++) {
+		if (memcmp(ids_tok[i], next, TOK_KEK_ID_LEN) == 0)
+			continue;
+		if ((tr = tok_kek_destroy(c, ids_tok[i])) != TOK_OK) {
+			msg("cannot destroy an old KEK: %s", tok_strerror(tr));
+			goto out;
+		}
+	}
+	printf("kek rotate: %llu blobs rewrapped; %zu old KEK(s) destroyed; KEK %s in use\n",
+	       (unsigned long long)done, nk > 0 ? nk - 1 : 0, nexthex);
+	audit_detail(&au, "new kek id=%s: %llu rewrapped, %zu old destroyed", nexthex,
+	             (unsigned long long)done, nk > 0 ? nk - 1 : 0);
+	r = EXIT_OK;
+out:
+	registry_close(reg);
+	tok_close(tok);
+	tok_wcache_free(c);
 	r = audit_end(&au, r);
 	config_free(cfg);
 	return r;
@@ -1042,6 +1346,134 @@ static void progress(unsigned long done, unsigned long total, int *last)
 	fflush(stderr);
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* keygen --store wrapped: every ID (ID-1..ID-N with --count) that has no key yet gets one,
+ * generated in the token, wrapped and stored in batches of WRAP_BATCH per transaction; IDs
+ * that have a key are skipped, so an interrupted run is resumed by running it again. */
+static int keygen_wrapped(struct tok_wcache *c, struct registry *reg,
+                          const unsigned char kek[TOK_KEK_ID_LEN], const struct key_alg *alg,
+                          const char *base, unsigned long count, struct audit *au)
+{
+	char(*ids)[CRED_MAX_ID + 1] = NULL;
+	const char *idp[WRAP_BATCH];
+	struct reg_wkey *w = NULL;
+	struct tok_wrapped_new nw;
+	struct reg_cred cur;
+	struct reg_wkey had;
+	unsigned long i, total = count > 0 ? count : 1, made = 0, skipped = 0;
+	size_t nb = 0, k;
+	char err[256];
+	double t0 = now_s(), dt;
+	int r = EXIT_FAIL, rr, tr, last = -1, bar = count > 0 && isatty(STDERR_FILENO);
+
+	memset(&nw, 0, sizeof(nw));
+	if ((ids = calloc(WRAP_BATCH, sizeof(*ids))) == NULL ||
+	    (w = calloc(WRAP_BATCH, sizeof(*w))) == NULL) {
+		msg("out of memory");
+		goto out;
+	}
+	for (i = 1; i <= total; i++) {
+		char *id = ids[nb];
+
+		if (count > 0)
+			snprintf(id, sizeof(ids[0]), "%s-%lu", base, i);
+		else
+			snprintf(id, sizeof(ids[0]), "%s", base);
+		rr = registry_wkey_get(reg, id, &had);
+		reg_wkey_clear(&had);
+		if (rr == REG_OK) {
+			if (count == 0) {
+				msg("keygen: %s already has a wrapped key", id);
+				au->reason = "exists";
+				goto out;
+			}
+			skipped++;
+			goto next;
+		} else if (rr != REG_ERR_NOT_FOUND) {
+			msg("registry: cannot read %s", id);
+			goto out;
+		}
+		memset(&cur, 0, sizeof(cur));
+		rr = registry_get(reg, id, &cur);
+		reg_cred_clear(&cur);
+		if (rr == REG_OK) {
+			msg("keygen: %s is enrolled with a token key; refusing to give it another",
+			    id);
+			au->reason = "exists";
+			goto out;
+		}
+		err[0] = '\0';
+		tr = tok_wrapped_generate(c, kek, alg->type == CKK_EC ? TOK_KEY_EC : TOK_KEY_RSA,
+		                          alg->curve_nid, (unsigned)alg->bits, id, &nw, err,
+		                          sizeof(err));
+		if (tr != TOK_OK) {
+			if (bar)
+				fputc('\n', stderr);
+			msg("keygen: %s: %s", id, err[0] != '\0' ? err : tok_strerror(tr));
+			goto stopped;
+		}
+		memcpy(w[nb].kek, nw.kek_id, TOK_KEK_ID_LEN);
+		w[nb].blob = nw.blob;
+		w[nb].blob_len = nw.blob_len;
+		w[nb].pub = nw.spki;
+		w[nb].pub_len = nw.spki_len;
+		w[nb].binding = nw.binding;
+		w[nb].binding_len = nw.binding_len;
+		w[nb].created = (int64_t)time(NULL);
+		memset(&nw, 0, sizeof(nw)); /* owned by w[nb] now */
+		idp[nb] = ids[nb];
+		nb++;
+	next:
+		if (nb == WRAP_BATCH || (i == total && nb > 0)) {
+			if ((rr = registry_wkey_put_many(reg, idp, w, nb)) != REG_OK) {
+				msg("registry: cannot store %zu wrapped keys (error %d)", nb, rr);
+				goto stopped;
+			}
+			made += nb;
+			for (k = 0; k < nb; k++)
+				reg_wkey_clear(&w[k]);
+			nb = 0;
+		}
+		if (bar)
+			progress(i, total, &last);
+	}
+	dt = now_s() - t0;
+	if (count > 0) {
+		printf("%s-1..%s-%lu: %lu %s keys generated and wrapped, %lu already had one, in "
+		       "%.1f s (%.0f keys/s)\n",
+		       base, base, count, made, alg->name, skipped, dt, dt > 0 ? made / dt : 0.0);
+		audit_detail(au,
+		             "store=wrapped alg=%s count=%lu (%s-1..%s-%lu): %lu made, %lu "
+		             "skipped",
+		             alg->name, count, base, base, count, made, skipped);
+	} else {
+		printf("%s: %s key generated in the token and wrapped by the KEK\n", base,
+		       alg->name);
+		audit_detail(au, "store=wrapped alg=%s", alg->name);
+	}
+	r = EXIT_OK;
+	goto out;
+stopped:
+	msg("keygen: stopped; %lu keys were made and stored, %lu skipped; run it again to resume",
+	    made, skipped);
+	audit_detail(au, "store=wrapped alg=%s count=%lu: stopped, %lu made", alg->name, count,
+	             made);
+out:
+	tok_wrapped_new_clear(&nw);
+	for (k = 0; w != NULL && k < nb; k++)
+		reg_wkey_clear(&w[k]);
+	free(w);
+	free(ids);
+	return r;
+}
+
 static int cmd_keygen(const char *config_path, const struct args *a)
 {
 	const char *base = a->v[OPT_CREDENTIAL];
@@ -1054,7 +1486,11 @@ static int cmd_keygen(const char *config_path, const struct args *a)
 	CK_SESSION_HANDLE s;
 	char id[CRED_MAX_ID + 1];
 	unsigned long count, i, made = 0;
-	int r = EXIT_FAIL, tr, taken, last = -1, bar = isatty(STDERR_FILENO);
+	int r = EXIT_FAIL, tr, taken, last = -1, bar = isatty(STDERR_FILENO), have_kek = 0;
+	const char *store = a->v[OPT_STORE];
+	struct tok_wcache *wc = NULL;
+	struct registry *reg = NULL;
+	unsigned char kek[TOK_KEK_ID_LEN];
 
 	if (!cred_valid_id(base)) {
 		msg("keygen: credential ID must be 1..%d of [A-Za-z0-9._-]", CRED_MAX_ID);
@@ -1070,6 +1506,10 @@ static int cmd_keygen(const char *config_path, const struct args *a)
 	}
 	if (strcmp(base, AUDIT_KEY_LABEL) == 0) {
 		msg("keygen: %s is reserved for the audit key (see audit-key)", AUDIT_KEY_LABEL);
+		return EXIT_USAGE;
+	}
+	if (store != NULL && strcmp(store, "wrapped") != 0 && strcmp(store, "token") != 0) {
+		msg("keygen: --store must be wrapped or token");
 		return EXIT_USAGE;
 	}
 	if (count > 0) { /* every ID-N must itself be a valid ID */
@@ -1091,6 +1531,25 @@ static int cmd_keygen(const char *config_path, const struct args *a)
 		audit_detail(&au, "alg=%s", alg->name);
 	if (open_token(cfg, 1, 1, &tok) != EXIT_OK)
 		goto out;
+	/* Wrapped by default where the token has the KEK. */
+	if (store == NULL || strcmp(store, "wrapped") == 0) {
+		if (open_wcache(cfg, tok, &wc) != EXIT_OK ||
+		    open_registry(cfg, 1, &reg) != EXIT_OK ||
+		    kek_in_use(wc, reg, kek, &have_kek) != EXIT_OK)
+			goto out;
+		if (!have_kek && store != NULL) {
+			msg("keygen: --store wrapped: the token has no KEK (%s); make one with kek "
+			    "create",
+			    cfg->keys_kek);
+			goto out;
+		}
+		if (have_kek) {
+			r = keygen_wrapped(wc, reg, kek, alg, base, count, &au);
+			goto out;
+		}
+		registry_close(reg);
+		reg = NULL;
+	}
 	fn = tok_functions(tok);
 	if ((tr = tok_session(tok, &s)) != TOK_OK) {
 		msg("session: %s", tok_strerror(tr));
@@ -1140,7 +1599,9 @@ out:
 	if (tok != NULL)
 		tok_key_flush(tok);
 	labels_free(&labels);
+	registry_close(reg);
 	tok_close(tok);
+	tok_wcache_free(wc);
 	r = audit_end(&au, r);
 	config_free(cfg);
 	return r;
@@ -1280,15 +1741,10 @@ static int key_sig_params(const struct tok_key *key, const EVP_MD **md, struct t
 	return EXIT_OK;
 }
 
-static int cmd_csr(const char *config_path, const struct args *a)
+/* A PKCS#10 request for key, signed inside the token, PEM into *pem (caller frees). */
+static int csr_make(struct token *tok, const struct tok_key *key, X509_NAME *name, char **pem)
 {
-	const char *id = a->v[OPT_CREDENTIAL];
-	struct audit au = {0};
-	struct config *cfg = NULL;
-	struct token *tok = NULL;
-	const struct tok_key *key;
 	X509_REQ *req = NULL;
-	X509_NAME *name = NULL;
 	X509_ALGOR *algor = NULL;
 	ASN1_BIT_STRING *bits = NULL;
 	BIO *mem = NULL;
@@ -1298,28 +1754,13 @@ static int cmd_csr(const char *config_path, const struct args *a)
 	uint8_t sig[TOK_MAX_SIG];
 	unsigned int diglen = 0;
 	size_t siglen = sizeof(sig);
-	char uri[REG_MAX_URI + 1];
-	char *pem;
+	char *data;
 	long pemlen;
 	int tbslen, sig_nid, r = EXIT_FAIL, tr;
 
-	if (!cred_valid_id(id)) {
-		msg("csr: credential ID must be 1..%d of [A-Za-z0-9._-]", CRED_MAX_ID);
-		return EXIT_USAGE;
-	}
-	if ((r = parse_subject(a->v[OPT_SUBJECT], &name)) != EXIT_OK)
-		return r;
-	r = EXIT_FAIL;
-	if (load_config(config_path, &cfg) != EXIT_OK ||
-	    audit_begin(&au, cfg, "admin.csr", NULL, NULL) != EXIT_OK)
-		goto out;
-	audit_cred(&au, id, NULL);
-	audit_detail(&au, "subject=%s out=%s", a->v[OPT_SUBJECT], a->v[OPT_OUT]);
-	if (credential_key_uri(cfg, id, uri, sizeof(uri)) != EXIT_OK ||
-	    open_token(cfg, 1, 1, &tok) != EXIT_OK || get_key(tok, uri, id, &key) != EXIT_OK)
-		goto out;
+	*pem = NULL;
 	if (key->pub == NULL) {
-		msg("csr: no public key for %s on the token", id);
+		msg("csr: no public key for %s", key->label);
 		goto out;
 	}
 	if (key_sig_params(key, &md, &sp, &sig_nid) != EXIT_OK)
@@ -1359,14 +1800,11 @@ static int cmd_csr(const char *config_path, const struct args *a)
 		goto out;
 	}
 	if ((mem = BIO_new(BIO_s_mem())) == NULL || !PEM_write_bio_X509_REQ(mem, req) ||
-	    (pemlen = BIO_get_mem_data(mem, &pem)) <= 0) {
+	    (pemlen = BIO_get_mem_data(mem, &data)) <= 0 ||
+	    (*pem = strndup(data, (size_t)pemlen)) == NULL) {
 		msg("csr: cannot encode PEM: %s", ossl_err());
 		goto out;
 	}
-	if (write_file(a->v[OPT_OUT], pem, (size_t)pemlen) != EXIT_OK)
-		goto out;
-	if (strcmp(a->v[OPT_OUT], "-") != 0)
-		printf("%s: certificate request written to %s\n", id, a->v[OPT_OUT]);
 	r = EXIT_OK;
 out:
 	BIO_free(mem);
@@ -1374,8 +1812,185 @@ out:
 	X509_ALGOR_free(algor);
 	OPENSSL_free(tbs);
 	X509_REQ_free(req);
+	return r;
+}
+
+/* The key of credential id for provisioning: its wrapped key (unwrapped and checked into wc;
+ * *held set, tok_wrapped_put when done) when the registry has one, else its token key. */
+static int credential_key(const struct config *cfg, struct token *tok, struct tok_wcache *wc,
+                          struct registry *reg, const char *id, const struct tok_key **key,
+                          int *held)
+{
+	struct reg_wkey w;
+	struct tok_wrapped_ref ref = {0};
+	char uri[REG_MAX_URI + 1];
+	int rr, tr;
+
+	*held = 0;
+	rr = reg != NULL ? registry_wkey_get(reg, id, &w) : REG_ERR_NOT_FOUND;
+	if (rr == REG_OK) {
+		wref(&ref, id, &w);
+		tr = tok_wrapped_get(wc, &ref, key);
+		reg_wkey_clear(&w);
+		if (tr != TOK_OK) {
+			msg("%s: the wrapped key cannot be used: %s", id, tok_strerror(tr));
+			return EXIT_FAIL;
+		}
+		*held = 1;
+		return EXIT_OK;
+	}
+	if (rr != REG_ERR_NOT_FOUND) {
+		msg("registry: cannot read %s", id);
+		return EXIT_FAIL;
+	}
+	if (credential_key_uri(cfg, id, uri, sizeof(uri)) != EXIT_OK)
+		return EXIT_FAIL;
+	return get_key(tok, uri, id, key);
+}
+
+/* "/CN=%s/O=.." with %s (once, and no other %) replaced by id. */
+static int subject_for(const char *tmpl, const char *id, char *out, size_t outlen)
+{
+	const char *p = strstr(tmpl, "%s");
+	int n;
+
+	if (p == NULL || strchr(p + 2, '%') != NULL || strchr(tmpl, '%') != p)
+		return -1;
+	n = snprintf(out, outlen, "%.*s%s%s", (int)(p - tmpl), tmpl, id, p + 2);
+	return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+/* Write data to DIR/NAME by a temporary file and rename, so that a file present is whole. */
+static int write_whole(const char *dir, const char *name, const char *data, size_t len)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path) ||
+	    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name) >= (int)sizeof(tmp)) {
+		msg("%s: path too long", dir);
+		return EXIT_FAIL;
+	}
+	if (write_file(tmp, data, len) != EXIT_OK)
+		return EXIT_FAIL;
+	if (rename(tmp, path) != 0) {
+		msg("%s: %s", path, strerror(errno));
+		unlink(tmp);
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+static int cmd_csr(const char *config_path, const struct args *a)
+{
+	const char *id = a->v[OPT_CREDENTIAL], *out_arg = a->v[OPT_OUT];
+	struct audit au = {0};
+	struct config *cfg = NULL;
+	struct token *tok = NULL;
+	struct tok_wcache *wc = NULL;
+	struct registry *reg = NULL;
+	const struct tok_key *key = NULL;
+	X509_NAME *name = NULL;
+	char *pem = NULL, cid[CRED_MAX_ID + 1], subj[MAX_SUBJECT + CRED_MAX_ID + 1];
+	char fname[CRED_MAX_ID + 8], path[PATH_MAX];
+	unsigned long count, i, made = 0, skipped = 0;
+	struct stat sb;
+	double t0 = now_s(), dt;
+	int r = EXIT_FAIL, held = 0, last = -1, bar = isatty(STDERR_FILENO);
+
+	if (!cred_valid_id(id)) {
+		msg("csr: credential ID must be 1..%d of [A-Za-z0-9._-]", CRED_MAX_ID);
+		return EXIT_USAGE;
+	}
+	if (parse_count(a->v[OPT_COUNT], &count) != 0) {
+		msg("csr: --count must be 1..%d", MAX_COUNT);
+		return EXIT_USAGE;
+	}
+	if (count > 0) {
+		if (subject_for(a->v[OPT_SUBJECT], id, subj, sizeof(subj)) != 0) {
+			msg("csr: with --count, --subject must hold %%s once (the credential ID), "
+			    "and no other %%");
+			return EXIT_USAGE;
+		}
+		if (stat(out_arg, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+			msg("csr: with --count, --out must be a directory: %s", out_arg);
+			return EXIT_USAGE;
+		}
+		if ((r = parse_subject(subj, &name)) != EXIT_OK)
+			return r;
+		X509_NAME_free(name);
+		name = NULL;
+	} else if ((r = parse_subject(a->v[OPT_SUBJECT], &name)) != EXIT_OK) {
+		return r;
+	}
+	r = EXIT_FAIL;
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.csr", NULL, NULL) != EXIT_OK)
+		goto out;
+	audit_cred(&au, id, NULL);
+	audit_detail(&au, "subject=%s out=%s", a->v[OPT_SUBJECT], out_arg);
+	if (open_registry(cfg, 0, &reg) != EXIT_OK || open_token(cfg, 1, 1, &tok) != EXIT_OK ||
+	    open_wcache(cfg, tok, &wc) != EXIT_OK)
+		goto out;
+	if (count == 0) {
+		if (credential_key(cfg, tok, wc, reg, id, &key, &held) != EXIT_OK ||
+		    csr_make(tok, key, name, &pem) != EXIT_OK ||
+		    write_file(out_arg, pem, strlen(pem)) != EXIT_OK)
+			goto out;
+		if (strcmp(out_arg, "-") != 0)
+			printf("%s: certificate request written to %s\n", id, out_arg);
+		r = EXIT_OK;
+		goto out;
+	}
+	/* One DIR/ID.csr per credential; those already written are skipped (resume). */
+	for (i = 1; i <= count; i++) {
+		snprintf(cid, sizeof(cid), "%s-%lu", id, i);
+		snprintf(fname, sizeof(fname), "%s.csr", cid);
+		snprintf(path, sizeof(path), "%s/%s", out_arg, fname);
+		if (stat(path, &sb) == 0) {
+			skipped++;
+		} else {
+			if (subject_for(a->v[OPT_SUBJECT], cid, subj, sizeof(subj)) != 0 ||
+			    parse_subject(subj, &name) != EXIT_OK)
+				goto stopped;
+			if (credential_key(cfg, tok, wc, reg, cid, &key, &held) != EXIT_OK ||
+			    csr_make(tok, key, name, &pem) != EXIT_OK ||
+			    write_whole(out_arg, fname, pem, strlen(pem)) != EXIT_OK)
+				goto stopped;
+			if (held)
+				tok_wrapped_put(wc, key);
+			held = 0;
+			key = NULL;
+			free(pem);
+			pem = NULL;
+			X509_NAME_free(name);
+			name = NULL;
+			made++;
+		}
+		if (bar)
+			progress(i, count, &last);
+	}
+	dt = now_s() - t0;
+	printf("%s-1..%s-%lu: %lu certificate requests written to %s, %lu already there, in "
+	       "%.1f s (%.0f/s)\n",
+	       id, id, count, made, out_arg, skipped, dt, dt > 0 ? made / dt : 0.0);
+	audit_detail(&au, "count=%lu subject=%s out=%s: %lu made, %lu skipped", count,
+	             a->v[OPT_SUBJECT], out_arg, made, skipped);
+	r = EXIT_OK;
+	goto out;
+stopped:
+	if (bar)
+		fputc('\n', stderr);
+	msg("csr: stopped at %s; %lu written, %lu skipped; run it again to resume", cid, made,
+	    skipped);
+	audit_detail(&au, "count=%lu out=%s: stopped at %s, %lu made", count, out_arg, cid, made);
+out:
+	if (held)
+		tok_wrapped_put(wc, key);
+	free(pem);
 	X509_NAME_free(name);
+	registry_close(reg);
 	tok_close(tok);
+	tok_wcache_free(wc);
 	r = audit_end(&au, r);
 	config_free(cfg);
 	return r;
@@ -1537,6 +2152,202 @@ out:
 	return r;
 }
 
+/* The certificate (and chain) of a wrapped credential, into the registry: refused (*why) when
+ * its public key is not the credential's. */
+static int cert_matches_wrapped(const struct reg_wkey *w, X509 *cert, const char **why)
+{
+	EVP_PKEY *pk = tok_spki_parse(w->pub, w->pub_len);
+	int ok = pk != NULL && X509_get0_pubkey(cert) != NULL &&
+	         EVP_PKEY_eq(pk, X509_get0_pubkey(cert)) == 1;
+
+	EVP_PKEY_free(pk);
+	ERR_clear_error();
+	*why = ok ? NULL : "the certificate's public key is not the credential's";
+	return ok;
+}
+
+static int store_wrapped_cert(struct registry *reg, const char *id, X509 *cert, const char *chain)
+{
+	unsigned char *der = NULL;
+	int n = i2d_X509(cert, &der), rr;
+
+	if (n <= 0) {
+		msg("%s: cannot encode the certificate: %s", id, ossl_err());
+		return EXIT_FAIL;
+	}
+	rr = registry_cert_put(reg, id, der, (size_t)n);
+	OPENSSL_free(der);
+	if (rr == REG_OK && chain != NULL)
+		rr = registry_set_chain(reg, id, chain);
+	if (rr != REG_OK) {
+		msg("registry: cannot store the certificate of %s (error %d)", id, rr);
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+/* DIR/ID.pem: the certificate, then its chain, PEM. *chain is NULL without one. */
+static int load_cert_file(const char *path, X509 **cert, char **chain)
+{
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	BIO *in = NULL, *out = NULL;
+	X509 *x = NULL;
+	char *data;
+	long dlen;
+	int n = 0, r = EXIT_FAIL;
+
+	*cert = NULL;
+	*chain = NULL;
+	if (read_file(path, MAX_CHAIN_FILE, &buf, &len) != EXIT_OK)
+		goto out;
+	if ((in = BIO_new_mem_buf(buf, (int)len)) == NULL || (out = BIO_new(BIO_s_mem())) == NULL)
+		goto out;
+	if ((*cert = PEM_read_bio_X509(in, NULL, NULL, NULL)) == NULL) {
+		msg("%s: not a PEM certificate", path);
+		goto out;
+	}
+	while ((x = PEM_read_bio_X509(in, NULL, NULL, NULL)) != NULL) {
+		if (++n > MAX_CHAIN_CERTS || !PEM_write_bio_X509(out, x)) {
+			msg("%s: more than %d chain certificates", path, MAX_CHAIN_CERTS);
+			goto out;
+		}
+		X509_free(x);
+		x = NULL;
+	}
+	if (ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE) {
+		msg("%s: damaged PEM after the certificate", path);
+		goto out;
+	}
+	if (n > 0 && ((dlen = BIO_get_mem_data(out, &data)) <= 0 ||
+	              (*chain = strndup(data, (size_t)dlen)) == NULL))
+		goto out;
+	r = EXIT_OK;
+out:
+	ERR_clear_error();
+	if (r != EXIT_OK) {
+		X509_free(*cert);
+		*cert = NULL;
+	}
+	X509_free(x);
+	BIO_free(in);
+	BIO_free(out);
+	free(buf);
+	return r;
+}
+
+/* One pass over DIR/ *.pem: check (write 0) or store (write 1) each. A bad file names itself
+ * and stops the pass. */
+static int import_dir_pass(struct registry *reg, const char *dir, int write, unsigned long total,
+                           unsigned long *n, struct audit *au)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char path[PATH_MAX], id[CRED_MAX_ID + 1], *chain = NULL;
+	struct reg_wkey w;
+	const char *why;
+	X509 *cert = NULL;
+	size_t len;
+	int r = EXIT_FAIL, rr, last = -1, bar = write && isatty(STDERR_FILENO);
+
+	*n = 0;
+	memset(&w, 0, sizeof(w));
+	if (d == NULL) {
+		msg("%s: %s", dir, strerror(errno));
+		return EXIT_FAIL;
+	}
+	while ((de = readdir(d)) != NULL) {
+		len = strlen(de->d_name);
+		if (len <= 4 || strcmp(de->d_name + len - 4, ".pem") != 0 || de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (len - 4 > CRED_MAX_ID) {
+			msg("%s: the name is not a credential ID", path);
+			goto out;
+		}
+		memcpy(id, de->d_name, len - 4);
+		id[len - 4] = '\0';
+		if (!cred_valid_id(id)) {
+			msg("%s: %s is not a credential ID", path, id);
+			goto out;
+		}
+		if (load_cert_file(path, &cert, &chain) != EXIT_OK)
+			goto out;
+		if ((rr = registry_wkey_get(reg, id, &w)) != REG_OK) {
+			msg("%s: %s", path,
+			    rr == REG_ERR_NOT_FOUND
+			        ? "no wrapped key for this credential (import-cert "
+			          "--credential for token keys)"
+			        : "registry unreadable");
+			goto out;
+		}
+		if (!cert_matches_wrapped(&w, cert, &why)) {
+			msg("%s: %s", path, why);
+			au->reason = "key_mismatch";
+			goto out;
+		}
+		if (write && store_wrapped_cert(reg, id, cert, chain) != EXIT_OK)
+			goto out;
+		reg_wkey_clear(&w);
+		X509_free(cert);
+		cert = NULL;
+		free(chain);
+		chain = NULL;
+		(*n)++;
+		if (bar && total > 0)
+			progress(*n <= total ? *n : total, total, &last);
+	}
+	r = EXIT_OK;
+out:
+	if (r != EXIT_OK)
+		audit_detail(au, "dir=%s: %s at %s, %lu stored", dir, write ? "stopped" : "refused",
+		             path, write ? *n : 0);
+	reg_wkey_clear(&w);
+	X509_free(cert);
+	free(chain);
+	closedir(d);
+	return r;
+}
+
+/* import-cert --dir DIR: every DIR/ID.pem checked first (nothing is stored when one is bad),
+ * then stored; storing one again is harmless, so a run that stopped is resumed by another. */
+static int import_dir(const char *config_path, const char *dir)
+{
+	struct audit au = {0};
+	struct config *cfg = NULL;
+	struct registry *reg = NULL;
+	unsigned long n = 0, stored = 0;
+	double t0 = now_s(), dt;
+	int r = EXIT_FAIL;
+
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.import-cert", NULL, NULL) != EXIT_OK)
+		goto out;
+	audit_detail(&au, "dir=%s", dir);
+	if (open_registry(cfg, 0, &reg) != EXIT_OK)
+		goto out;
+	if (reg == NULL) {
+		msg("import-cert: no registry yet (keygen first)");
+		goto out;
+	}
+	if (import_dir_pass(reg, dir, 0, 0, &n, &au) != EXIT_OK) {
+		msg("import-cert: nothing imported from %s", dir);
+		goto out;
+	}
+	if (import_dir_pass(reg, dir, 1, n, &stored, &au) != EXIT_OK)
+		goto out;
+	dt = now_s() - t0;
+	printf("%s: %lu certificates checked and stored in %.1f s (%.0f/s)\n", dir, stored, dt,
+	       dt > 0 ? stored / dt : 0.0);
+	audit_detail(&au, "dir=%s: %lu certificates stored", dir, stored);
+	r = EXIT_OK;
+out:
+	registry_close(reg);
+	r = audit_end(&au, r);
+	config_free(cfg);
+	return r;
+}
+
 static int cmd_import_cert(const char *config_path, const struct args *a)
 {
 	const char *id = a->v[OPT_CREDENTIAL];
@@ -1558,7 +2369,21 @@ static int cmd_import_cert(const char *config_path, const struct args *a)
 	size_t i;
 	int r = EXIT_FAIL, tr, rr;
 	CK_RV rv;
+	struct reg_wkey wk;
+	const char *why;
 
+	memset(&wk, 0, sizeof(wk));
+	if (a->v[OPT_DIR] != NULL) {
+		if (id != NULL || a->v[OPT_CERT] != NULL || a->v[OPT_CHAIN] != NULL) {
+			msg("import-cert: --dir takes no --credential, --cert or --chain");
+			return EXIT_USAGE;
+		}
+		return import_dir(config_path, a->v[OPT_DIR]);
+	}
+	if (a->v[OPT_CERT] == NULL) {
+		msg("import-cert: --cert (or --dir) is required");
+		return EXIT_USAGE;
+	}
 	if (!cred_valid_id(id)) {
 		msg("import-cert: credential ID must be 1..%d of [A-Za-z0-9._-]", CRED_MAX_ID);
 		return EXIT_USAGE;
@@ -1576,6 +2401,27 @@ static int cmd_import_cert(const char *config_path, const struct args *a)
 			snprintf(fphex + 2 * i, 3, "%02x", fp[i]);
 	audit_detail(&au, "cert=%s sha256=%s%s%s", a->v[OPT_CERT], fphex,
 	             chain != NULL ? " chain=" : "", chain != NULL ? a->v[OPT_CHAIN] : "");
+	if (open_registry(cfg, 0, &reg) != EXIT_OK)
+		goto out;
+	if (reg != NULL && (rr = registry_wkey_get(reg, id, &wk)) == REG_OK) {
+		/* A wrapped key: the certificate goes in the registry, not the token. */
+		if (!cert_matches_wrapped(&wk, cert, &why)) {
+			msg("import-cert: %s: %s", id, why);
+			au.reason = "key_mismatch";
+			goto out;
+		}
+		if (store_wrapped_cert(reg, id, cert, chain) != EXIT_OK)
+			goto out;
+		printf("%s: certificate stored in the registry%s\n", id,
+		       chain != NULL ? "; chain recorded" : "");
+		r = EXIT_OK;
+		goto out;
+	} else if (reg != NULL && rr != REG_ERR_NOT_FOUND) {
+		msg("registry: cannot read %s", id);
+		goto out;
+	}
+	registry_close(reg);
+	reg = NULL;
 	if (credential_key_uri(cfg, id, uri, sizeof(uri)) != EXIT_OK ||
 	    open_token(cfg, 1, 1, &tok) != EXIT_OK || get_key(tok, uri, id, &key) != EXIT_OK)
 		goto out;
@@ -1616,6 +2462,7 @@ static int cmd_import_cert(const char *config_path, const struct args *a)
 	       chain != NULL ? "; chain recorded" : "");
 	r = EXIT_OK;
 out:
+	reg_wkey_clear(&wk);
 	handles_free(&old);
 	registry_close(reg);
 	free(chain);
@@ -1676,6 +2523,260 @@ out:
 	return r;
 }
 
+/* ---- enrol --from FILE ---- */
+
+#define ENROL_LINE 8192
+
+struct enrol_line {
+	char *id;
+	unsigned long line;
+	int skip; /* already enrolled just so: resumed */
+};
+
+struct enrol_file {
+	const char *path;
+	FILE *f;
+	unsigned long line;
+	struct enrol_line *v;
+	size_t n, cap, at; /* at: next entry for pass 2 */
+};
+
+/* The next credential line of ef->f: fields in id, user, cls, dev (NULL when absent). 1, 0 at
+ * the end, -1 for a malformed line (named on stderr). */
+static int enrol_parse(struct enrol_file *ef, char *buf, char **id, char **user, int *cls,
+                       char **dev)
+{
+	char *f[5], *save = NULL, *hash;
+	int nf;
+
+	for (;;) {
+		if (fgets(buf, ENROL_LINE, ef->f) == NULL)
+			return ferror(ef->f) ? (msg("%s: read error", ef->path), -1) : 0;
+		ef->line++;
+		if (strchr(buf, '\n') == NULL && !feof(ef->f)) {
+			msg("%s:%lu: line longer than %d bytes", ef->path, ef->line,
+			    ENROL_LINE - 1);
+			return -1;
+		}
+		if ((hash = strchr(buf, '#')) != NULL)
+			*hash = '\0';
+		for (nf = 0; nf < 5; nf++)
+			if ((f[nf] = strtok_r(nf == 0 ? buf : NULL, " \t\r\n", &save)) == NULL)
+				break;
+		if (nf == 0)
+			continue;
+		if (nf < 3 || nf > 4) {
+			msg("%s:%lu: expected \"credentialID userID class [device-key-file]\"",
+			    ef->path, ef->line);
+			return -1;
+		}
+		if (!cred_valid_id(f[0]) || strcmp(f[0], AUDIT_KEY_LABEL) == 0) {
+			msg("%s:%lu: %s is not a credential ID (1..%d of [A-Za-z0-9._-], not %s)",
+			    ef->path, ef->line, f[0], CRED_MAX_ID, AUDIT_KEY_LABEL);
+			return -1;
+		}
+		if (!cred_valid_user(f[1])) {
+			msg("%s:%lu: %s is not a userID", ef->path, ef->line, f[1]);
+			return -1;
+		}
+		if ((*cls = pol_class_lookup(f[2])) != POL_CLASS_CITIZEN &&
+		    *cls != POL_CLASS_SEAL) {
+			msg("%s:%lu: class must be citizen or seal, not %s", ef->path, ef->line,
+			    f[2]);
+			return -1;
+		}
+		*id = f[0];
+		*user = f[1];
+		*dev = nf == 4 ? f[3] : NULL;
+		return 1;
+	}
+}
+
+static int cmp_enrol_line(const void *a, const void *b)
+{
+	const struct enrol_line *x = a, *y = b;
+	int c = strcmp(x->id, y->id);
+
+	return c != 0 ? c : (x->line > y->line) - (x->line < y->line);
+}
+
+static int cmp_line_no(const void *a, const void *b)
+{
+	const struct enrol_line *x = a, *y = b;
+
+	return (x->line > y->line) - (x->line < y->line);
+}
+
+/* Pass 2's source for registry_add_each: the same file, lines checked by pass 1. */
+static int enrol_next(void *arg, struct reg_cred *c)
+{
+	struct enrol_file *ef = arg;
+	char buf[ENROL_LINE], *id, *user, *dev;
+	int cls, r;
+
+	for (;;) {
+		if ((r = enrol_parse(ef, buf, &id, &user, &cls, &dev)) <= 0)
+			return r == 0 && ef->at == ef->n ? 0 : -1;
+		if (ef->at >= ef->n || ef->v[ef->at].line != ef->line ||
+		    strcmp(ef->v[ef->at].id, id) != 0)
+			return -1; /* the file changed under us */
+		if (ef->v[ef->at++].skip)
+			continue;
+		snprintf(c->id, sizeof(c->id), "%s", id);
+		snprintf(c->owner, sizeof(c->owner), "%s", user);
+		c->cls = cls;
+		c->status = REG_ACTIVE;
+		c->created = (int64_t)time(NULL);
+		c->store = REG_STORE_WRAPPED; /* pass 1 found each one's wrapped key */
+		default_key_uri(id, c->key_uri, sizeof(c->key_uri));
+		if (dev != NULL && load_device_key(dev, &c->device_key_pem) != EXIT_OK)
+			return -1;
+		return 1;
+	}
+}
+
+static void enrol_file_free(struct enrol_file *ef)
+{
+	size_t i;
+
+	for (i = 0; i < ef->n; i++)
+		free(ef->v[i].id);
+	free(ef->v);
+	if (ef->f != NULL)
+		fclose(ef->f);
+}
+
+/* Pass 1: every line parsed and checked (IDs unique, device keys valid, each credential's key
+ * present, not enrolled to someone else) before anything is written. */
+static int enrol_check(struct enrol_file *ef, const struct config *cfg, struct registry *reg,
+                       unsigned long *skipped)
+{
+	char buf[ENROL_LINE], *id, *user, *dev, *pem = NULL;
+	struct reg_cred prev;
+	struct reg_wkey w;
+	int cls, rr, r;
+	size_t i;
+
+	(void)cfg;
+	*skipped = 0;
+	while ((r = enrol_parse(ef, buf, &id, &user, &cls, &dev)) == 1) {
+		if (dev != NULL) {
+			if (load_device_key(dev, &pem) != EXIT_OK) {
+				msg("%s:%lu: device key %s refused", ef->path, ef->line, dev);
+				return EXIT_FAIL;
+			}
+			free(pem);
+			pem = NULL;
+		}
+		if (ef->n == ef->cap) {
+			size_t cap = ef->cap == 0 ? 1024 : ef->cap * 2;
+			struct enrol_line *nv = realloc(ef->v, cap * sizeof(*nv));
+			if (nv == NULL)
+				return (msg("out of memory"), EXIT_FAIL);
+			ef->v = nv;
+			ef->cap = cap;
+		}
+		if ((ef->v[ef->n].id = strdup(id)) == NULL)
+			return (msg("out of memory"), EXIT_FAIL);
+		ef->v[ef->n].line = ef->line;
+		ef->v[ef->n].skip = 0;
+		memset(&prev, 0, sizeof(prev));
+		rr = registry_get(reg, id, &prev);
+		if (rr == REG_OK) {
+			if (strcmp(prev.owner, user) != 0 || prev.cls != cls) {
+				msg("%s:%lu: %s is already enrolled for %s", ef->path, ef->line, id,
+				    prev.owner);
+				reg_cred_clear(&prev);
+				ef->n++;
+				return EXIT_FAIL;
+			}
+			ef->v[ef->n].skip = 1;
+			(*skipped)++;
+		} else if (rr != REG_ERR_NOT_FOUND) {
+			msg("registry: cannot read %s", id);
+			ef->n++;
+			return EXIT_FAIL;
+		}
+		reg_cred_clear(&prev);
+		if (!ef->v[ef->n].skip) {
+			rr = registry_wkey_get(reg, id, &w);
+			reg_wkey_clear(&w);
+			if (rr != REG_OK) {
+				msg("%s:%lu: %s has no wrapped key (keygen first; token keys are "
+				    "enrolled one by one with enrol --credential)",
+				    ef->path, ef->line, id);
+				ef->n++;
+				return EXIT_FAIL;
+			}
+		}
+		ef->n++;
+	}
+	if (r < 0)
+		return EXIT_FAIL;
+	/* IDs unique within the file: sorted, then back in line order for pass 2. */
+	qsort(ef->v, ef->n, sizeof(*ef->v), cmp_enrol_line);
+	for (i = 1; i < ef->n; i++) {
+		if (strcmp(ef->v[i].id, ef->v[i - 1].id) == 0) {
+			msg("%s:%lu: %s is already on line %lu", ef->path, ef->v[i].line,
+			    ef->v[i].id, ef->v[i - 1].line);
+			return EXIT_FAIL;
+		}
+	}
+	qsort(ef->v, ef->n, sizeof(*ef->v), cmp_line_no);
+	return EXIT_OK;
+}
+
+static int enrol_from(const char *config_path, const char *path)
+{
+	struct audit au = {0};
+	struct config *cfg = NULL;
+	struct registry *reg = NULL;
+	struct enrol_file ef = {.path = path};
+	unsigned long skipped = 0;
+	size_t bad = 0;
+	double t0 = now_s(), dt;
+	int r = EXIT_FAIL, rr;
+
+	if (load_config(config_path, &cfg) != EXIT_OK ||
+	    audit_begin(&au, cfg, "admin.enrol", NULL, NULL) != EXIT_OK)
+		goto out;
+	audit_detail(&au, "from=%s", path);
+	if (open_registry(cfg, 1, &reg) != EXIT_OK)
+		goto out;
+	if ((ef.f = fopen(path, "re")) == NULL) {
+		msg("%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (enrol_check(&ef, cfg, reg, &skipped) != EXIT_OK) {
+		msg("enrol: nothing from %s was enrolled", path);
+		au.reason = "bad_input";
+		audit_detail(&au, "from=%s: refused at line %lu", path, ef.line);
+		goto out;
+	}
+	rewind(ef.f);
+	ef.line = 0;
+	ef.at = 0;
+	if ((rr = registry_add_each(reg, enrol_next, &ef, &bad)) != REG_OK) {
+		msg("enrol: %s: nothing was enrolled (%s)", path,
+		    rr == REG_ERR_EXISTS      ? "an ID was enrolled meanwhile"
+		    : rr == REG_ERR_BAD_INPUT ? "the file changed while enrolling"
+		                              : "registry write failed");
+		goto out;
+	}
+	dt = now_s() - t0;
+	printf("%s: %zu credentials enrolled, %lu already were, in %.1f s (%.0f/s)\n", path,
+	       ef.n - skipped, skipped, dt, dt > 0 ? (ef.n - skipped) / dt : 0.0);
+	audit_detail(&au, "from=%s: %zu enrolled, %lu already enrolled", path, ef.n - skipped,
+	             skipped);
+	r = EXIT_OK;
+out:
+	enrol_file_free(&ef);
+	registry_close(reg);
+	r = audit_end(&au, r);
+	config_free(cfg);
+	return r;
+}
+
 static int cmd_enrol(const char *config_path, const struct args *a)
 {
 	const char *id = a->v[OPT_CREDENTIAL], *user = a->v[OPT_USER];
@@ -1686,10 +2787,24 @@ static int cmd_enrol(const char *config_path, const struct args *a)
 	struct registry *reg = NULL;
 	const struct tok_key *key;
 	struct reg_cred c, prev;
-	int cls, r = EXIT_FAIL, rr;
+	struct reg_wkey wk;
+	int cls, r = EXIT_FAIL, rr = REG_ERR_NOT_FOUND;
 
+	memset(&wk, 0, sizeof(wk));
 	memset(&c, 0, sizeof(c));
 	memset(&prev, 0, sizeof(prev));
+	if (a->v[OPT_FROM] != NULL) {
+		if (id != NULL || user != NULL || a->v[OPT_CLASS] != NULL || key_uri != NULL ||
+		    a->v[OPT_DEVICE_KEY] != NULL) {
+			msg("enrol: --from takes its credentials from the file alone");
+			return EXIT_USAGE;
+		}
+		return enrol_from(config_path, a->v[OPT_FROM]);
+	}
+	if (id == NULL || user == NULL || a->v[OPT_CLASS] == NULL) {
+		msg("enrol: --credential, --user and --class are required (or --from FILE)");
+		return EXIT_USAGE;
+	}
 	if (!cred_valid_id(id)) {
 		msg("enrol: credential ID must be 1..%d of [A-Za-z0-9._-]", CRED_MAX_ID);
 		return EXIT_USAGE;
@@ -1742,10 +2857,20 @@ static int cmd_enrol(const char *config_path, const struct args *a)
 		msg("registry: cannot read credential %s", id);
 		goto out;
 	}
-	if (open_token(cfg, 1, 1, &tok) != EXIT_OK || get_key(tok, c.key_uri, id, &key) != EXIT_OK)
+	if (key_uri == NULL && (rr = registry_wkey_get(reg, id, &wk)) == REG_OK) {
+		c.store = REG_STORE_WRAPPED; /* its key is the registry's blob */
+	} else if (key_uri == NULL && rr != REG_ERR_NOT_FOUND) {
+		msg("registry: cannot read credential %s", id);
 		goto out;
-	if (key->cert == NULL)
-		msg("note: no certificate for %s on the token yet; run import-cert before use", id);
+	} else {
+		if (open_token(cfg, 1, 1, &tok) != EXIT_OK ||
+		    get_key(tok, c.key_uri, id, &key) != EXIT_OK)
+			goto out;
+		if (key->cert == NULL)
+			msg("note: no certificate for %s on the token yet; run import-cert before "
+			    "use",
+			    id);
+	}
 	if ((rr = registry_add(reg, &c)) == REG_ERR_EXISTS) {
 		msg("enrol: credential %s is already enrolled", id);
 		au.reason = "exists";
@@ -1755,10 +2880,12 @@ static int cmd_enrol(const char *config_path, const struct args *a)
 		goto out;
 	}
 	printf("%s: enrolled for %s, class %s, key %s%s\n", id, user,
-	       pol_class_name((enum pol_class)cls), c.key_uri,
+	       pol_class_name((enum pol_class)cls),
+	       c.store == REG_STORE_WRAPPED ? "wrapped by the KEK" : c.key_uri,
 	       c.device_key_pem != NULL ? ", device key registered" : "");
 	r = EXIT_OK;
 out:
+	reg_wkey_clear(&wk);
 	reg_cred_clear(&c);
 	reg_cred_clear(&prev);
 	registry_close(reg);
@@ -1795,6 +2922,41 @@ static void key_alg_name(const struct tok_key *k, char *buf, size_t len)
 		snprintf(buf, len, "?");
 }
 
+/* The list columns of a wrapped credential, from the registry alone. */
+static void list_wrapped(const struct reg_cred *c, char *alg, size_t alen, char *subject,
+                         size_t slen, char *not_after, size_t nlen)
+{
+	struct tok_key k = {0};
+	const unsigned char *p = c->cert;
+	X509 *x = NULL;
+	struct tm tm;
+	char group[64];
+
+	snprintf(alg, alen, "%s", c->wkey.present ? "?" : "missing");
+	if (c->wkey.present && (k.pub = tok_spki_parse(c->wkey.pub, c->wkey.pub_len)) != NULL) {
+		if (EVP_PKEY_get_base_id(k.pub) == EVP_PKEY_EC &&
+		    EVP_PKEY_get_utf8_string_param(k.pub, "group", group, sizeof(group), NULL) ==
+		        1) {
+			k.type = TOK_KEY_EC;
+			k.curve_nid = OBJ_txt2nid(group);
+		} else {
+			k.type = TOK_KEY_RSA;
+		}
+		k.bits = (unsigned)EVP_PKEY_get_bits(k.pub);
+		key_alg_name(&k, alg, alen);
+		snprintf(alg + strlen(alg), alen - strlen(alg), "/wrapped");
+		EVP_PKEY_free(k.pub);
+	}
+	if (c->cert != NULL && (x = d2i_X509(NULL, &p, (long)c->cert_len)) != NULL) {
+		X509_NAME_oneline(X509_get_subject_name(x), subject, (int)slen);
+		if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1 ||
+		    strftime(not_after, nlen, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+			snprintf(not_after, nlen, "?");
+		X509_free(x);
+	}
+	ERR_clear_error();
+}
+
 static int list_row(const struct reg_cred *c, void *arg)
 {
 	struct table *t = arg;
@@ -1805,7 +2967,10 @@ static int list_row(const struct reg_cred *c, void *arg)
 	struct tm tm;
 	size_t i;
 
-	if (t->tok != NULL) {
+	if (c->store == REG_STORE_WRAPPED) {
+		list_wrapped(c, alg, sizeof(alg), subject, sizeof(subject), not_after,
+		             sizeof(not_after));
+	} else if (t->tok != NULL) {
 		if (tok_key_get(t->tok, c->key_uri, &key) == TOK_OK) {
 			key_alg_name(key, alg, sizeof(alg));
 			if (key->cert != NULL) {
@@ -2030,6 +3195,33 @@ out:
 	return r;
 }
 
+/* destroy of a wrapped credential: revoked first (the daemon refuses it from its next
+ * request), then its blob erased, which no KEK can bring back, then the registry entry. */
+static int destroy_wrapped(struct registry *reg, const char *id, int enrolled,
+                           const struct reg_cred *c, int have_blob, struct audit *au)
+{
+	int rr;
+
+	if (enrolled && c->status != REG_REVOKED &&
+	    (rr = registry_set_status(reg, id, REG_REVOKED)) != REG_OK) {
+		msg("registry: cannot revoke %s (error %d)", id, rr);
+		return EXIT_FAIL;
+	}
+	if (have_blob && (rr = registry_wkey_remove(reg, id)) != REG_OK) {
+		msg("registry: cannot erase the wrapped key of %s (error %d)", id, rr);
+		return EXIT_FAIL;
+	}
+	if (enrolled && (rr = registry_remove(reg, id)) != REG_OK) {
+		msg("registry: cannot remove %s (error %d)", id, rr);
+		return EXIT_FAIL;
+	}
+	audit_detail(au, "store=wrapped blob=%s%s", have_blob ? "erased" : "absent",
+	             enrolled ? " registry entry removed" : "");
+	printf("%s: wrapped key %s%s\n", id, have_blob ? "erased (gone for good)" : "was absent",
+	       enrolled ? ", registry entry removed" : "");
+	return EXIT_OK;
+}
+
 static int cmd_destroy(const char *config_path, const struct args *a)
 {
 	const char *id = a->v[OPT_CREDENTIAL];
@@ -2070,6 +3262,19 @@ static int cmd_destroy(const char *config_path, const struct args *a)
 		goto out;
 	}
 	audit_detail(&au, "key=%s", uri);
+	if (reg != NULL && (!enrolled || c.store == REG_STORE_WRAPPED)) {
+		struct reg_wkey w;
+		int wr = registry_wkey_get(reg, id, &w);
+
+		reg_wkey_clear(&w);
+		if (wr == REG_OK || (enrolled && wr == REG_ERR_NOT_FOUND)) {
+			r = destroy_wrapped(reg, id, enrolled, &c, wr == REG_OK, &au);
+			goto out;
+		} else if (wr != REG_ERR_NOT_FOUND) {
+			msg("registry: cannot read the key of %s", id);
+			goto out;
+		}
+	}
 	if (open_token(cfg, 1, 1, &tok) != EXIT_OK)
 		goto out;
 	tr = tok_key_get(tok, uri, &key);
@@ -2290,26 +3495,24 @@ out:
 
 static const struct option init_token_opts[] = {
     OPT("label", OPT_LABEL), OPT("so-pin-file", OPT_SO_PIN_FILE), COMMON_OPTS, {0}};
-static const struct option keygen_opts[] = {OPT("credential", OPT_CREDENTIAL),
-                                            OPT("alg", OPT_ALG),
-                                            OPT("count", OPT_COUNT),
-                                            COMMON_OPTS,
-                                            {0}};
+static const struct option keygen_opts[] = {
+    OPT("credential", OPT_CREDENTIAL), OPT("alg", OPT_ALG), OPT("count", OPT_COUNT),
+    OPT("store", OPT_STORE),           COMMON_OPTS,         {0}};
 static const struct option csr_opts[] = {OPT("credential", OPT_CREDENTIAL),
                                          OPT("subject", OPT_SUBJECT),
+                                         OPT("count", OPT_COUNT),
                                          OPT("out", OPT_OUT),
                                          COMMON_OPTS,
                                          {0}};
-static const struct option import_cert_opts[] = {OPT("credential", OPT_CREDENTIAL),
-                                                 OPT("cert", OPT_CERT),
-                                                 OPT("chain", OPT_CHAIN),
-                                                 COMMON_OPTS,
-                                                 {0}};
+static const struct option import_cert_opts[] = {
+    OPT("credential", OPT_CREDENTIAL), OPT("cert", OPT_CERT), OPT("dir", OPT_DIR),
+    OPT("chain", OPT_CHAIN),           COMMON_OPTS,           {0}};
 static const struct option enrol_opts[] = {OPT("credential", OPT_CREDENTIAL),
                                            OPT("user", OPT_USER),
                                            OPT("class", OPT_CLASS),
                                            OPT("device-key", OPT_DEVICE_KEY),
                                            OPT("key", OPT_KEY),
+                                           OPT("from", OPT_FROM),
                                            COMMON_OPTS,
                                            {0}};
 static const struct option list_opts[] = {COMMON_OPTS, {0}};
@@ -2319,19 +3522,28 @@ static const struct option export_opts[] = {OPT("format", OPT_FORMAT), COMMON_OP
 static const char *const init_token_req[] = {"label", "so-pin-file", NULL};
 static const char *const keygen_req[] = {"credential", "alg", NULL};
 static const char *const csr_req[] = {"credential", "subject", "out", NULL};
-static const char *const import_cert_req[] = {"credential", "cert", NULL};
-static const char *const enrol_req[] = {"credential", "user", "class", NULL};
+static const char *const import_cert_req[] = {NULL};
+static const char *const enrol_req[] = {NULL};
 static const char *const cred_req[] = {"credential", NULL};
 
 static const struct command commands[] = {
     {"init-token", "--label LABEL --so-pin-file FILE", init_token_opts, init_token_req,
      cmd_init_token, 0},
-    {"keygen", "--credential ID --alg ec-p256|ec-p384|rsa-2048|rsa-3072 [--count N]", keygen_opts,
-     keygen_req, cmd_keygen, 0},
-    {"csr", "--credential ID --subject /CN=../O=.. --out FILE", csr_opts, csr_req, cmd_csr, 0},
-    {"import-cert", "--credential ID --cert FILE [--chain FILE]", import_cert_opts, import_cert_req,
-     cmd_import_cert, 0},
-    {"enrol", "--credential ID --user USER --class citizen|seal [--device-key FILE] [--key URI]",
+    {"keygen",
+     "--credential ID --alg ec-p256|ec-p384|rsa-2048|rsa-3072 [--count N] "
+     "[--store wrapped|token]",
+     keygen_opts, keygen_req, cmd_keygen, 0},
+    {"kek create", "", list_opts, NULL, cmd_kek_create, 0},
+    {"kek rotate", "", list_opts, NULL, cmd_kek_rotate, 0},
+    {"csr",
+     "--credential ID --subject /CN=../O=.. --out FILE | --credential BASE --count N "
+     "--subject \"/CN=%s/O=..\" --out DIR",
+     csr_opts, csr_req, cmd_csr, 0},
+    {"import-cert", "--credential ID --cert FILE [--chain FILE] | --dir DIR", import_cert_opts,
+     import_cert_req, cmd_import_cert, 0},
+    {"enrol",
+     "--credential ID --user USER --class citizen|seal [--device-key FILE] [--key URI] | --from "
+     "FILE",
      enrol_opts, enrol_req, cmd_enrol, 0},
     {"list", "", list_opts, NULL, cmd_list, 0},
     {"suspend", "--credential ID", cred_opts, cred_req, cmd_suspend, 0},

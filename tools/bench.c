@@ -22,8 +22,13 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <dirent.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "pkcs11/token.h"
 #include "signer/config.h"
@@ -49,6 +54,8 @@ struct opts {
 	unsigned conc[MAX_LIST];
 	size_t nconc;
 	enum mode mode;
+	unsigned spread;      /* --spread N: each request for BASE-k, k uniform in 1..N */
+	const char *issue[4]; /* --issue CSRDIR OUTDIR CA.pem CA.key (see issue_certs) */
 };
 
 /* Shared by the threads of one run; read-only once they start. */
@@ -63,6 +70,9 @@ struct run {
 	/* daemon */
 	const char *socket;
 	const char *body;
+	/* --spread: body of each request built from these */
+	unsigned spread;
+	const char *base, *b64, *algo, *purpose;
 	/* raw */
 	struct token *tok;
 	const struct tok_key *key;
@@ -74,7 +84,9 @@ struct worker {
 	pthread_t th;
 	struct run *run;
 	uint64_t ops, errors;
-	uint32_t *lat; /* microseconds, one per successful operation while room remains */
+	char body[512]; /* --spread: this request's body */
+	uint64_t rng;   /* --spread: xorshift64 state */
+	uint32_t *lat;  /* microseconds, one per successful operation while room remains */
 	size_t nlat, cap;
 	int setup_failed;
 	char first_error[256];
@@ -204,6 +216,30 @@ static int daemon_once(struct worker *w, CURL *h, struct body *b, const char *er
 	return 0;
 }
 
+/* --spread: the next request goes to a credential drawn uniformly from BASE-1..BASE-N. */
+static void spread_next(struct worker *w, CURL *h)
+{
+	const struct run *run = w->run;
+	unsigned k;
+	int n;
+
+	if (w->rng == 0 && RAND_bytes((unsigned char *)&w->rng, sizeof(w->rng)) != 1)
+		w->rng = (uint64_t)(uintptr_t)w | 1;
+	w->rng ^= w->rng << 13;
+	w->rng ^= w->rng >> 7;
+	w->rng ^= w->rng << 17;
+	k = (unsigned)(w->rng % run->spread) + 1;
+	n = snprintf(w->body, sizeof(w->body),
+	             "{\"credentialID\":\"%s-%u\",\"hashes\":[\"%s\"],"
+	             "\"hashAlgorithmOID\":\"2.16.840.1.101.3.4.2.1\",\"signAlgo\":\"%s\"%s%s%s}",
+	             run->base, k, run->b64, run->algo, run->purpose ? ",\"purpose\":\"" : "",
+	             run->purpose ? run->purpose : "", run->purpose ? "\"" : "");
+	if (n < 0 || (size_t)n >= sizeof(w->body))
+		return;
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, w->body);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)n);
+}
+
 static void daemon_worker(struct worker *w)
 {
 	struct run *run = w->run;
@@ -236,6 +272,8 @@ static void daemon_worker(struct worker *w)
 		goto out;
 	deadline = now_ns() + (uint64_t)run->seconds * 1000000000u;
 	do {
+		if (run->spread > 0)
+			spread_next(w, h);
 		t0 = now_ns();
 		if (daemon_once(w, h, &b, errbuf) == 0) {
 			t1 = now_ns();
@@ -545,9 +583,19 @@ static int bench_daemon(const struct opts *o)
 	size_t i;
 	int r = -1, failed = 0;
 
+	char first[160];
+	struct opts o1;
+	const char *spread_base = o->credential;
+
 	if (o->credential == NULL) {
 		fprintf(stderr, "iamsign-bench: --credential is required\n");
 		return -1;
+	}
+	if (o->spread > 0) { /* the algorithm and the warm-up from BASE-1 */
+		o1 = *o;
+		snprintf(first, sizeof(first), "%s-1", o->credential);
+		o1.credential = first;
+		o = &o1;
 	}
 	if (sign_algo(o, algo, sizeof(algo)) != 0)
 		goto out;
@@ -562,6 +610,13 @@ static int bench_daemon(const struct opts *o)
 	if ((body = json_dumps(req, JSON_COMPACT)) == NULL)
 		goto out;
 	run.body = body;
+	if (o->spread > 0) {
+		run.spread = o->spread;
+		run.base = spread_base;
+		run.b64 = b64;
+		run.algo = algo;
+		run.purpose = o->purpose;
+	}
 	for (i = 0; i < o->nconc; i++)
 		if (run_once(&run, o->conc[i]) != 0)
 			failed = 1;
@@ -651,18 +706,136 @@ static int parse_list(const char *s, struct opts *o)
 	return o->nconc ? 0 : -1;
 }
 
+/* ---- --issue: certificates for tools/bench --scale ----
+ *
+ * Every CSRDIR/ID.csr, its signature checked, becomes OUTDIR/ID.pem: a certificate from the
+ * test CA (CA.pem, CA.key) for the request's subject and key, valid 30 days, digitalSignature
+ * and nonRepudiation. What `openssl x509 -req` does, without a process per certificate. */
+static int issue_one(const char *in, const char *out, X509 *ca, EVP_PKEY *cakey)
+{
+	FILE *f = NULL;
+	X509_REQ *req = NULL;
+	X509 *x = NULL;
+	X509V3_CTX ctx;
+	X509_EXTENSION *ext;
+	EVP_PKEY *pk;
+	unsigned char serial[16];
+	BIGNUM *bn = NULL;
+	int r = -1;
+
+	if ((f = fopen(in, "r")) == NULL || (req = PEM_read_X509_REQ(f, NULL, NULL, NULL)) == NULL)
+		goto out;
+	fclose(f);
+	f = NULL;
+	if ((pk = X509_REQ_get0_pubkey(req)) == NULL || X509_REQ_verify(req, pk) != 1)
+		goto out;
+	if (RAND_bytes(serial, sizeof(serial)) != 1)
+		goto out;
+	serial[0] &= 0x7f;
+	if ((x = X509_new()) == NULL || !X509_set_version(x, 2) ||
+	    (bn = BN_bin2bn(serial, sizeof(serial), NULL)) == NULL ||
+	    !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) ||
+	    !X509_set_subject_name(x, X509_REQ_get_subject_name(req)) ||
+	    !X509_set_issuer_name(x, X509_get_subject_name(ca)) || !X509_set_pubkey(x, pk) ||
+	    !X509_gmtime_adj(X509_getm_notBefore(x), -60) ||
+	    !X509_gmtime_adj(X509_getm_notAfter(x), 30L * 86400))
+		goto out;
+	X509V3_set_ctx(&ctx, ca, x, NULL, NULL, 0);
+	if ((ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_basic_constraints, "critical,CA:FALSE")) ==
+	        NULL ||
+	    !X509_add_ext(x, ext, -1))
+		goto out;
+	X509_EXTENSION_free(ext);
+	if ((ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_key_usage,
+	                               "critical,digitalSignature,nonRepudiation")) == NULL ||
+	    !X509_add_ext(x, ext, -1))
+		goto out;
+	X509_EXTENSION_free(ext);
+	if (!X509_sign(x, cakey, EVP_sha256()))
+		goto out;
+	if ((f = fopen(out, "w")) == NULL || !PEM_write_X509(f, x))
+		goto out;
+	r = 0;
+out:
+	if (f != NULL && fclose(f) != 0)
+		r = -1;
+	BN_free(bn);
+	X509_free(x);
+	X509_REQ_free(req);
+	return r;
+}
+
+static int issue_certs(const char *const a[4])
+{
+	DIR *d = NULL;
+	struct dirent *de;
+	FILE *f;
+	X509 *ca = NULL;
+	EVP_PKEY *cakey = NULL;
+	char in[4096], out[4096];
+	unsigned long n = 0;
+	uint64_t t0 = now_ns();
+	size_t len;
+	int r = -1;
+
+	if ((f = fopen(a[2], "r")) != NULL) {
+		ca = PEM_read_X509(f, NULL, NULL, NULL);
+		fclose(f);
+	}
+	if ((f = fopen(a[3], "r")) != NULL) {
+		cakey = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+		fclose(f);
+	}
+	if (ca == NULL || cakey == NULL || (d = opendir(a[0])) == NULL) {
+		fprintf(stderr, "iamsign-bench: --issue: cannot read the CA or %s\n", a[0]);
+		goto out;
+	}
+	while ((de = readdir(d)) != NULL) {
+		len = strlen(de->d_name);
+		if (len <= 4 || strcmp(de->d_name + len - 4, ".csr") != 0 || de->d_name[0] == '.')
+			continue;
+		snprintf(in, sizeof(in), "%s/%s", a[0], de->d_name);
+		snprintf(out, sizeof(out), "%s/%.*s.pem", a[1], (int)(len - 4), de->d_name);
+		if (issue_one(in, out, ca, cakey) != 0) {
+			fprintf(stderr, "iamsign-bench: --issue: %s refused\n", in);
+			goto out;
+		}
+		n++;
+	}
+	printf("issue certs=%lu seconds=%.2f\n", n, (double)(now_ns() - t0) / 1e9);
+	r = 0;
+out:
+	if (d != NULL)
+		closedir(d);
+	X509_free(ca);
+	EVP_PKEY_free(cakey);
+	return r;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(
 	    f, "usage: iamsign-bench [--socket S] --credential ID [--clients 1,2,4] [--seconds N]\n"
-	       "                     [--algo NAME|OID] [--purpose P]\n"
+	       "                     [--algo NAME|OID] [--purpose P] [--spread N]\n"
+	       "       iamsign-bench --issue CSRDIR OUTDIR CA.pem CA.key\n"
 	       "       iamsign-bench --raw -c iamsignd.yaml --key-uri URI [--threads 1,2,4]\n"
 	       "                     [--seconds N]\n");
 }
 
 int main(int argc, char **argv)
 {
-	enum { O_SOCKET = 256, O_CRED, O_CLIENTS, O_SECONDS, O_ALGO, O_PURPOSE, O_RAW, O_KEY };
+	enum {
+		O_SOCKET = 256,
+		O_CRED,
+		O_CLIENTS,
+		O_SECONDS,
+		O_ALGO,
+		O_PURPOSE,
+		O_RAW,
+		O_KEY,
+		O_SPREAD,
+		O_ISSUE
+	};
 	static const struct option longopts[] = {
 	    {"socket", required_argument, NULL, O_SOCKET},
 	    {"credential", required_argument, NULL, O_CRED},
@@ -674,6 +847,8 @@ int main(int argc, char **argv)
 	    {"raw", no_argument, NULL, O_RAW},
 	    {"config", required_argument, NULL, 'c'},
 	    {"key-uri", required_argument, NULL, O_KEY},
+	    {"spread", required_argument, NULL, O_SPREAD},
+	    {"issue", required_argument, NULL, O_ISSUE},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -717,6 +892,15 @@ int main(int argc, char **argv)
 		case O_KEY:
 			o.key_uri = optarg;
 			break;
+		case O_SPREAD:
+			if (parse_uint(optarg, 1, 100000000, &o.spread) != 0) {
+				fprintf(stderr, "iamsign-bench: --spread: 1..100000000\n");
+				return 2;
+			}
+			break;
+		case O_ISSUE:
+			o.issue[0] = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -724,6 +908,16 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
+	}
+	if (o.issue[0] != NULL) {
+		if (argc - optind != 3) {
+			usage(stderr);
+			return 2;
+		}
+		o.issue[1] = argv[optind];
+		o.issue[2] = argv[optind + 1];
+		o.issue[3] = argv[optind + 2];
+		return issue_certs(o.issue) == 0 ? 0 : 1;
 	}
 	if (optind != argc) {
 		usage(stderr);

@@ -42,12 +42,36 @@ static const char *const migrations[] = {
     " id TEXT PRIMARY KEY NOT NULL,"
     " pem TEXT NOT NULL"
     ");",
+    /* 2: wrapped keys (blob, KEK, public key, binding) and certificates in the registry,
+     * settings (the KEK in use). Existing credentials are token objects. */
+    "ALTER TABLE credentials ADD COLUMN key_store TEXT NOT NULL DEFAULT 'token'"
+    " CHECK (key_store IN ('token', 'wrapped'));"
+    "CREATE TABLE wrapped_keys ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " kek BLOB NOT NULL,"
+    " blob BLOB NOT NULL,"
+    " pub BLOB NOT NULL,"
+    " binding BLOB NOT NULL,"
+    " created INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX wrapped_keys_kek ON wrapped_keys (kek, id);"
+    "CREATE TABLE certs ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " der BLOB NOT NULL"
+    ");"
+    "CREATE TABLE settings ("
+    " name TEXT PRIMARY KEY NOT NULL,"
+    " value BLOB NOT NULL"
+    ");",
 };
 #define REG_SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 #define REG_COLUMNS                                                                                \
-	"c.id, c.owner, c.class, c.status, c.key_uri, c.device_key_pem, c.created, ch.pem "        \
-	"FROM credentials c LEFT JOIN chains ch ON ch.id = c.id "
+	"c.id, c.owner, c.class, c.status, c.key_uri, c.device_key_pem, c.created, ch.pem, "       \
+	"c.key_store, w.kek, w.blob, w.pub, w.binding, w.created, ce.der "                         \
+	"FROM credentials c LEFT JOIN chains ch ON ch.id = c.id "                                  \
+	"LEFT JOIN wrapped_keys w ON w.id = c.id LEFT JOIN certs ce ON ce.id = c.id "
+#define WKEY_COLUMNS "kek, blob, pub, binding, created FROM wrapped_keys "
 
 enum {
 	ST_GET,
@@ -58,6 +82,20 @@ enum {
 	ST_CHAIN_PUT,
 	ST_CHAIN_DEL,
 	ST_REMOVE,
+	ST_WKEY_GET,
+	ST_WKEY_PUT,
+	ST_WKEY_REWRAP,
+	ST_WKEY_DEL,
+	ST_WKEY_IDS,
+	ST_WKEY_IDS_ALL,
+	ST_WKEY_COUNT_KEK,
+	ST_WKEY_COUNT_NOT,
+	ST_WKEY_COUNT_ALL,
+	ST_CERT_PUT,
+	ST_CERT_DEL,
+	ST_SET_GET,
+	ST_SET_PUT,
+	ST_SET_DEL,
 	ST_BEGIN,
 	ST_COMMIT,
 	ST_ROLLBACK,
@@ -70,7 +108,25 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_PAGE_OWNER] = "SELECT " REG_COLUMNS "WHERE c.owner = ?3 AND c.id > ?1 "
                       "ORDER BY c.id LIMIT ?2",
     [ST_ADD] = "INSERT INTO credentials (id, owner, class, status, key_uri, device_key_pem, "
-               "created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+               "created, key_store) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_WKEY_GET] = "SELECT " WKEY_COLUMNS "WHERE id = ?1",
+    [ST_WKEY_PUT] = "INSERT INTO wrapped_keys (id, kek, blob, pub, binding, created) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_WKEY_REWRAP] = "UPDATE wrapped_keys SET kek = ?3, blob = ?4 WHERE id = ?1 AND kek = ?2",
+    [ST_WKEY_DEL] = "DELETE FROM wrapped_keys WHERE id = ?1",
+    [ST_WKEY_IDS] = "SELECT id FROM wrapped_keys WHERE id > ?1 AND kek <> ?3 ORDER BY id "
+                    "LIMIT ?2",
+    [ST_WKEY_IDS_ALL] = "SELECT id FROM wrapped_keys WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [ST_WKEY_COUNT_KEK] = "SELECT count(*) FROM wrapped_keys WHERE kek = ?1",
+    [ST_WKEY_COUNT_NOT] = "SELECT count(*) FROM wrapped_keys WHERE kek <> ?1",
+    [ST_WKEY_COUNT_ALL] = "SELECT count(*) FROM wrapped_keys",
+    [ST_CERT_PUT] = "INSERT INTO certs (id, der) VALUES (?1, ?2) "
+                    "ON CONFLICT (id) DO UPDATE SET der = excluded.der",
+    [ST_CERT_DEL] = "DELETE FROM certs WHERE id = ?1",
+    [ST_SET_GET] = "SELECT value FROM settings WHERE name = ?1",
+    [ST_SET_PUT] = "INSERT INTO settings (name, value) VALUES (?1, ?2) "
+                   "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    [ST_SET_DEL] = "DELETE FROM settings WHERE name = ?1",
     [ST_SET_STATUS] = "UPDATE credentials SET status = ?2 WHERE id = ?1",
     [ST_CHAIN_PUT] = "INSERT INTO chains (id, pem) VALUES (?1, ?2) "
                      "ON CONFLICT (id) DO UPDATE SET pem = excluded.pem",
@@ -111,13 +167,78 @@ static int status_lookup(const char *s)
 	return 0;
 }
 
+void reg_wkey_clear(struct reg_wkey *w)
+{
+	if (w == NULL)
+		return;
+	free(w->blob);
+	free(w->pub);
+	free(w->binding);
+	memset(w, 0, sizeof(*w));
+}
+
 void reg_cred_clear(struct reg_cred *c)
 {
 	if (c == NULL)
 		return;
 	free(c->chain_pem);
 	free(c->device_key_pem);
+	reg_wkey_clear(&c->wkey);
+	free(c->cert);
 	memset(c, 0, sizeof(*c));
+}
+
+static const char *store_name(enum reg_store s)
+{
+	return s == REG_STORE_WRAPPED ? "wrapped" : s == REG_STORE_TOKEN ? "token" : NULL;
+}
+
+/* A BLOB column of 1..max bytes into a fresh buffer; NULL stays NULL (*len 0). */
+static int blob_col(sqlite3_stmt *st, int col, size_t max, unsigned char **dst, size_t *len)
+{
+	const void *b;
+	int n;
+
+	*dst = NULL;
+	*len = 0;
+	if (sqlite3_column_type(st, col) == SQLITE_NULL)
+		return REG_OK;
+	b = sqlite3_column_blob(st, col);
+	n = sqlite3_column_bytes(st, col);
+	if (b == NULL || n <= 0 || (size_t)n > max)
+		return REG_ERR_INTERNAL;
+	if ((*dst = malloc((size_t)n)) == NULL)
+		return REG_ERR_INTERNAL;
+	memcpy(*dst, b, (size_t)n);
+	*len = (size_t)n;
+	return REG_OK;
+}
+
+/* Columns col.. of a wrapped_keys row (kek, blob, pub, binding, created); all NULL: none. */
+static int read_wkey(sqlite3_stmt *st, int col, struct reg_wkey *w)
+{
+	size_t kl = 0;
+	unsigned char *kek = NULL;
+	int r = REG_ERR_INTERNAL;
+
+	memset(w, 0, sizeof(*w));
+	if (sqlite3_column_type(st, col) == SQLITE_NULL)
+		return REG_OK;
+	if (blob_col(st, col, REG_KEK_ID_LEN, &kek, &kl) != REG_OK || kl != REG_KEK_ID_LEN ||
+	    blob_col(st, col + 1, REG_MAX_BLOB, &w->blob, &w->blob_len) != REG_OK ||
+	    blob_col(st, col + 2, REG_MAX_SPKI, &w->pub, &w->pub_len) != REG_OK ||
+	    blob_col(st, col + 3, REG_MAX_BINDING, &w->binding, &w->binding_len) != REG_OK ||
+	    w->blob == NULL || w->pub == NULL || w->binding == NULL)
+		goto out;
+	memcpy(w->kek, kek, REG_KEK_ID_LEN);
+	w->created = sqlite3_column_int64(st, col + 4);
+	w->present = 1;
+	r = REG_OK;
+out:
+	free(kek);
+	if (r != REG_OK)
+		reg_wkey_clear(w);
+	return r;
 }
 
 /* A key URI: "pkcs11:" followed by printable ASCII, at most REG_MAX_URI bytes. */
@@ -239,6 +360,19 @@ static int read_row(sqlite3_stmt *st, struct reg_cred *c)
 		goto out;
 	c->created = sqlite3_column_int64(st, 6);
 	if (dup_col(st, 7, &c->chain_pem) != REG_OK)
+		goto out;
+	if (copy_col(st, 8, status, sizeof(status)) != REG_OK)
+		goto out;
+	if (strcmp(status, "wrapped") == 0)
+		c->store = REG_STORE_WRAPPED;
+	else if (strcmp(status, "token") == 0)
+		c->store = REG_STORE_TOKEN;
+	else
+		goto out;
+	/* A token credential's blob columns are read only for a wrapped one. */
+	if (c->store == REG_STORE_WRAPPED &&
+	    (read_wkey(st, 9, &c->wkey) != REG_OK ||
+	     blob_col(st, 14, REG_MAX_CERT, &c->cert, &c->cert_len) != REG_OK))
 		goto out;
 	r = REG_OK;
 out:
@@ -496,34 +630,34 @@ static int run_in_tx(struct registry *r, int ret)
 	return ret;
 }
 
-int registry_add(struct registry *r, const struct reg_cred *c)
+static int cred_ok(const struct reg_cred *c)
 {
-	const char *cls, *status;
-	sqlite3_stmt *st;
-	int ret = REG_ERR_INTERNAL;
-
-	if (r == NULL || c == NULL || !cred_valid_id(c->id) || !cred_valid_user(c->owner) ||
+	if (c == NULL || !cred_valid_id(c->id) || !cred_valid_user(c->owner) ||
 	    !valid_uri(c->key_uri) || !valid_pem(c->device_key_pem) || !valid_pem(c->chain_pem))
-		return REG_ERR_BAD_INPUT;
+		return 0;
 	if ((c->cls != POL_CLASS_CITIZEN && c->cls != POL_CLASS_SEAL) ||
-	    (cls = pol_class_name((enum pol_class)c->cls)) == NULL)
-		return REG_ERR_BAD_INPUT;
-	if ((status = reg_status_name(c->status)) == NULL)
-		return REG_ERR_BAD_INPUT;
-	lock(r);
-	if (exec_stmt(r->st[ST_BEGIN]) != REG_OK)
-		goto out;
-	st = r->st[ST_ADD];
+	    pol_class_name((enum pol_class)c->cls) == NULL || reg_status_name(c->status) == NULL)
+		return 0;
+	return c->store == 0 || store_name(c->store) != NULL;
+}
+
+/* One credential's inserts, inside the caller's transaction (lock held). */
+static int add_locked(struct registry *r, const struct reg_cred *c)
+{
+	sqlite3_stmt *st = r->st[ST_ADD];
+	int ret;
+
 	if (bind_text(st, 1, c->id) != REG_OK || bind_text(st, 2, c->owner) != REG_OK ||
-	    bind_text(st, 3, cls) != REG_OK || bind_text(st, 4, status) != REG_OK ||
+	    bind_text(st, 3, pol_class_name((enum pol_class)c->cls)) != REG_OK ||
+	    bind_text(st, 4, reg_status_name(c->status)) != REG_OK ||
 	    bind_text(st, 5, c->key_uri) != REG_OK ||
 	    bind_text(st, 6, c->device_key_pem) != REG_OK ||
 	    sqlite3_bind_int64(st, 7, c->created != 0 ? c->created : (int64_t)time(NULL)) !=
-	        SQLITE_OK) {
+	        SQLITE_OK ||
+	    bind_text(st, 8, store_name(c->store != 0 ? c->store : REG_STORE_TOKEN)) != REG_OK) {
 		sqlite3_reset(st);
 		sqlite3_clear_bindings(st);
-		ret = run_in_tx(r, REG_ERR_INTERNAL);
-		goto out;
+		return REG_ERR_INTERNAL;
 	}
 	ret = exec_stmt(st);
 	if (ret == REG_OK && c->chain_pem != NULL) {
@@ -535,6 +669,46 @@ int registry_add(struct registry *r, const struct reg_cred *c)
 		} else {
 			ret = exec_stmt(st);
 		}
+	}
+	return ret;
+}
+
+int registry_add(struct registry *r, const struct reg_cred *c)
+{
+	int ret = REG_ERR_INTERNAL;
+
+	if (r == NULL || !cred_ok(c))
+		return REG_ERR_BAD_INPUT;
+	lock(r);
+	if (exec_stmt(r->st[ST_BEGIN]) == REG_OK)
+		ret = run_in_tx(r, add_locked(r, c));
+	unlock(r);
+	return ret;
+}
+
+int registry_add_each(struct registry *r, int (*next)(void *arg, struct reg_cred *c), void *arg,
+                      size_t *bad)
+{
+	struct reg_cred c;
+	size_t i = 0;
+	int ret = REG_ERR_INTERNAL, more;
+
+	*bad = 0;
+	if (r == NULL || next == NULL)
+		return REG_ERR_BAD_INPUT;
+	lock(r);
+	if (exec_stmt(r->st[ST_BEGIN]) != REG_OK)
+		goto out;
+	for (ret = REG_OK; ret == REG_OK; i++) {
+		memset(&c, 0, sizeof(c));
+		if ((more = next(arg, &c)) <= 0) {
+			ret = more == 0 ? REG_OK : REG_ERR_BAD_INPUT;
+			reg_cred_clear(&c);
+			break;
+		}
+		ret = cred_ok(&c) ? add_locked(r, &c) : REG_ERR_BAD_INPUT;
+		reg_cred_clear(&c);
+		*bad = i;
 	}
 	ret = run_in_tx(r, ret);
 out:
@@ -643,6 +817,12 @@ out:
 int registry_foreach(struct registry *r, const char *owner,
                      int (*fn)(const struct reg_cred *c, void *arg), void *arg)
 {
+	return registry_foreach_after(r, owner, NULL, fn, arg);
+}
+
+int registry_foreach_after(struct registry *r, const char *owner, const char *from,
+                           int (*fn)(const struct reg_cred *c, void *arg), void *arg)
+{
 	struct reg_cred *page = NULL;
 	char after[CRED_MAX_ID + 1] = "";
 	size_t i, n = 0;
@@ -650,6 +830,11 @@ int registry_foreach(struct registry *r, const char *owner,
 
 	if (r == NULL || fn == NULL || (owner != NULL && !cred_valid_user(owner)))
 		return REG_ERR_BAD_INPUT;
+	if (from != NULL && from[0] != '\0') {
+		if (!cred_valid_id(from))
+			return REG_ERR_BAD_INPUT;
+		memcpy(after, from, strlen(from) + 1);
+	}
 	if ((page = calloc(REG_PAGE, sizeof(*page))) == NULL)
 		return REG_ERR_INTERNAL;
 	/* Page by key so the callback runs without the lock (it may call the registry) and
@@ -670,5 +855,266 @@ out:
 	for (i = 0; i < n; i++)
 		reg_cred_clear(&page[i]);
 	free(page);
+	return ret;
+}
+
+/* ---- wrapped keys, certificates, settings ---- */
+
+static int bind_blob(sqlite3_stmt *st, int idx, const void *b, size_t n)
+{
+	if (b == NULL)
+		return sqlite3_bind_null(st, idx) == SQLITE_OK ? REG_OK : REG_ERR_INTERNAL;
+	return sqlite3_bind_blob(st, idx, b, (int)n, SQLITE_STATIC) == SQLITE_OK ? REG_OK
+	                                                                         : REG_ERR_INTERNAL;
+}
+
+static void done(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+int registry_wkey_get(struct registry *r, const char *id, struct reg_wkey *out)
+{
+	sqlite3_stmt *st;
+	int rc, ret = REG_ERR_INTERNAL;
+
+	memset(out, 0, sizeof(*out));
+	if (r == NULL || !cred_valid_id(id))
+		return REG_ERR_BAD_INPUT;
+	lock(r);
+	st = r->st[ST_WKEY_GET];
+	if (bind_text(st, 1, id) == REG_OK) {
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_DONE)
+			ret = REG_ERR_NOT_FOUND;
+		else if (rc == SQLITE_ROW)
+			ret = read_wkey(st, 0, out) == REG_OK && out->present ? REG_OK
+			                                                      : REG_ERR_INTERNAL;
+	}
+	done(st);
+	unlock(r);
+	return ret;
+}
+
+static int wkey_ok(const char *id, const struct reg_wkey *w)
+{
+	return cred_valid_id(id) && w->blob != NULL && w->blob_len > 0 &&
+	       w->blob_len <= REG_MAX_BLOB && w->pub != NULL && w->pub_len > 0 &&
+	       w->pub_len <= REG_MAX_SPKI && w->binding != NULL && w->binding_len > 0 &&
+	       w->binding_len <= REG_MAX_BINDING;
+}
+
+int registry_wkey_put_many(struct registry *r, const char *const *ids, const struct reg_wkey *w,
+                           size_t n)
+{
+	sqlite3_stmt *st;
+	size_t i;
+	int ret = REG_ERR_INTERNAL;
+
+	if (r == NULL)
+		return REG_ERR_BAD_INPUT;
+	for (i = 0; i < n; i++)
+		if (!wkey_ok(ids[i], &w[i]))
+			return REG_ERR_BAD_INPUT;
+	lock(r);
+	if (exec_stmt(r->st[ST_BEGIN]) != REG_OK)
+		goto out;
+	st = r->st[ST_WKEY_PUT];
+	for (i = 0, ret = REG_OK; i < n && ret == REG_OK; i++) {
+		if (bind_text(st, 1, ids[i]) != REG_OK ||
+		    bind_blob(st, 2, w[i].kek, REG_KEK_ID_LEN) != REG_OK ||
+		    bind_blob(st, 3, w[i].blob, w[i].blob_len) != REG_OK ||
+		    bind_blob(st, 4, w[i].pub, w[i].pub_len) != REG_OK ||
+		    bind_blob(st, 5, w[i].binding, w[i].binding_len) != REG_OK ||
+		    sqlite3_bind_int64(st, 6,
+		                       w[i].created != 0 ? w[i].created : (int64_t)time(NULL)) !=
+		        SQLITE_OK) {
+			done(st);
+			ret = REG_ERR_INTERNAL;
+		} else {
+			ret = exec_stmt(st);
+		}
+	}
+	ret = run_in_tx(r, ret);
+out:
+	unlock(r);
+	return ret;
+}
+
+int registry_wkey_rewrap(struct registry *r, const char *id,
+                         const unsigned char old_kek[REG_KEK_ID_LEN],
+                         const unsigned char new_kek[REG_KEK_ID_LEN], const unsigned char *blob,
+                         size_t blob_len)
+{
+	sqlite3_stmt *st;
+	int ret = REG_ERR_INTERNAL;
+
+	if (r == NULL || !cred_valid_id(id) || blob == NULL || blob_len == 0 ||
+	    blob_len > REG_MAX_BLOB)
+		return REG_ERR_BAD_INPUT;
+	lock(r);
+	st = r->st[ST_WKEY_REWRAP];
+	if (bind_text(st, 1, id) == REG_OK && bind_blob(st, 2, old_kek, REG_KEK_ID_LEN) == REG_OK &&
+	    bind_blob(st, 3, new_kek, REG_KEK_ID_LEN) == REG_OK &&
+	    bind_blob(st, 4, blob, blob_len) == REG_OK) {
+		ret = exec_stmt(st);
+		if (ret == REG_OK && sqlite3_changes(r->db) == 0)
+			ret = REG_ERR_NOT_FOUND;
+	} else {
+		done(st);
+	}
+	unlock(r);
+	return ret;
+}
+
+int registry_wkey_remove(struct registry *r, const char *id)
+{
+	int ret = REG_ERR_INTERNAL, changed = 0;
+
+	if (r == NULL || !cred_valid_id(id))
+		return REG_ERR_BAD_INPUT;
+	lock(r);
+	if (exec_stmt(r->st[ST_BEGIN]) != REG_OK)
+		goto out;
+	if (bind_text(r->st[ST_WKEY_DEL], 1, id) != REG_OK ||
+	    exec_stmt(r->st[ST_WKEY_DEL]) != REG_OK) {
+		run_in_tx(r, REG_ERR_INTERNAL);
+		goto out;
+	}
+	changed = sqlite3_changes(r->db);
+	if (bind_text(r->st[ST_CERT_DEL], 1, id) != REG_OK ||
+	    exec_stmt(r->st[ST_CERT_DEL]) != REG_OK) {
+		run_in_tx(r, REG_ERR_INTERNAL);
+		goto out;
+	}
+	if ((ret = run_in_tx(r, REG_OK)) == REG_OK && changed == 0)
+		ret = REG_ERR_NOT_FOUND;
+out:
+	unlock(r);
+	return ret;
+}
+
+int registry_wkey_ids(struct registry *r, const unsigned char *not_kek, const char *after,
+                      size_t max, char **ids, size_t *n)
+{
+	sqlite3_stmt *st;
+	int rc, ret = REG_ERR_INTERNAL;
+
+	*n = 0;
+	if (r == NULL || max == 0 || max > 100000)
+		return REG_ERR_BAD_INPUT;
+	lock(r);
+	st = r->st[not_kek != NULL ? ST_WKEY_IDS : ST_WKEY_IDS_ALL];
+	if (bind_text(st, 1, after != NULL ? after : "") != REG_OK ||
+	    sqlite3_bind_int64(st, 2, (int64_t)max) != SQLITE_OK ||
+	    (not_kek != NULL && bind_blob(st, 3, not_kek, REG_KEK_ID_LEN) != REG_OK))
+		goto out;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const unsigned char *t = sqlite3_column_text(st, 0);
+		if (t == NULL || *n >= max || (ids[*n] = strdup((const char *)t)) == NULL)
+			goto out;
+		(*n)++;
+	}
+	if (rc == SQLITE_DONE)
+		ret = REG_OK;
+out:
+	if (ret != REG_OK) {
+		while (*n > 0)
+			free(ids[--*n]);
+	}
+	done(st);
+	unlock(r);
+	return ret;
+}
+
+int registry_wkey_count(struct registry *r, const unsigned char *kek, const unsigned char *not_kek,
+                        uint64_t *n)
+{
+	sqlite3_stmt *st;
+	int ret = REG_ERR_INTERNAL;
+
+	*n = 0;
+	if (r == NULL)
+		return REG_ERR_BAD_INPUT;
+	lock(r);
+	st = r->st[kek != NULL       ? ST_WKEY_COUNT_KEK
+	           : not_kek != NULL ? ST_WKEY_COUNT_NOT
+	                             : ST_WKEY_COUNT_ALL];
+	if ((kek != NULL || not_kek != NULL) &&
+	    bind_blob(st, 1, kek != NULL ? kek : not_kek, REG_KEK_ID_LEN) != REG_OK)
+		goto out;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		*n = (uint64_t)sqlite3_column_int64(st, 0);
+		ret = REG_OK;
+	}
+out:
+	done(st);
+	unlock(r);
+	return ret;
+}
+
+int registry_cert_put(struct registry *r, const char *id, const unsigned char *der, size_t len)
+{
+	sqlite3_stmt *st;
+	int ret = REG_ERR_INTERNAL;
+
+	if (r == NULL || !cred_valid_id(id) || (der != NULL && (len == 0 || len > REG_MAX_CERT)))
+		return REG_ERR_BAD_INPUT;
+	lock(r);
+	st = r->st[der != NULL ? ST_CERT_PUT : ST_CERT_DEL];
+	if (bind_text(st, 1, id) == REG_OK && (der == NULL || bind_blob(st, 2, der, len) == REG_OK))
+		ret = exec_stmt(st);
+	else
+		done(st);
+	unlock(r);
+	return ret;
+}
+
+int registry_setting_get(struct registry *r, const char *name, unsigned char *val, size_t max,
+                         size_t *len)
+{
+	sqlite3_stmt *st;
+	int rc, n, ret = REG_ERR_INTERNAL;
+
+	*len = 0;
+	if (r == NULL || name == NULL)
+		return REG_ERR_BAD_INPUT;
+	lock(r);
+	st = r->st[ST_SET_GET];
+	if (bind_text(st, 1, name) != REG_OK)
+		goto out;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		ret = REG_ERR_NOT_FOUND;
+	} else if (rc == SQLITE_ROW) {
+		n = sqlite3_column_bytes(st, 0);
+		if (n >= 0 && (size_t)n <= max) {
+			memcpy(val, sqlite3_column_blob(st, 0), (size_t)n);
+			*len = (size_t)n;
+			ret = REG_OK;
+		}
+	}
+out:
+	done(st);
+	unlock(r);
+	return ret;
+}
+
+int registry_setting_put(struct registry *r, const char *name, const unsigned char *val, size_t len)
+{
+	sqlite3_stmt *st;
+	int ret = REG_ERR_INTERNAL;
+
+	if (r == NULL || name == NULL || (val != NULL && len > 256))
+		return REG_ERR_BAD_INPUT;
+	lock(r);
+	st = r->st[val != NULL ? ST_SET_PUT : ST_SET_DEL];
+	if (bind_text(st, 1, name) == REG_OK &&
+	    (val == NULL || bind_blob(st, 2, val, len) == REG_OK))
+		ret = exec_stmt(st);
+	else
+		done(st);
+	unlock(r);
 	return ret;
 }

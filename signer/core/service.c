@@ -11,7 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 
@@ -22,12 +24,15 @@
 /* Copy a string into a fixed field, cut at the field's size. */
 #define SET_FIELD(dst, src) snprintf((dst), sizeof(dst), "%s", (src) != NULL ? (src) : "")
 
-/* Certificate check results by key (the token cache keeps key pointers stable) and rules
- * generation; only good results are kept, until their good_until. */
+/* Certificate check results by a tag of credential ID and certificate (and for a wrapped key
+ * its public key), with the rules generation; only good results are kept, until their
+ * good_until. Keyed so because key entries come and go (the wrapped keys' LRU frees them): an
+ * address could come back for another credential. */
 struct cert_slot {
-	const struct tok_key *key;
+	unsigned char tag[32];
 	unsigned long generation;
 	time_t good_until;
+	int used;
 };
 
 struct svc_cert_cache {
@@ -35,33 +40,114 @@ struct svc_cert_cache {
 	struct cert_slot slot[CERT_CACHE_SLOTS];
 };
 
-static size_t cert_slot_index(const struct tok_key *key)
+static size_t cert_slot_index(const unsigned char tag[32])
 {
-	return ((uintptr_t)key >> 4) % CERT_CACHE_SLOTS;
+	uint32_t v;
+
+	memcpy(&v, tag, sizeof(v));
+	return v % CERT_CACHE_SLOTS;
 }
 
-static int cert_cached(struct svc_cert_cache *c, const struct tok_key *key, unsigned long gen,
+static int cert_cached(struct svc_cert_cache *c, const unsigned char tag[32], unsigned long gen,
                        time_t now)
 {
-	struct cert_slot *sl = &c->slot[cert_slot_index(key)];
+	struct cert_slot *sl = &c->slot[cert_slot_index(tag)];
 	int hit;
 
 	pthread_mutex_lock(&c->mu);
-	hit = sl->key == key && sl->generation == gen && now <= sl->good_until;
+	hit = sl->used && memcmp(sl->tag, tag, 32) == 0 && sl->generation == gen &&
+	      now <= sl->good_until;
 	pthread_mutex_unlock(&c->mu);
 	return hit;
 }
 
-static void cert_remember(struct svc_cert_cache *c, const struct tok_key *key, unsigned long gen,
+static void cert_remember(struct svc_cert_cache *c, const unsigned char tag[32], unsigned long gen,
                           time_t good_until)
 {
-	struct cert_slot *sl = &c->slot[cert_slot_index(key)];
+	struct cert_slot *sl = &c->slot[cert_slot_index(tag)];
 
 	pthread_mutex_lock(&c->mu);
-	sl->key = key;
+	memcpy(sl->tag, tag, 32);
+	sl->used = 1;
 	sl->generation = gen;
 	sl->good_until = good_until;
 	pthread_mutex_unlock(&c->mu);
+}
+
+/* The tag of a credential's certificate: SHA-256 over ID, NUL, the certificate's SHA-256 and,
+ * for a wrapped key, its public key's. */
+static int cert_tag(const struct reg_cred *rc, const struct tok_key *key, unsigned char tag[32])
+{
+	unsigned char buf[CRED_MAX_ID + 1 + 64];
+	size_t idlen = strlen(rc->id);
+	unsigned int n = 0;
+
+	memcpy(buf, rc->id, idlen + 1);
+	if (rc->store == REG_STORE_WRAPPED) {
+		SHA256(rc->cert, rc->cert_len, buf + idlen + 1);
+		SHA256(rc->wkey.pub, rc->wkey.pub_len, buf + idlen + 33);
+		n = 64;
+	} else if (X509_digest(key->cert, EVP_sha256(), buf + idlen + 1, &n) != 1 || n != 32) {
+		return -1;
+	}
+	SHA256(buf, idlen + 1 + n, tag);
+	return 0;
+}
+
+/* A wrapped credential's certificate from the registry, checked to hold its key. */
+static X509 *wrapped_cert(const struct reg_cred *rc, const struct tok_key *key)
+{
+	const unsigned char *p = rc->cert;
+	X509 *x;
+
+	if (rc->cert == NULL)
+		return NULL;
+	x = d2i_X509(NULL, &p, (long)rc->cert_len);
+	if (x != NULL &&
+	    (p != rc->cert + rc->cert_len || EVP_PKEY_eq(X509_get0_pubkey(x), key->pub) != 1)) {
+		X509_free(x);
+		x = NULL;
+	}
+	ERR_clear_error();
+	return x;
+}
+
+static int token_error(struct refusal *f, int r, const char *what);
+
+/* The credential's key: its token object by URI, or its wrapped blob unwrapped into the
+ * cache; svc_key_put lets a wrapped one go. */
+static int svc_key_get(struct service *s, const struct reg_cred *rc, const struct tok_key **key,
+                       struct refusal *f)
+{
+	struct tok_wrapped_ref ref = {0};
+	int t;
+
+	if (rc->store != REG_STORE_WRAPPED) {
+		t = tok_key_get(s->tok, rc->key_uri, key);
+	} else if (!rc->wkey.present) {
+		return refuse(f, R_KEY_UNUSABLE, "credential %s has no wrapped key", rc->id);
+	} else {
+		ref.cred_id = rc->id;
+		ref.kek_id = rc->wkey.kek;
+		ref.blob = rc->wkey.blob;
+		ref.blob_len = rc->wkey.blob_len;
+		ref.spki = rc->wkey.pub;
+		ref.spki_len = rc->wkey.pub_len;
+		ref.binding = rc->wkey.binding;
+		ref.binding_len = rc->wkey.binding_len;
+		t = tok_wrapped_get(s->wcache, &ref, key);
+	}
+	if (t == TOK_ERR_UNUSABLE)
+		return refuse(f, R_KEY_UNUSABLE,
+		              "the wrapped key of credential %s is refused; nothing was signed",
+		              rc->id);
+	return t == TOK_OK ? 0 : token_error(f, t, "credential key");
+}
+
+static void svc_key_put(struct service *s, const struct tok_key *key)
+{
+	if (key != NULL && key->wrapped != NULL)
+		tok_wrapped_put(s->wcache, key);
 }
 
 void svc_rules_free(struct svc_rules *r)
@@ -151,6 +237,34 @@ static int audit_sign(void *arg, const uint8_t head[32], uint8_t *sig, size_t *s
 	return 0;
 }
 
+/* The cache of unwrapped keys. Nothing is looked up in the token here: start costs the same
+ * whatever the number of credentials, and a token without a KEK serves its token objects. */
+static int svc_wcache_open(struct service *s, char *err, size_t errlen)
+{
+	if (tok_wcache_new(s->tok, s->cfg->keys_kek, s->cfg->keys_cache, &s->wcache) == TOK_OK)
+		return 0;
+	snprintf(err, errlen, "%s: keys.kek %s: not a usable PKCS#11 URI", s->cfg->path,
+	         s->cfg->keys_kek);
+	return -1;
+}
+
+/* One line at shutdown: how the cache of unwrapped keys fared (tools/bench reads it). */
+static void svc_wcache_report(struct service *s)
+{
+	struct tok_wcache_stats st;
+
+	if (s->wcache == NULL)
+		return;
+	tok_wcache_stats(s->wcache, &st);
+	if (st.hits + st.misses + st.refused > 0)
+		fprintf(stderr,
+		        "iamsignd: core: wrapped keys: %llu hits, %llu misses, %llu "
+		        "evictions, %llu refused, %llu held of %u\n",
+		        (unsigned long long)st.hits, (unsigned long long)st.misses,
+		        (unsigned long long)st.evictions, (unsigned long long)st.refused,
+		        (unsigned long long)st.held, st.capacity);
+}
+
 int svc_open(struct service *s, struct config *cfg, int no_fsync, char *err, size_t errlen)
 {
 	struct tok_opts topts = {0};
@@ -185,6 +299,8 @@ int svc_open(struct service *s, struct config *cfg, int no_fsync, char *err, siz
 	topts.max_sessions = cfg->token_sessions;
 	if ((r = tok_open(&topts, &s->tok, err, errlen)) != TOK_OK)
 		goto fail;
+	if (svc_wcache_open(s, err, errlen) != 0)
+		goto fail;
 	if ((r = tok_key_get(s->tok, cfg->ledger_audit_key, &s->audit_key)) != TOK_OK) {
 		snprintf(err, errlen, "ledger.audit_key %s: %s%s", cfg->ledger_audit_key,
 		         tok_strerror(r),
@@ -216,6 +332,8 @@ void svc_close(struct service *s)
 		ledger_close(s->ledger);
 	if (s->tok != NULL)
 		tok_close(s->tok);
+	svc_wcache_report(s);
+	tok_wcache_free(s->wcache); /* after the token: no worker may still use it */
 	if (s->reg != NULL)
 		registry_close(s->reg);
 	if (s->rules != NULL)
@@ -292,7 +410,10 @@ static int token_error(struct refusal *f, int r, const char *what)
 	case TOK_ERR_PIN:
 		return refuse(f, R_TOKEN_UNAVAILABLE, "%s: %s", what, tok_strerror(r));
 	case TOK_ERR_BUSY:
-		return refuse(f, R_TOKEN_BUSY, "%s: %s", what, tok_strerror(r));
+		return refuse(f, R_TOKEN_BUSY, "%s: %s", what,
+		                tok_strerror(r));
+	case TOK_ERR_UNUSABLE:
+		return refuse(f, R_KEY_UNUSABLE, "%s: %s", what, tok_strerror(r));
 	case TOK_ERR_NOT_FOUND:
 		return refuse(f, R_KEY_NOT_FOUND, "%s: the credential's key is not on the token",
 		              what);
@@ -419,27 +540,38 @@ static STACK_OF(X509) * load_chain(const char *pem)
 }
 
 /* The signing certificate: present, trusted, valid long enough, not revoked, nonRepudiation.
- * The credential's chain is parsed only when a check is due (*chain keeps it for the CMS). */
+ * The credential's chain is parsed only when a check is due (*chain keeps it for the CMS), and
+ * a wrapped key's certificate too (*owned). */
 static int check_cert(struct service *s, const struct svc_rules *rules, const struct tok_key *key,
-                      const struct reg_cred *rc, STACK_OF(X509) * *chain, time_t now,
+                      const struct reg_cred *rc, X509 **owned, STACK_OF(X509) * *chain, time_t now,
                       struct refusal *f)
 {
 	const struct pol_credentials *pc = &rules->set.pol->creds;
 	enum cert_result cr;
 	time_t good_until = 0;
+	unsigned char tag[32];
+	X509 *cert = key->cert;
 
-	if (key->cert == NULL)
+	if (rc->store == REG_STORE_WRAPPED ? rc->cert == NULL : key->cert == NULL)
 		return refuse(f, R_CERT_MISSING, "the credential has no certificate");
-	if (cert_cached(s->cert_cache, key, rules->generation, now))
+	if (cert_tag(rc, key, tag) != 0)
+		return refuse(f, R_INTERNAL_ERROR, "the certificate cannot be hashed");
+	if (cert_cached(s->cert_cache, tag, rules->generation, now))
 		return 0;
+	if (rc->store == REG_STORE_WRAPPED) {
+		if (*owned == NULL && (*owned = wrapped_cert(rc, key)) == NULL)
+			return refuse(f, R_CERT_MISSING,
+			              "the credential's certificate is damaged or not of its key");
+		cert = *owned;
+	}
 	if (*chain == NULL)
 		*chain = load_chain(rc->chain_pem);
-	cr = cert_check(rules->set.certs, key->cert, *chain, now, pc->min_cert_validity,
+	cr = cert_check(rules->set.certs, cert, *chain, now, pc->min_cert_validity,
 	                pc->require_non_repudiation, &good_until);
 	if (cr != CERT_OK)
 		return refuse(f, reason_of_cert(cr), "the signing certificate is refused: %s",
 		              cert_reason(cr));
-	cert_remember(s->cert_cache, key, rules->generation, good_until);
+	cert_remember(s->cert_cache, tag, rules->generation, good_until);
 	return 0;
 }
 
@@ -535,7 +667,8 @@ static int cms_sign_cb(void *arg, const uint8_t *dig, size_t dlen, uint8_t *sig,
 }
 
 static int make_signatures(struct service *s, const struct sign_req *req, const struct tok_key *key,
-                           STACK_OF(X509) * chain, struct sign_result *out, struct refusal *f)
+                           X509 *cert, STACK_OF(X509) * chain, struct sign_result *out,
+                           struct refusal *f)
 {
 	struct tok_sign_params tp = {0};
 	size_t dlen = alg_hash_len(req->hash);
@@ -551,7 +684,7 @@ static int make_signatures(struct service *s, const struct sign_req *req, const 
 		if (req->cms) {
 			struct cms_signer cs = {s->tok, key, &tp};
 			struct cms_params cp = {
-			    .cert = key->cert,
+			    .cert = cert,
 			    .chain = chain,
 			    .hash_nid = tp.hash_nid,
 			    .sigalg = (enum cms_sigalg)tp.scheme,
@@ -596,12 +729,12 @@ static double mono_now(void)
 /* A B-T request's time-stamps. The TSA's round trip is no signature's time: group commit is
  * not held back for it (the announcement is taken back meanwhile and made again after). */
 static int stamp_signatures(struct service *s, const struct svc_tsa_link *tsa,
-                            const struct tok_key *key, struct sign_result *out,
-                            struct audit_rec *rec, int *announced, struct refusal *f)
+                            X509 *cert, struct sign_result *out, struct audit_rec *rec,
+                            int *announced, struct refusal *f)
 {
 	ledger_expect(s->ledger, -1);
 	*announced = 0;
-	if (svc_stamp(s->tsa, tsa, key->cert, out->sig, out->len, out->n, rec, f) != 0)
+	if (svc_stamp(s->tsa, tsa, cert, out->sig, out->len, out->n, rec, f) != 0)
 		return -1;
 	if (ledger_announce(s->ledger, rec) != LEDGER_OK)
 		return refuse(f, R_LEDGER_UNAVAILABLE,
@@ -627,9 +760,11 @@ int svc_sign_stamped(struct service *s, const struct peer *p, const struct sign_
 	struct reg_cred rc = {0};
 	struct pol_request pr = {0};
 	STACK_OF(X509) *chain = NULL;
+	X509 *wcert = NULL; /* a wrapped key's certificate, parsed from the registry */
+	X509 *cert;         /* the certificate the signatures are made under */
 	enum pol_reason pol;
 	time_t now = time(NULL);
-	int r = -1, t, announced = 0;
+	int r = -1, announced = 0;
 
 	out->n = 0;
 	SET_FIELD(rec->halg, alg_hash_name(req->hash));
@@ -662,22 +797,25 @@ int svc_sign_stamped(struct service *s, const struct peer *p, const struct sign_
 		       caller->rate.count, caller->rate.per_s);
 		goto out;
 	}
-	if ((t = tok_key_get(s->tok, rc.key_uri, &key)) != TOK_OK) {
-		token_error(f, t, "credential key");
+	if (svc_key_get(s, &rc, &key, f) != 0)
 		goto out;
-	}
 	if ((req->fam == ALG_ECDSA) != (key->type == TOK_KEY_EC)) {
 		refuse(f, R_ALGORITHM_KEY_MISMATCH,
 		       "signAlgo %s does not fit the credential's %s key",
 		       alg_sign_name(req->fam, req->hash), key->type == TOK_KEY_EC ? "EC" : "RSA");
 		goto out;
 	}
-	if (check_cert(s, rules, key, &rc, &chain, now, f) != 0 ||
+	if (check_cert(s, rules, key, &rc, &wcert, &chain, now, f) != 0 ||
 	    check_sad(s, rules, req, &rc, purpose, now, rec, f) != 0 ||
 	    check_quota(s, rules, &rc, req->nhashes, now, rec, f) != 0)
 		goto out;
 	if (req->cms && chain == NULL)
 		chain = load_chain(rc.chain_pem); /* carried in the CMS */
+	if (req->cms && key->wrapped != NULL && wcert == NULL &&
+	    (wcert = wrapped_cert(&rc, key)) == NULL) {
+		refuse(f, R_CERT_MISSING, "the credential's certificate is damaged or not of its key");
+		goto out;
+	}
 	/* From here a record follows within a signature's time: group commit may wait for it.
 	 * A ledger stuck on a write would only throw the signature away: none is made, and the
 	 * refusal is not recorded either (it would be refused the same way). */
@@ -687,9 +825,10 @@ int svc_sign_stamped(struct service *s, const struct peer *p, const struct sign_
 		goto out;
 	}
 	announced = 1;
-	if (make_signatures(s, req, key, chain, out, f) != 0)
+	cert = key->wrapped != NULL ? wcert : key->cert;
+	if (make_signatures(s, req, key, cert, chain, out, f) != 0)
 		goto out;
-	if (req->stamp && stamp_signatures(s, tsa, key, out, rec, &announced, f) != 0)
+	if (req->stamp && stamp_signatures(s, tsa, cert, out, rec, &announced, f) != 0)
 		goto out;
 
 	/* The record goes in before any signature leaves. */
@@ -724,9 +863,39 @@ out:
 		rec->ntst = 0;
 	}
 	sk_X509_pop_free(chain, X509_free);
+	X509_free(wcert);
+	svc_key_put(s, key);
 	reg_cred_clear(&rc);
 	rules_put(s, rules);
 	return r;
+}
+
+/* credentials/info of a wrapped key, from the registry alone: the key is not unwrapped. */
+static int wrapped_info(struct cred_info *ci, struct refusal *f)
+{
+	struct tok_key *k = &ci->own;
+	char group[64];
+
+	if (!ci->reg.wkey.present ||
+	    (k->pub = tok_spki_parse(ci->reg.wkey.pub, ci->reg.wkey.pub_len)) == NULL)
+		goto bad;
+	if (EVP_PKEY_get_base_id(k->pub) == EVP_PKEY_EC) {
+		if (EVP_PKEY_get_utf8_string_param(k->pub, OSSL_PKEY_PARAM_GROUP_NAME, group,
+		                                   sizeof(group), NULL) != 1)
+			goto bad;
+		k->type = TOK_KEY_EC;
+		k->curve_nid = OBJ_txt2nid(group);
+	} else {
+		k->type = TOK_KEY_RSA;
+	}
+	k->bits = (unsigned)EVP_PKEY_get_bits(k->pub);
+	k->cert = wrapped_cert(&ci->reg, k); /* NULL: none yet, or not of this key */
+	ci->key = k;
+	return 0;
+bad:
+	ERR_clear_error();
+	cred_info_clear(ci);
+	return refuse(f, R_KEY_UNUSABLE, "the credential's wrapped key is damaged");
 }
 
 int svc_cred_info(struct service *s, const struct peer *p, const char *id, struct cred_info *out,
@@ -741,6 +910,10 @@ int svc_cred_info(struct service *s, const struct peer *p, const char *id, struc
 		goto out;
 	if (lookup_cred(s, caller, id, &out->reg, rec, f) != 0)
 		goto out;
+	if (out->reg.store == REG_STORE_WRAPPED) {
+		r = wrapped_info(out, f);
+		goto out;
+	}
 	if ((t = tok_key_get(s->tok, out->reg.key_uri, &out->key)) != TOK_OK) {
 		reg_cred_clear(&out->reg);
 		token_error(f, t, "credential key");
@@ -755,6 +928,9 @@ out:
 void cred_info_clear(struct cred_info *ci)
 {
 	reg_cred_clear(&ci->reg);
+	X509_free(ci->own.cert);
+	EVP_PKEY_free(ci->own.pub);
+	memset(&ci->own, 0, sizeof(ci->own));
 	ci->key = NULL;
 }
 
@@ -799,7 +975,10 @@ int svc_cred_list(struct service *s, const struct peer *p, const char *user, con
 	SET_FIELD(rec->owner, user);
 	if ((l.caller = find_caller(rules, p, rec, f)) == NULL)
 		goto out;
-	if (registry_foreach(s->reg, user, list_one, &l) != REG_OK || l.failed) {
+	/* From the page token on, by index: a page never reads the credentials before it. */
+	if (registry_foreach_after(s->reg, user, after != NULL && cred_valid_id(after) ? after : NULL,
+	                           list_one, &l) != REG_OK ||
+	    l.failed) {
 		for (size_t i = 0; i < l.n; i++)
 			free(ids[i]);
 		refuse(f, R_REGISTRY_UNAVAILABLE, "the credential registry cannot be read");

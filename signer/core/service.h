@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "pkcs11/token.h"
+#include "pkcs11/wrapped.h"
 #include "policy/algs.h"
 #include "policy/certcheck.h"
 #include "policy/rate.h"
@@ -39,6 +40,7 @@ struct service {
 	const struct tok_key *audit_key;
 	struct rate_table *rates;
 	struct svc_cert_cache *cert_cache;
+	struct tok_wcache *wcache; /* unwrapped keys (keys.kek, keys.cache) */
 	pthread_mutex_t rules_mu;
 	struct svc_rules *rules;
 	unsigned long generation;
@@ -80,10 +82,12 @@ int svc_sign_stamped(struct service *s, const struct peer *p, const struct sign_
                      const struct svc_tsa_link *tsa, struct sign_result *out, struct audit_rec *rec,
                      struct refusal *f);
 
-/* What credentials/info reports. The key is borrowed from the token cache. */
+/* What credentials/info reports. The key is borrowed from the token cache, or for a wrapped
+ * key described in own (public key and certificate from the registry, no unwrap). */
 struct cred_info {
 	struct reg_cred reg;
 	const struct tok_key *key;
+	struct tok_key own;
 };
 int svc_cred_info(struct service *s, const struct peer *p, const char *id, struct cred_info *out,
                   struct audit_rec *rec, struct refusal *f);

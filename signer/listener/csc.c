@@ -379,6 +379,7 @@ static const struct {
     [R_INTERNAL_ERROR] = {500, "server_error"},
     [R_TSA_UNAVAILABLE] = {503, "temporarily_unavailable"},
     [R_TSA_BAD_TOKEN] = {502, "server_error"},
+    [R_KEY_UNUSABLE] = {500, "server_error"},
 };
 
 int csc_status(enum reason r, const char **error)

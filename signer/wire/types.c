@@ -97,6 +97,7 @@ static const char *const reason_names[R_COUNT] = {
     [R_INTERNAL_ERROR] = "internal_error",
     [R_TSA_UNAVAILABLE] = "tsa_unavailable",
     [R_TSA_BAD_TOKEN] = "tsa_bad_token",
+    [R_KEY_UNUSABLE] = "key_unusable",
 };
 
 const char *reason_name(enum reason r)

@@ -112,6 +112,9 @@ enum reason {
 	/* RFC 3161 timestamps (CAdES B-T): the TSA could not be asked, or its token is refused */
 	R_TSA_UNAVAILABLE,
 	R_TSA_BAD_TOKEN,
+	/* appended: the credential's wrapped key cannot be used (blob damaged, moved to another
+	 * credential, of another KEK, or the KEK is missing); never signs */
+	R_KEY_UNUSABLE,
 	R_COUNT
 };
 

@@ -6,7 +6,9 @@
 #                               iamsignd.yaml and policy.yaml; cleaned up on exit
 #   init_token                  iamsign-admin init-token with the configured label
 #   provision_cred ID ALG OWNER [CLASS]
-#                               keygen, csr, certificate from the test CA, import-cert, enrol
+#                               keygen, csr, certificate from the test CA, import-cert, enrol;
+#                               the key is wrapped by the KEK init-token made, or a token
+#                               object when KEYGEN_STORE=token
 #   start_daemon / stop_daemon  iamsignd in the background (log: $WORK/daemon.log)
 #   listener_pid                the pid of the running daemon's listener process
 #   csc METHOD JSON             POST /csc/v2/METHOD; prints the HTTP status, body in $WORK/resp.json
@@ -237,7 +239,7 @@ provision_cred() {
 	local id="$1" alg="$2" owner="$3" class="${4:-citizen}"
 	local log="$WORK/provision-$id.log"
 	{
-		admin keygen --credential "$id" --alg "$alg" &&
+		admin keygen ${KEYGEN_STORE:+--store "$KEYGEN_STORE"} --credential "$id" --alg "$alg" &&
 			admin csr --credential "$id" --subject "/CN=$owner/O=iamsign tests" \
 				--out "$WORK/$id.csr" &&
 			openssl x509 -req -in "$WORK/$id.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
@@ -600,7 +602,7 @@ provision_cred_ca() {
 	enrol_args=("$@")
 	local log="$WORK/provision-$id.log"
 	{
-		admin keygen --credential "$id" --alg "$alg" &&
+		admin keygen ${KEYGEN_STORE:+--store "$KEYGEN_STORE"} --credential "$id" --alg "$alg" &&
 			admin csr --credential "$id" --subject "/CN=$owner/O=iamsign tests" \
 				--out "$WORK/$id.csr" &&
 			openssl ca -batch -notext -config "$WORK/ca-$ca/ca.cnf" -in "$WORK/$id.csr" \

@@ -4,6 +4,8 @@
 # removes the key objects from the token.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+# Token objects: what this test is about (their lookups and objects on the token).
+KEYGEN_STORE=token
 setup_env
 init_token
 provision_cred seal-1 ec-p256 acme seal

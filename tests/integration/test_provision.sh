@@ -65,14 +65,14 @@ check "token visible with its label" bash -c "softhsm2-util --show-slots | grep 
 check "user PIN set from token.pin_file" "${P11TOOL[@]}" --login --pin "$USER_PIN" --list-objects
 
 # ---- keygen ----
-check "keygen ec-p256" admin keygen --credential cred-ec --alg ec-p256
-check "keygen rsa-2048" admin keygen --credential cred-rsa --alg rsa-2048
-check_fails "second keygen with the same ID refused" admin keygen --credential cred-ec --alg ec-p384
+check "keygen ec-p256" admin keygen --store token --credential cred-ec --alg ec-p256
+check "keygen rsa-2048" admin keygen --store token --credential cred-rsa --alg rsa-2048
+check_fails "second keygen with the same ID refused" admin keygen --store token --credential cred-ec --alg ec-p384
 check "refusal names the existing label" output_has "$WORK/check.out" "already exists"
-check "keygen --count 3" admin keygen --credential batch --alg ec-p384 --count 3
+check "keygen --count 3" admin keygen --store token --credential batch --alg ec-p384 --count 3
 check_fails "keygen --count clashing with batch-1 refused" \
-	admin keygen --credential batch --alg ec-p256 --count 2
-check_fails "keygen --count 0 refused" admin keygen --credential other --alg ec-p256 --count 0
+	admin keygen --store token --credential batch --alg ec-p256 --count 2
+check_fails "keygen --count 0 refused" admin keygen --store token --credential other --alg ec-p256 --count 0
 
 "${P11TOOL[@]}" --login --pin "$USER_PIN" --list-objects --type privkey >"$WORK/privkeys.txt" 2>&1 ||
 	fail "pkcs11-tool --list-objects failed"

@@ -15,6 +15,8 @@
 # "recovery" = fault cleared -> first 200).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+# Token objects: what this test is about (their lookups and objects on the token).
+KEYGEN_STORE=token
 
 DEADLINE=2.0     # seconds a faulted request may take to be answered
 RECOVER_MAX=10   # seconds to recover once the fault is gone

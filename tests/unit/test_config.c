@@ -614,6 +614,35 @@ static void test_ledger(void **state)
 	            ":11: checkpoint_every: duplicate key", NULL);
 }
 
+/* The optional keys: mapping (wrapped keys). */
+static void test_keys(void **state)
+{
+	struct config *c = NULL;
+
+	(void)state;
+	assert_int_equal(config_load(write_tmp(TOKEN LISTEN TAIL, 0600), &c, err, sizeof(err)), 0);
+	assert_string_equal(c->keys_kek, "pkcs11:object=iamsign-kek;type=secret-key");
+	assert_int_equal(c->keys_cache, 10000);
+	config_free(c);
+	assert_int_equal(config_load(write_tmp(TOKEN LISTEN TAIL "keys:\n  kek: "
+	                                                         "\"pkcs11:object=kek-2\"\n"
+	                                                         "  cache: 2\n",
+	                                       0600),
+	                             &c, err, sizeof(err)),
+	                 0);
+	assert_string_equal(c->keys_kek, "pkcs11:object=kek-2");
+	assert_int_equal(c->keys_cache, 2);
+	config_free(c);
+	expect_fail(TOKEN LISTEN TAIL "keys:\n  cache: 1\n", ":10: keys.cache:", "between 2 and",
+	            NULL);
+	expect_fail(TOKEN LISTEN TAIL "keys:\n  cache: 1000001\n", ":10: keys.cache:", "too large",
+	            NULL);
+	expect_fail(TOKEN LISTEN TAIL "keys:\n  kek: iamsign-kek\n",
+	            ":10: keys.kek:", "pkcs11:", NULL);
+	expect_fail(TOKEN LISTEN TAIL "keys:\n  wrap: yes\n",
+	            ":10: keys.wrap:", "unknown key in keys", NULL);
+}
+
 static struct config *load_ok(const char *text)
 {
 	struct config *c = NULL;
@@ -836,6 +865,7 @@ int main(void)
 	    cmocka_unit_test(test_file_checks),
 	    cmocka_unit_test(test_ledger),
 	    cmocka_unit_test(test_tsa),
+	    cmocka_unit_test(test_keys),
 	    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_permissions),
 	    cmocka_unit_test(test_small_error_buffer),
