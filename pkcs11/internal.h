@@ -129,8 +129,11 @@ struct token {
 	pthread_t mon_thread;
 	int mon_running;
 	int mon_stop;
-	int mon_kick;    /* something happened: look now rather than after the backoff */
-	int need_reinit; /* the module lost its state: C_Finalize + C_Initialize */
+	int mon_kick; /* something happened: look now rather than after the backoff */
+	/* The module lost its state, or its view of a card may be stale: C_Finalize +
+	 * C_Initialize before the next login. Set under op_lock's read side, read under its
+	 * write side. */
+	int need_reinit;
 	struct tok_pcsc *pcsc;
 	int removable;            /* the slot is a card reader (CKF_HW_SLOT, removable) */
 	_Atomic int card_present; /* PC/SC's view, 1 when no watcher */

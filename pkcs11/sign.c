@@ -215,7 +215,13 @@ static int sign_job_run(struct token *tok, struct tok_job *j)
 	} else if (tok->removable && (rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED)) {
 		/* A card says this when it was pulled mid-APDU (before PC/SC tells us) or lost
 		 * its login to a reset by another PC/SC client: both are "log in again", and the
-		 * request was checked before it got here. */
+		 * request was checked before it got here. PC/SC may never report the pull (a card
+		 * back before pcscd looks), and then the module's view of the card is stale: its
+		 * connection may no longer carry APDUs, and a login over it fails with the same
+		 * CKR_GENERAL_ERROR some cards give a wrong PIN. So the recovery starts the module
+		 * afresh: it connects to the card and reads it again, and only a card that has
+		 * just answered is given the PIN. */
+		tok->need_reinit = 1;
 		tok_mark_down_settle(tok, ts->gen, "the card failed a signature",
 		                     TOK_CARD_SETTLE_MS);
 		tok_session_failed(tok, rv);
