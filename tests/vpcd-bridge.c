@@ -7,7 +7,11 @@
  * a command APDU answered with the response APDU.
  *
  * usage: vpcd-bridge --db DIR [--host 127.0.0.1] [--port 35963] [--certs cert1,cert2,cert3]
- * The NSS database password is the card PIN; libcacard asks NSS for it on VERIFY. */
+ * The NSS database password is the card PIN; libcacard asks NSS for it on VERIFY.
+ *
+ * SIGUSR1: the card holds the next signature APDU (CAC SIGN/DECRYPT, INS 0x42) for a second
+ * before answering it, and says so on stderr first, so that a test can pull the card while a
+ * signature is in it. */
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -18,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libcacard.h>
@@ -30,8 +35,31 @@
 /* Extended APDUs: 65535 + header; responses up to 64 KiB + status word. */
 #define MAX_MSG 65535
 #define MAX_ATR 64
+/* CAC SIGN/DECRYPT, and how long SIGUSR1 makes the card sit on the next one. */
+#define INS_SIGN 0x42
+#define HOLD_MS 1000
 
 static int opt_verbose;
+static volatile sig_atomic_t hold_next;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	hold_next = 1;
+}
+
+/* The APDU in is a signature and SIGUSR1 asked for one to be held: hold it. */
+static void maybe_hold(const unsigned char *in, size_t len)
+{
+	struct timespec ts = {HOLD_MS / 1000, (HOLD_MS % 1000) * 1000000L};
+
+	if (!hold_next || len < 4 || in[1] != INS_SIGN)
+		return;
+	hold_next = 0;
+	fprintf(stderr, "vpcd-bridge: holding a signature APDU for %d ms\n", HOLD_MS);
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -181,6 +209,7 @@ static int serve(int fd, VReader *reader, const unsigned char *atr, int atrlen)
 				fprintf(stderr, "vpcd-bridge: control %u\n", in[0]);
 			continue;
 		}
+		maybe_hold(in, len);
 		outlen = sizeof(out);
 		st = vreader_xfr_bytes(reader, in, (int)len, out, &outlen);
 		if (st != VREADER_OK || outlen < 2 || outlen > MAX_MSG) {
@@ -226,6 +255,7 @@ int main(int argc, char **argv)
 	if (db == NULL)
 		die("--db DIR is required");
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGUSR1, on_usr1);
 
 	n = snprintf(opts, sizeof(opts), "db=\"sql:%s\" use_hw=no soft=(,VirtCAC,CAC,,%s)", db,
 	             certs);
