@@ -3340,8 +3340,10 @@ static const struct tok_key *audit_key(const struct config *cfg, struct token *t
 		msg("audit key: %s", tok_strerror(r));
 		return NULL;
 	}
-	if (key->type != TOK_KEY_EC || key->curve_nid != NID_X9_62_prime256v1 || key->pub == NULL) {
-		msg("the audit key %s is not an EC P-256 key pair", uri);
+	/* EC as audit-key makes it, or RSA as a smartcard's keys are: the daemon signs with
+	 * either (ECDSA, or PKCS#1 v1.5 over the head as a SHA-256 digest). */
+	if (key->pub == NULL) {
+		msg("the audit key %s has no public key on the token", uri);
 		return NULL;
 	}
 	return key;
@@ -3414,11 +3416,15 @@ struct audit_signer {
 	const struct tok_key *key;
 };
 
-/* ledger_sign_fn: ECDSA in the token over the 32-byte chain head as a SHA-256 digest. */
+/* ledger_sign_fn: in the token over the 32-byte chain head as a SHA-256 digest, as the daemon
+ * does: ECDSA, or PKCS#1 v1.5 for an RSA key. */
 static int audit_sign(void *arg, const uint8_t head[32], uint8_t *sig, size_t *siglen)
 {
 	struct audit_signer *as = arg;
-	struct tok_sign_params sp = {.scheme = TOK_ECDSA, .hash_nid = NID_sha256};
+	struct tok_sign_params sp = {
+	    .scheme = as->key->type == TOK_KEY_EC ? TOK_ECDSA : TOK_RSA_PKCS1,
+	    .hash_nid = NID_sha256,
+	};
 	uint8_t buf[TOK_MAX_SIG];
 	size_t len = sizeof(buf);
 

@@ -426,6 +426,11 @@ grep -E "iamsign token:" "$WORK/daemon.log" | tail -n 4 || true
 
 # --- a wrong PIN is tried once, never again -------------------------------------------------
 stop_daemon
+grep -q "final checkpoint failed" "$WORK/daemon.log" && fail "the final checkpoint failed at stop" ||
+	pass "the final checkpoint is signed at stop"
+check "iamsign-admin audit verify after the stop" admin audit verify
+grep -q "not yet covered" "$WORK/check.out" && fail "records left uncovered: $(cat "$WORK/check.out")" ||
+	pass "every record is covered by a signed checkpoint"
 printf '%s\n' "00000000" >"$WORK/card.pin"
 rc=0
 timeout 20 "$IAMSIGND" -c "$WORK/iamsignd.yaml" >"$WORK/badpin.log" 2>&1 || rc=$?
