@@ -217,6 +217,7 @@ struct ledger {
 	uint64_t uncovered;        /* records committed since the last checkpoint */
 	uint64_t since_try;        /* records committed since the last checkpoint attempt */
 	struct timespec last_ckpt; /* last checkpoint attempt, CLOCK_MONOTONIC */
+	unsigned ckpt_failed;      /* checkpoint attempts failed in a row */
 	struct ledger_stats stats;
 	struct timespec busy_since; /* when the writer took its current batch or checkpoint */
 	int busy;                   /* it has one */
@@ -834,18 +835,46 @@ static int checkpoint_locked(struct ledger *l, uint64_t *seq_out)
 	return LEDGER_OK;
 }
 
+/* A checkpoint that failed (its token out, say) is tried again soon rather than a whole interval
+ * later: 1 s after, then 2, 4 and every LEDGER_RETRY_MAX_SECS s until it is made. While the
+ * token is down a try is refused at once, without reaching it. */
+#define LEDGER_RETRY_MAX_SECS 8
+
+/* Seconds from the last attempt to the next time-based one. Called with mu held. */
+static unsigned checkpoint_wait(const struct ledger *l)
+{
+	unsigned w = LEDGER_RETRY_MAX_SECS;
+
+	if (l->ckpt_failed == 0)
+		return l->opts.checkpoint_secs;
+	if (l->ckpt_failed < 4)
+		w = 1u << (l->ckpt_failed - 1);
+	return w < l->opts.checkpoint_secs ? w : l->opts.checkpoint_secs;
+}
+
 /* Checkpoint now and reset the counters. */
 static int checkpoint_now(struct ledger *l, uint64_t *seq)
 {
+	uint64_t at = 0;
 	int r;
 
 	pthread_mutex_lock(&l->wmu);
-	r = checkpoint_locked(l, seq);
+	r = checkpoint_locked(l, &at);
 	pthread_mutex_unlock(&l->wmu);
+	if (seq != NULL)
+		*seq = at;
 	pthread_mutex_lock(&l->mu);
-	if (r == LEDGER_OK)
+	if (r == LEDGER_OK) {
 		l->uncovered = 0;
-	/* Also after a failure: retry at the next interval, not after every commit. */
+		if (l->ckpt_failed > 0)
+			fprintf(stderr,
+			        "ledger: checkpoint at seq %llu made, after %u failed attempt(s)\n",
+			        (unsigned long long)at, l->ckpt_failed);
+		l->ckpt_failed = 0;
+	} else if (l->ckpt_failed + 1 != 0) { /* saturating */
+		l->ckpt_failed++;
+	}
+	/* Also after a failure: retry after checkpoint_wait, not after every commit. */
 	l->since_try = 0;
 	clock_gettime(CLOCK_MONOTONIC, &l->last_ckpt);
 	pthread_mutex_unlock(&l->mu);
@@ -858,7 +887,7 @@ static int checkpoint_due(struct ledger *l)
 	if (l->opts.sign == NULL || l->uncovered == 0)
 		return 0;
 	return l->since_try >= l->opts.checkpoint_every ||
-	       mono_since(&l->last_ckpt) >= (double)l->opts.checkpoint_secs;
+	       mono_since(&l->last_ckpt) >= (double)checkpoint_wait(l);
 }
 
 int ledger_checkpoint(struct ledger *l, uint64_t *seq)
@@ -1043,7 +1072,7 @@ static void *writer_main(void *arg)
 			if (l->opts.sign != NULL && l->uncovered > 0) {
 				/* Wake for the time-based checkpoint of an idle ledger. */
 				clock_gettime(CLOCK_MONOTONIC, &ts);
-				ts.tv_sec = l->last_ckpt.tv_sec + (time_t)l->opts.checkpoint_secs;
+				ts.tv_sec = l->last_ckpt.tv_sec + (time_t)checkpoint_wait(l);
 				ts.tv_nsec = l->last_ckpt.tv_nsec;
 				pthread_cond_timedwait(&l->cv_work, &l->mu, &ts);
 			} else {

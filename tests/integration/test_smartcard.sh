@@ -161,6 +161,7 @@ policy: $WORK/policy.yaml
 trust_anchors: $WORK/ca.pem
 ledger:
   audit_key: "pkcs11:id=%00%03;type=private"
+  checkpoint_every: 4
 EOF
 chmod 0600 "$WORK/iamsignd.yaml"
 write_policy <<EOF
@@ -420,6 +421,45 @@ else
 		pass "VmRSS after the pulls: $rss KiB (baseline $base_rss KiB, tolerance $RSS_TOLERANCE_KB)" ||
 		fail "VmRSS grew: $base_rss -> $rss KiB"
 fi
+# --- the audit key on the card: a checkpoint that fails while the card is out ----------------
+# ledger.checkpoint_every is 4 here: with the card out, the refusals (recorded too) call for a
+# checkpoint that the card cannot sign. Once the card is back the ledger tries again by itself,
+# with no request to prompt it (the next count-based one would need 4 more records, the next
+# time-based one a minute).
+LEDGER_DB="$WORK/state/iamsign.db"
+fails0=$(grep -c "the audit key could not sign the checkpoint" "$WORK/daemon.log" || true)
+remove_card
+failed_at=""
+for _ in $(seq 1 40); do
+	sign_hash $OID_RSA_SHA256 >/dev/null
+	failed_at=$(grep "the audit key could not sign the checkpoint at seq" "$WORK/daemon.log" |
+		tail -n +$((fails0 + 1)) | tail -n 1 | sed 's/.* at seq //')
+	[ -n "$failed_at" ] && break
+	sleep 0.05
+done
+[ -n "$failed_at" ] && pass "a checkpoint fails while the card is out (seq $failed_at)" ||
+	fail "no checkpoint was tried while the card was out"
+sleep 1.5
+insert_card
+t_push=$(now_ms)
+made=""
+while [ -n "$failed_at" ] && [ $(($(now_ms) - t_push)) -lt 10000 ]; do
+	have=$(sqlite3 "$LEDGER_DB" 'SELECT max(seq) FROM checkpoints' 2>/dev/null || true)
+	if [ -n "$have" ] && [ "$have" -ge "$failed_at" ]; then
+		made=$(($(now_ms) - t_push))
+		break
+	fi
+	sleep 0.1
+done
+if [ -n "$made" ] && [ "$made" -le 5000 ]; then
+	pass "the checkpoint is made $made ms after the card is back, without a request"
+else
+	fail "no checkpoint covering seq $failed_at within 5 s of the card being back (${made:-none} ms)"
+fi
+FIGURES+=("$(printf '%-28s checkpoint made %s ms after the card is back' "audit key" "${made:--}")")
+check "iamsign-admin audit verify after the pulls" admin audit verify
+sed 's/^/    /' "$WORK/check.out"
+
 echo "--- measured (the poller's resolution is about 50 ms) ---"
 printf '%s\n' "${FIGURES[@]}"
 grep -E "iamsign token:" "$WORK/daemon.log" | tail -n 4 || true

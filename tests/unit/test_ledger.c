@@ -1045,6 +1045,55 @@ static void test_checkpoints(void **state)
 	assert_non_null(strstr(why, "bad signature"));
 }
 
+/* The audit key fails while flaky_broken is set (its token is out); calls counted. */
+static int flaky_broken, flaky_calls;
+
+static int flaky_sign(void *arg, const uint8_t head[32], uint8_t *sig, size_t *siglen)
+{
+	__atomic_add_fetch(&flaky_calls, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&flaky_broken, __ATOMIC_SEQ_CST))
+		return -1;
+	return sw_sign(arg, head, sig, siglen);
+}
+
+/* A checkpoint that failed is tried again within seconds of the key signing again, with no
+ * record to prompt it, rather than a whole interval (here an hour) later. */
+static void test_checkpoint_retried(void **state)
+{
+	struct fixture *f = *state;
+	struct ledger_opts o = {.sign = flaky_sign, .checkpoint_every = 3, .checkpoint_secs = 3600};
+	uint64_t records, ckpts = 0, bad;
+	struct ledger *l;
+	char why[512];
+	int64_t t0;
+
+	alarm(30);
+	o.sign_arg = f->key;
+	__atomic_store_n(&flaky_broken, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&flaky_calls, 0, __ATOMIC_SEQ_CST);
+	l = open_ledger_opts(f, &o);
+	append_n(l, 3); /* the checkpoint they call for fails */
+	while (__atomic_load_n(&flaky_calls, __ATOMIC_SEQ_CST) == 0)
+		usleep(10 * 1000);
+	__atomic_store_n(&flaky_broken, 0, __ATOMIC_SEQ_CST);
+	t0 = mono_ms();
+	while (mono_ms() - t0 < 5000) {
+		assert_int_equal(verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why)), 0);
+		if (ckpts > 0)
+			break;
+		usleep(50 * 1000);
+	}
+	assert_int_equal(ckpts, 1);
+	/* Tried again 1 s after the failure (2 s if that one failed too): in 3 s at most. */
+	assert_true(mono_ms() - t0 < 3000);
+	ledger_close(l);
+	assert_int_equal(verify(f, f->key, &records, &ckpts, &bad, why, sizeof(why)), 0);
+	assert_int_equal(records, 3);
+	assert_int_equal(ckpts, 1);
+	assert_string_equal(why, "");
+	alarm(0);
+}
+
 static void test_checkpoint_sign_fails(void **state)
 {
 	struct fixture *f = *state;
@@ -1377,6 +1426,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_unavailable_direct, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoints, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_sign_fails, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpoint_retried, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tamper_edit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tamper_edit_hash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tamper_edit_type, setup, teardown),
