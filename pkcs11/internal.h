@@ -25,6 +25,7 @@
 #define IAMSIGN_PKCS11_INTERNAL_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -80,8 +81,10 @@ struct tok_job {
 	int (*run)(struct token *tok, struct tok_job *job);
 	void (*drop)(struct tok_job *job);
 	int result;
-	int state;           /* worker.c; under pool_lock */
-	pthread_cond_t done; /* signalled for this job's requester alone */
+	int state; /* worker.c; under pool_lock */
+	/* Posted for this job's requester alone, under pool_lock with state JOB_DONE: the
+	 * requester reads the result without queueing again for pool_lock. */
+	sem_t done;
 	struct tok_job *next;
 };
 
@@ -142,9 +145,8 @@ struct token {
 
 	/* Worker pool (worker.c). */
 	pthread_mutex_t pool_lock;
-	pthread_cond_t pool_cond;     /* a job was queued, or stop */
-	pthread_condattr_t job_cattr; /* CLOCK_MONOTONIC, for each job's own condition */
-	pthread_cond_t pool_exit;     /* a worker exited */
+	pthread_cond_t pool_cond; /* a job was queued, or stop */
+	pthread_cond_t pool_exit; /* a worker exited */
 	int pool_ok;
 	int pool_stop;
 	int nworkers, nidle, nqueued;

@@ -39,9 +39,7 @@ int tok_pool_init(struct token *tok)
 		goto fail_attr;
 	if (pthread_cond_init(&tok->pool_exit, &ca) != 0)
 		goto fail_cond;
-	/* Kept for the jobs: each has a condition of its own, so a finished signature wakes its
-	 * requester only, not every request waiting on the token. */
-	tok->job_cattr = ca;
+	pthread_condattr_destroy(&ca);
 	tok->pool_cap = TOK_MAX_WORKERS;
 	tok->pool_ok = 1;
 	return TOK_OK;
@@ -124,12 +122,12 @@ static void *worker(void *arg)
 		if (job->state == JOB_ABANDONED) {
 			/* Its caller answered long ago; the late result goes nowhere. */
 			pthread_mutex_unlock(&tok->pool_lock);
-			pthread_cond_destroy(&job->done);
+			sem_destroy(&job->done);
 			job->drop(job);
 			pthread_mutex_lock(&tok->pool_lock);
 		} else {
 			job->state = JOB_DONE;
-			pthread_cond_signal(&job->done);
+			sem_post(&job->done); /* the job is its requester's from here */
 		}
 	}
 	tok->nworkers--;
@@ -161,7 +159,7 @@ int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *go
 	int spawned = 0, rc = 0;
 
 	*gone = 0;
-	if (!tok->pool_ok || pthread_cond_init(&job->done, &tok->job_cattr) != 0)
+	if (!tok->pool_ok || sem_init(&job->done, 0, 0) != 0)
 		return TOK_ERR_INTERNAL;
 	job->state = JOB_QUEUED;
 	job->next = NULL;
@@ -171,7 +169,7 @@ int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *go
 	pthread_mutex_lock(&tok->pool_lock);
 	if (tok->pool_stop) {
 		pthread_mutex_unlock(&tok->pool_lock);
-		pthread_cond_destroy(&job->done);
+		sem_destroy(&job->done);
 		return TOK_ERR_UNAVAILABLE;
 	}
 	if (tok->queue_tail != NULL)
@@ -190,26 +188,34 @@ int tok_job_run(struct token *tok, struct tok_job *job, int deadline_ms, int *go
 		if (!spawned && tok->nworkers == 0) {
 			unqueue(tok, job);
 			pthread_mutex_unlock(&tok->pool_lock);
-			pthread_cond_destroy(&job->done);
+			sem_destroy(&job->done);
 			return TOK_ERR_INTERNAL;
 		}
 	}
+	pthread_mutex_unlock(&tok->pool_lock);
+	/* After the unlock, so that the worker does not wake only to wait for pool_lock. */
 	pthread_cond_signal(&tok->pool_cond);
-	while (job->state != JOB_DONE && rc != ETIMEDOUT)
-		rc = pthread_cond_timedwait(&job->done, &tok->pool_lock, &until);
-	if (job->state == JOB_DONE) {
+	do
+		rc = sem_clockwait(&job->done, CLOCK_MONOTONIC, &until);
+	while (rc != 0 && errno == EINTR);
+	if (rc == 0) { /* done: posted after the worker's last touch */
+		sem_destroy(&job->done);
+		return job->result;
+	}
+	pthread_mutex_lock(&tok->pool_lock);
+	if (job->state == JOB_DONE) { /* as the wait ran out: posted under pool_lock */
 		pthread_mutex_unlock(&tok->pool_lock);
-		pthread_cond_destroy(&job->done);
+		sem_destroy(&job->done);
 		return job->result;
 	}
 	if (job->state == JOB_QUEUED) {
 		/* No worker got to it: every one is busy, most likely stuck in the module. */
 		unqueue(tok, job);
 		pthread_mutex_unlock(&tok->pool_lock);
-		pthread_cond_destroy(&job->done);
+		sem_destroy(&job->done);
 		return TOK_ERR_UNAVAILABLE;
 	}
-	/* The worker destroys the condition when the module lets it go. */
+	/* The worker destroys the semaphore when the module lets it go. */
 	job->state = JOB_ABANDONED;
 	*gone = 1;
 	pthread_mutex_unlock(&tok->pool_lock);
@@ -262,7 +268,6 @@ int tok_pool_stop(struct token *tok, int wait_ms)
 	tok->nthreads = 0;
 	pthread_cond_destroy(&tok->pool_cond);
 	pthread_cond_destroy(&tok->pool_exit);
-	pthread_condattr_destroy(&tok->job_cattr);
 	pthread_mutex_destroy(&tok->pool_lock);
 	tok->pool_ok = 0;
 	return TOK_OK;

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,10 +188,14 @@ struct pending {
 	struct audit_rec rec;
 	struct pending *next;
 	int result;
-	int done;          /* the writer is finished with it: result and rec are final */
-	int abandoned;     /* its waiter gave up while the writer had it: the writer frees it */
-	pthread_cond_t cv; /* its waiter's own: a batch wakes only the waiters it carried */
-	int notes_gap;     /* the writer's own record noting gap (gap_record); no waiter, no cv */
+	int done;      /* the writer is finished with it: result and rec are final */
+	int abandoned; /* its waiter gave up while the writer had it: the writer frees it */
+	/* Its waiter's own, posted under mu when done is set: a batch wakes only the waiters it
+	 * carried, and a woken waiter needs no lock to read its result (a condition variable
+	 * would make each of them queue again for mu, which the writer holds while it wakes the
+	 * rest). */
+	sem_t sem;
+	int notes_gap; /* the writer's own record noting gap (gap_record); no waiter, no sem */
 	struct gap gap;
 };
 
@@ -899,11 +904,11 @@ int ledger_checkpoint(struct ledger *l, uint64_t *seq)
 
 /* ---- the writer thread ---- */
 
-/* A queued pending (its cv initialised) or the writer's gap record (no cv). */
+/* A queued pending (its sem initialised) or the writer's gap record (no sem). */
 static void pending_free(struct pending *p)
 {
 	if (!p->notes_gap)
-		pthread_cond_destroy(&p->cv);
+		sem_destroy(&p->sem);
 	OPENSSL_cleanse(p, sizeof(*p));
 	free(p);
 }
@@ -1120,7 +1125,7 @@ static void *writer_main(void *arg)
 					continue;
 				}
 				p->done = 1;
-				pthread_cond_signal(&p->cv);
+				sem_post(&p->sem); /* p is its waiter's from here */
 			}
 			if (gone > 0)
 				fprintf(
@@ -1409,7 +1414,7 @@ static int append_one(struct ledger *l, struct audit_rec *rec, int announced)
 		r = LEDGER_ERR_INTERNAL;
 	else if (l->stop || l->qlen >= LEDGER_MAX_QUEUE || stalled(l))
 		r = LEDGER_ERR_UNAVAILABLE;
-	else if (pthread_cond_init(&p->cv, NULL) != 0)
+	else if (sem_init(&p->sem, 0, 0) != 0)
 		r = LEDGER_ERR_INTERNAL;
 	if (r != LEDGER_OK) {
 		l->stats.failed++;
@@ -1427,9 +1432,15 @@ static int append_one(struct ledger *l, struct audit_rec *rec, int announced)
 		l->qhead = p;
 	l->qtail = p;
 	l->qlen++;
+	pthread_mutex_unlock(&l->mu);
+	/* After the unlock, so that the writer does not wake only to wait for mu. */
 	pthread_cond_signal(&l->cv_work);
-	while (!p->done && rc != ETIMEDOUT)
-		rc = pthread_cond_clockwait(&p->cv, &l->mu, CLOCK_MONOTONIC, &until);
+	do
+		rc = sem_clockwait(&p->sem, CLOCK_MONOTONIC, &until);
+	while (rc != 0 && errno == EINTR);
+	if (rc == 0) /* done, and posted after the writer's last touch */
+		goto done;
+	pthread_mutex_lock(&l->mu);
 	if (!p->done) {
 		/* Given up: a record still queued is never written; one the writer holds may
 		 * yet be committed, and the writer frees it. */
@@ -1445,7 +1456,9 @@ static int append_one(struct ledger *l, struct audit_rec *rec, int announced)
 		}
 		return LEDGER_ERR_UNAVAILABLE;
 	}
+	/* Done as the wait ran out: posted under mu with done, so nothing touches p now. */
 	pthread_mutex_unlock(&l->mu);
+done:
 	*rec = p->rec;
 	r = p->result;
 	pending_free(p);

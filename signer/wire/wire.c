@@ -1096,7 +1096,8 @@ int wire_send(int sock, uint32_t type, const struct wire_buf *payload, int fd)
 	size_t len = payload != NULL ? payload->len : 0;
 	struct cmsghdr *cm;
 	struct msghdr msg;
-	struct iovec iov;
+	struct iovec iov[2];
+	size_t sent;
 	ssize_t w;
 
 	if (payload != NULL && (payload->oom || (len > 0 && payload->p == NULL))) {
@@ -1111,11 +1112,15 @@ int wire_send(int sock, uint32_t type, const struct wire_buf *payload, int fd)
 	memcpy(hdr, &magic, 4);
 	memcpy(hdr + 4, &type, 4);
 	memcpy(hdr + 8, &len32, 4);
+	/* Header and payload in one call, the descriptor with them: one system call a message
+	 * unless the socket's buffer is short. */
 	memset(&msg, 0, sizeof(msg));
-	iov.iov_base = hdr;
-	iov.iov_len = sizeof(hdr);
-	msg.msg_iov = &iov;
-	msg.msg_iovlen = 1;
+	iov[0].iov_base = hdr;
+	iov[0].iov_len = sizeof(hdr);
+	iov[1].iov_base = len > 0 ? payload->p : NULL;
+	iov[1].iov_len = len;
+	msg.msg_iov = iov;
+	msg.msg_iovlen = len > 0 ? 2 : 1;
 	if (fd >= 0) {
 		memset(&ctl, 0, sizeof(ctl));
 		msg.msg_control = ctl.buf;
@@ -1131,10 +1136,13 @@ int wire_send(int sock, uint32_t type, const struct wire_buf *payload, int fd)
 	while (w < 0 && errno == EINTR);
 	if (w < 0)
 		return -1;
-	/* The descriptor went with the first byte; the rest of the header, if any, and the
-	 * payload follow without it. */
-	if (send_all(sock, hdr + w, sizeof(hdr) - (size_t)w) != 0 ||
-	    (len > 0 && send_all(sock, payload->p, len) != 0))
+	/* The descriptor went with the first byte; what the buffer did not take follows
+	 * without it. */
+	sent = (size_t)w;
+	if (sent < sizeof(hdr) && send_all(sock, hdr + sent, sizeof(hdr) - sent) != 0)
+		return -1;
+	sent = sent < sizeof(hdr) ? 0 : sent - sizeof(hdr);
+	if (sent < len && send_all(sock, payload->p + sent, len - sent) != 0)
 		return -1;
 	return 0;
 }
