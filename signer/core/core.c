@@ -57,24 +57,23 @@ static void tsa_reply_free(struct channel *ch)
 }
 
 /* The core's way to the TSA: ask the listener on this request's channel (docs/protocol.md,
- * "Time-stamps in the middle of a sign request"), waiting at most tsa.timeout + 2 s. A reply
+ * "Time-stamps in the middle of a sign request"), waiting at most the query's wait + 2 s. A reply
  * that does not come, or not as one, leaves the channel out of step: it is closed after this
  * request. */
-static int channel_tsa_fetch(void *arg, const uint8_t *query, size_t qlen,
+static int channel_tsa_fetch(void *arg, unsigned query_ms, const uint8_t *query, size_t qlen,
                              struct wire_tsa_reply *reply, char *why, size_t whylen)
 {
 	struct channel *ch = arg;
 	struct wire_buf b;
 	struct pollfd pfd = {.fd = ch->fd, .events = POLLIN};
-	const struct config *cfg = ch->core->svc->cfg;
-	int wait_ms = (int)(cfg != NULL ? cfg->tsa_timeout : CFG_DEFAULT_TSA_TIMEOUT) * 1000 + 2000;
+	int wait_ms = (int)query_ms + 2000;
 	uint32_t type;
 	int fd = -1, r;
 	char whyw[160];
 
 	tsa_reply_free(ch);
 	wire_buf_init(&b, WIRE_MAX_RESP);
-	r = wire_enc_tsa_query(&b, query, qlen) == 0
+	r = wire_enc_tsa_query(&b, query_ms, query, qlen) == 0
 	        ? wire_send(ch->fd, WIRE_RESP_TSA_QUERY, &b, -1)
 	        : -1;
 	wire_buf_free(&b);

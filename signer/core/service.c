@@ -410,8 +410,7 @@ static int token_error(struct refusal *f, int r, const char *what)
 	case TOK_ERR_PIN:
 		return refuse(f, R_TOKEN_UNAVAILABLE, "%s: %s", what, tok_strerror(r));
 	case TOK_ERR_BUSY:
-		return refuse(f, R_TOKEN_BUSY, "%s: %s", what,
-		                tok_strerror(r));
+		return refuse(f, R_TOKEN_BUSY, "%s: %s", what, tok_strerror(r));
 	case TOK_ERR_UNUSABLE:
 		return refuse(f, R_KEY_UNUSABLE, "%s: %s", what, tok_strerror(r));
 	case TOK_ERR_NOT_FOUND:
@@ -728,13 +727,17 @@ static double mono_now(void)
 
 /* A B-T request's time-stamps. The TSA's round trip is no signature's time: group commit is
  * not held back for it (the announcement is taken back meanwhile and made again after). */
-static int stamp_signatures(struct service *s, const struct svc_tsa_link *tsa,
-                            X509 *cert, struct sign_result *out, struct audit_rec *rec,
-                            int *announced, struct refusal *f)
+static int stamp_signatures(struct service *s, const struct svc_tsa_link *tsa, X509 *cert,
+                            struct sign_result *out, struct audit_rec *rec, int *announced,
+                            struct refusal *f)
 {
+	/* All of the request's time-stamps within tsa.timeout. */
+	unsigned budget_ms =
+	    (s->cfg != NULL ? s->cfg->tsa_timeout : CFG_DEFAULT_TSA_TIMEOUT) * 1000u;
+
 	ledger_expect(s->ledger, -1);
 	*announced = 0;
-	if (svc_stamp(s->tsa, tsa, cert, out->sig, out->len, out->n, rec, f) != 0)
+	if (svc_stamp(s->tsa, tsa, budget_ms, cert, out->sig, out->len, out->n, rec, f) != 0)
 		return -1;
 	if (ledger_announce(s->ledger, rec) != LEDGER_OK)
 		return refuse(f, R_LEDGER_UNAVAILABLE,
@@ -813,7 +816,8 @@ int svc_sign_stamped(struct service *s, const struct peer *p, const struct sign_
 		chain = load_chain(rc.chain_pem); /* carried in the CMS */
 	if (req->cms && key->wrapped != NULL && wcert == NULL &&
 	    (wcert = wrapped_cert(&rc, key)) == NULL) {
-		refuse(f, R_CERT_MISSING, "the credential's certificate is damaged or not of its key");
+		refuse(f, R_CERT_MISSING,
+		       "the credential's certificate is damaged or not of its key");
 		goto out;
 	}
 	/* From here a record follows within a signature's time: group commit may wait for it.
@@ -976,8 +980,9 @@ int svc_cred_list(struct service *s, const struct peer *p, const char *user, con
 	if ((l.caller = find_caller(rules, p, rec, f)) == NULL)
 		goto out;
 	/* From the page token on, by index: a page never reads the credentials before it. */
-	if (registry_foreach_after(s->reg, user, after != NULL && cred_valid_id(after) ? after : NULL,
-	                           list_one, &l) != REG_OK ||
+	if (registry_foreach_after(s->reg, user,
+	                           after != NULL && cred_valid_id(after) ? after : NULL, list_one,
+	                           &l) != REG_OK ||
 	    l.failed) {
 		for (size_t i = 0; i < l.n; i++)
 			free(ids[i]);

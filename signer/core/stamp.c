@@ -16,6 +16,7 @@ struct stamp_ctx {
 	const struct tsa_verifier *v;
 	const struct svc_tsa_link *link;
 	X509 *signer;
+	struct timespec until; /* CLOCK_MONOTONIC: the end of the request's budget */
 	size_t i, n;
 	int64_t gen_ms;
 	uint8_t sha256[32]; /* of the token's DER: the attribute's value, byte for byte */
@@ -29,14 +30,29 @@ static int stamp_one(void *arg, const uint8_t *sigval, size_t len, uint8_t **tok
 	struct tsa_query q;
 	struct wire_tsa_reply reply;
 	enum tsa_verdict verdict;
+	struct timespec now;
 	char why[160];
+	int64_t left_ms;
 	int r = STAMP_REFUSED;
 
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	left_ms = (int64_t)(c->until.tv_sec - now.tv_sec) * 1000 +
+	          (c->until.tv_nsec - now.tv_nsec) / 1000000;
+	if (left_ms < 1) {
+		refuse(c->f, R_TSA_UNAVAILABLE,
+		       "time-stamp %zu of %zu: timeout: the request's time-stamps took longer than "
+		       "tsa.timeout",
+		       c->i + 1, c->n);
+		return r;
+	}
+	if (left_ms > WIRE_MAX_TSA_WAIT_MS)
+		left_ms = WIRE_MAX_TSA_WAIT_MS;
 	if (tsa_query_make(c->v, sigval, len, &q) != 0) {
 		refuse(c->f, R_INTERNAL_ERROR, "building the time-stamp query failed");
 		return r;
 	}
-	if (c->link->fetch(c->link->arg, q.der, q.len, &reply, why, sizeof(why)) != 0) {
+	if (c->link->fetch(c->link->arg, (unsigned)left_ms, q.der, q.len, &reply, why,
+	                   sizeof(why)) != 0) {
 		refuse(c->f, R_TSA_UNAVAILABLE, "time-stamp %zu of %zu: %s", c->i + 1, c->n, why);
 		goto out;
 	}
@@ -67,8 +83,9 @@ out:
 	return r;
 }
 
-int svc_stamp(const struct tsa_verifier *v, const struct svc_tsa_link *link, X509 *signer,
-              uint8_t **sig, size_t *len, size_t n, struct audit_rec *rec, struct refusal *f)
+int svc_stamp(const struct tsa_verifier *v, const struct svc_tsa_link *link, unsigned budget_ms,
+              X509 *signer, uint8_t **sig, size_t *len, size_t n, struct audit_rec *rec,
+              struct refusal *f)
 {
 	struct stamp_ctx c = {.v = v, .link = link, .signer = signer, .n = n, .f = f};
 	uint8_t *out;
@@ -80,6 +97,13 @@ int svc_stamp(const struct tsa_verifier *v, const struct svc_tsa_link *link, X50
 		return refuse(f, R_TSA_UNAVAILABLE,
 		              "Ades-B-T needs a time-stamping service, and none is configured "
 		              "(tsa.url)");
+	clock_gettime(CLOCK_MONOTONIC, &c.until);
+	c.until.tv_sec += budget_ms / 1000;
+	c.until.tv_nsec += (long)(budget_ms % 1000) * 1000000L;
+	if (c.until.tv_nsec >= 1000000000L) {
+		c.until.tv_sec++;
+		c.until.tv_nsec -= 1000000000L;
+	}
 	for (c.i = 0; c.i < n; c.i++) {
 		r = cms_stamp(sig[c.i], len[c.i], stamp_one, &c, &out, &outlen);
 		if (r == STAMP_REFUSED)

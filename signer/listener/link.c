@@ -86,12 +86,13 @@ static int tsa_answer(struct core_link *l, int chfd, const uint8_t *p, size_t n,
 	const uint8_t *q;
 	uint8_t *body = NULL;
 	size_t qlen;
+	unsigned wait_ms;
 	int r;
 
-	if (wire_dec_tsa_query(p, n, &q, &qlen, why, whylen) != 0)
+	if (wire_dec_tsa_query(p, n, &wait_ms, &q, &qlen, why, whylen) != 0)
 		return -1;
 	if (l->tsa != NULL)
-		tsa_fetch(l->tsa, q, qlen, &reply, &body);
+		tsa_fetch(l->tsa, wait_ms, q, qlen, &reply, &body);
 	wire_buf_init(&b, WIRE_MAX_REQ);
 	wire_enc_tsa_reply(&b, &reply);
 	r = wire_send(chfd, WIRE_REQ_TSA_REPLY, &b, -1);

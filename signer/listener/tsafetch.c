@@ -105,7 +105,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-void tsa_fetch(struct tsa_fetcher *t, const uint8_t *query, size_t qlen,
+void tsa_fetch(struct tsa_fetcher *t, unsigned wait_ms, const uint8_t *query, size_t qlen,
                struct wire_tsa_reply *reply, uint8_t **out)
 {
 	struct curl_slist *hdrs = NULL;
@@ -136,7 +136,8 @@ void tsa_fetch(struct tsa_fetcher *t, const uint8_t *query, size_t qlen,
 	    curl_easy_setopt(c, CURLOPT_NETRC, (long)CURL_NETRC_IGNORED) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, t->timeout_ms) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
+	                     wait_ms < t->timeout_ms ? (long)wait_ms : t->timeout_ms) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_POSTFIELDS, (const char *)query) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)qlen) != CURLE_OK ||

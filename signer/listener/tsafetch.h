@@ -17,10 +17,11 @@ struct tsa_fetcher;
 int tsa_fetcher_new(const struct config *cfg, struct tsa_fetcher **out, char *err, size_t errlen);
 void tsa_fetcher_free(struct tsa_fetcher *t);
 
-/* POST query (application/timestamp-query) within tsa.timeout, no redirects, no proxy, at
+/* POST query (application/timestamp-query) within wait_ms or tsa.timeout, whichever is
+ * shorter (the core's wait: what is left of the request's budget), no redirects, no proxy, at
  * most WIRE_MAX_TSA_REPLY bytes back. Always fills *reply (its body is malloc'ed into *body,
  * NULL unless the outcome is WIRE_TSA_OK; the caller frees it). Thread-safe. */
-void tsa_fetch(struct tsa_fetcher *t, const uint8_t *query, size_t qlen,
+void tsa_fetch(struct tsa_fetcher *t, unsigned wait_ms, const uint8_t *query, size_t qlen,
                struct wire_tsa_reply *reply, uint8_t **body);
 
 #endif

@@ -490,28 +490,37 @@ out:
 
 /* --- WIRE_RESP_TSA_QUERY, WIRE_REQ_TSA_REPLY --- */
 
-int wire_enc_tsa_query(struct wire_buf *b, const uint8_t *q, size_t len)
+int wire_enc_tsa_query(struct wire_buf *b, unsigned wait_ms, const uint8_t *q, size_t len)
 {
-	if (q == NULL || len < 1 || len > WIRE_MAX_TSA_QUERY)
+	if (q == NULL || len < 1 || len > WIRE_MAX_TSA_QUERY || wait_ms < 1 ||
+	    wait_ms > WIRE_MAX_TSA_WAIT_MS)
 		return enc_done(b, 0);
+	put_u32(b, (uint32_t)wait_ms);
 	put_str(b, 2, q, len);
 	return enc_done(b, 1);
 }
 
-int wire_dec_tsa_query(const uint8_t *p, size_t len, const uint8_t **q, size_t *qlen, char *why,
-                       size_t whylen)
+int wire_dec_tsa_query(const uint8_t *p, size_t len, unsigned *wait_ms, const uint8_t **q,
+                       size_t *qlen, char *why, size_t whylen)
 {
 	struct rd r;
+	uint32_t w = 0;
 
+	*wait_ms = 0;
 	*q = NULL;
 	*qlen = 0;
 	rd_init(&r, p, len, why, whylen);
-	if (rd_len(&r, "query", 2, 1, WIRE_MAX_TSA_QUERY, qlen) != 0 ||
+	if (rd_u32(&r, "wait", &w) != 0 ||
+	    (w < 1 || w > WIRE_MAX_TSA_WAIT_MS
+	         ? fail(why, whylen, "wait: %u ms out of bounds", (unsigned)w)
+	         : 0) != 0 ||
+	    rd_len(&r, "query", 2, 1, WIRE_MAX_TSA_QUERY, qlen) != 0 ||
 	    rd_take(&r, "query", *qlen, q) != 0 || rd_end(&r) != 0) {
 		*q = NULL;
 		*qlen = 0;
 		return -1;
 	}
+	*wait_ms = w;
 	return 0;
 }
 

@@ -28,6 +28,7 @@
 #define WIRE_MAX_CHAIN (256 * 1024)
 #define WIRE_MAX_SIG (64 * 1024)       /* one signature or CMS ContentInfo */
 #define WIRE_MAX_TSA_QUERY 1024        /* one DER TimeStampReq */
+#define WIRE_MAX_TSA_WAIT_MS 60000     /* the longest a query may be waited for */
 #define WIRE_MAX_TSA_REPLY (12 * 1024) /* one DER TimeStampResp, as the TSA sent it */
 
 /* The CSC method of a request (fixed names for the ledger's op field). */
@@ -115,11 +116,13 @@ int wire_enc_sign(struct wire_buf *b, enum wire_method m, const struct sign_req 
  * req.cms set from the method. 0, or -1 with why naming the field. */
 int wire_dec_sign(const uint8_t *p, size_t len, struct wire_sign *out, char *why, size_t whylen);
 
-/* WIRE_RESP_TSA_QUERY payload: u16 length + DER TimeStampReq (1..WIRE_MAX_TSA_QUERY). The
- * listener posts the bytes unchanged to tsa.url. *q points into p. */
-int wire_enc_tsa_query(struct wire_buf *b, const uint8_t *q, size_t len);
-int wire_dec_tsa_query(const uint8_t *p, size_t len, const uint8_t **q, size_t *qlen, char *why,
-                       size_t whylen);
+/* WIRE_RESP_TSA_QUERY payload: u32 wait in ms (1..WIRE_MAX_TSA_WAIT_MS: what is left of the
+ * request's time-stamp budget), u16 length + DER TimeStampReq (1..WIRE_MAX_TSA_QUERY). The
+ * listener posts the bytes unchanged to tsa.url and waits at most the lesser of the wait and
+ * tsa.timeout. *q points into p. */
+int wire_enc_tsa_query(struct wire_buf *b, unsigned wait_ms, const uint8_t *q, size_t len);
+int wire_dec_tsa_query(const uint8_t *p, size_t len, unsigned *wait_ms, const uint8_t **q,
+                       size_t *qlen, char *why, size_t whylen);
 
 /* WIRE_REQ_TSA_REPLY payload: u8 outcome (enum wire_tsa_outcome), u16 HTTP status (0: none;
  * else 100..599; 200 with WIRE_TSA_OK), u16 length + the response body (1..WIRE_MAX_TSA_REPLY

@@ -168,12 +168,14 @@ static void tsa_query(const uint8_t *p, size_t len, struct wire_buf *b, char *wh
 {
 	const uint8_t *q = NULL;
 	size_t n = 0;
-	int r = wire_dec_tsa_query(p, len, &q, &n, why, whylen);
+	unsigned w;
+	int r = wire_dec_tsa_query(p, len, &w, &q, &n, why, whylen);
 
 	if (r == 0) {
-		if (n < 1 || n > WIRE_MAX_TSA_QUERY || q < p || q + n > p + len)
+		if (n < 1 || n > WIRE_MAX_TSA_QUERY || q < p || q + n > p + len || w < 1 ||
+		    w > WIRE_MAX_TSA_WAIT_MS)
 			abort();
-		same(b, wire_enc_tsa_query(b, q, n), p, len);
+		same(b, wire_enc_tsa_query(b, w, q, n), p, len);
 	} else if (r != -1 || why[0] == '\0' || q != NULL || n != 0) {
 		abort();
 	}

@@ -103,6 +103,13 @@ fault garbage 503 tsa_unavailable "not a time-stamp response"
 start=$(date +%s)
 fault hang 503 tsa_unavailable "timeout"
 [ $(($(date +%s) - start)) -lt 12 ] && pass "a hanging TSA costs about tsa.timeout" || fail "a hanging TSA took $(($(date +%s) - start)) s"
+# A TSA that answers each query in time but slowly: the request's time-stamps together get
+# tsa.timeout (2 s), so the second of its two waits only what is left (0.8 s), not 2 s more.
+start_ms=$(date +%s%3N)
+fault slow 503 tsa_unavailable "time-stamp 2 of 2: the TSA: timeout"
+slow_ms=$(($(date +%s%3N) - start_ms))
+[ "$(grep -c '^slow$' "$TSA/log")" = 2 ] && pass "slow TSA: both queries were posted" || fail "slow TSA: $(grep -c '^slow$' "$TSA/log") queries"
+[ "$slow_ms" -lt 4500 ] && pass "slow TSA: the request's time-stamps stop at tsa.timeout ($slow_ms ms with a B-B after)" || fail "slow TSA took $slow_ms ms"
 grep -q "time-stamp token refused" "$WORK/daemon.log" && pass "bad tokens are logged" || fail "no log line for a bad token"
 stop_tsa
 fault stopped 503 tsa_unavailable "unreachable"

@@ -8,6 +8,7 @@ application/timestamp-query with `openssl ts -reply -config DIR/tsa.cnf`. The mo
 from DIR/mode for each request:
   ok          a proper reply
   hang        say nothing for 30 s
+  slow        a proper reply after 1.2 s
   http500     an HTTP 500
   untrusted   a reply signed by DIR/other's TSA (a CA the daemon does not trust)
   imprint     a reply to the query with one byte of its message imprint changed
@@ -72,6 +73,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if mode == "hang":
             time.sleep(30)
             return
+        if mode == "slow":
+            time.sleep(1.2)
         if mode == "http500":
             self.send_response(500)
             self.send_header("Content-Length", "0")

@@ -249,11 +249,13 @@ static int d_tsa_query(const uint8_t *p, size_t len, char *why, size_t whylen)
 {
 	const uint8_t *q = (const uint8_t *)"x";
 	size_t n = 7;
-	int r = wire_dec_tsa_query(p, len, &q, &n, why, whylen);
+	unsigned w = 7;
+	int r = wire_dec_tsa_query(p, len, &w, &q, &n, why, whylen);
 
 	if (r != 0) {
 		assert_null(q);
 		assert_int_equal(n, 0);
+		assert_int_equal(w, 0);
 	}
 	return r;
 }
@@ -700,35 +702,57 @@ static void sign_encoder_refusals(void **state)
 static void tsa_query(void **state)
 {
 	static uint8_t q[WIRE_MAX_TSA_QUERY + 1];
+	static const unsigned waits[] = {1, 5000, WIRE_MAX_TSA_WAIT_MS};
 	const uint8_t *got;
 	struct wire_buf b;
 	struct raw r;
 	size_t n;
+	unsigned w;
 	char why[160];
 
 	memset(q, 0x30, sizeof(q));
-	for (size_t len = 1; len <= WIRE_MAX_TSA_QUERY; len += WIRE_MAX_TSA_QUERY - 1) {
-		wire_buf_init(&b, WIRE_MAX_RESP);
-		assert_int_equal(wire_enc_tsa_query(&b, q, len), 0);
-		assert_int_equal(wire_dec_tsa_query(b.p, b.len, &got, &n, why, sizeof(why)), 0);
-		assert_int_equal(n, len);
-		assert_memory_equal(got, q, len);
-		check_strict(d_tsa_query, b.p, b.len);
-		wire_buf_free(&b);
+	for (size_t i = 0; i < sizeof(waits) / sizeof(waits[0]); i++) {
+		for (size_t len = 1; len <= WIRE_MAX_TSA_QUERY; len += WIRE_MAX_TSA_QUERY - 1) {
+			wire_buf_init(&b, WIRE_MAX_RESP);
+			assert_int_equal(wire_enc_tsa_query(&b, waits[i], q, len), 0);
+			assert_int_equal(
+			    wire_dec_tsa_query(b.p, b.len, &w, &got, &n, why, sizeof(why)), 0);
+			assert_int_equal(w, waits[i]);
+			assert_int_equal(n, len);
+			assert_memory_equal(got, q, len);
+			check_strict(d_tsa_query, b.p, b.len);
+			wire_buf_free(&b);
+		}
 	}
 	wire_buf_init(&b, WIRE_MAX_RESP);
-	enc_refused(wire_enc_tsa_query(&b, q, 0), &b);
+	enc_refused(wire_enc_tsa_query(&b, 5000, q, 0), &b);
 	wire_buf_init(&b, WIRE_MAX_RESP);
-	enc_refused(wire_enc_tsa_query(&b, q, WIRE_MAX_TSA_QUERY + 1), &b);
+	enc_refused(wire_enc_tsa_query(&b, 5000, q, WIRE_MAX_TSA_QUERY + 1), &b);
 	wire_buf_init(&b, WIRE_MAX_RESP);
-	enc_refused(wire_enc_tsa_query(&b, NULL, 1), &b);
+	enc_refused(wire_enc_tsa_query(&b, 5000, NULL, 1), &b);
+	wire_buf_init(&b, WIRE_MAX_RESP);
+	enc_refused(wire_enc_tsa_query(&b, 0, q, 1), &b);
+	wire_buf_init(&b, WIRE_MAX_RESP);
+	enc_refused(wire_enc_tsa_query(&b, WIRE_MAX_TSA_WAIT_MS + 1, q, 1), &b);
 	memset(&r, 0, sizeof(r));
+	r32(&r, 5000);
 	r16(&r, 0);
 	refused(d_tsa_query, &r, "query");
 	raw_free(&r);
+	r32(&r, 5000);
 	r16(&r, WIRE_MAX_TSA_QUERY + 1);
 	raw_put(&r, q, WIRE_MAX_TSA_QUERY + 1);
 	refused(d_tsa_query, &r, "query");
+	raw_free(&r);
+	r32(&r, 0);
+	r16(&r, 1);
+	raw_put(&r, q, 1);
+	refused(d_tsa_query, &r, "wait");
+	raw_free(&r);
+	r32(&r, WIRE_MAX_TSA_WAIT_MS + 1);
+	r16(&r, 1);
+	raw_put(&r, q, 1);
+	refused(d_tsa_query, &r, "wait");
 	raw_free(&r);
 }
 
