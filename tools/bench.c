@@ -341,6 +341,8 @@ static int conn_setup(struct conn *c, const struct run *run, struct curl_slist *
 	curl_easy_setopt(c->h, CURLOPT_PRIVATE, c);
 	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c->h, CURLOPT_TIMEOUT, REQUEST_TIMEOUT);
+	/* no proxy: also spares the look-up of the proxy variables on every request */
+	curl_easy_setopt(c->h, CURLOPT_PROXY, "");
 	return 0;
 }
 
