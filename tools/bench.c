@@ -1,13 +1,19 @@
 /* iamsign-bench: signing throughput and latency, through iamsignd and against the raw token.
  *
- * Daemon mode: N client threads, each with one persistent libcurl handle (HTTP keep-alive on
- * the Unix socket), send signatures/signHash with one SHA-256 digest in a loop.
+ * Daemon mode: N closed-loop clients, each one persistent libcurl handle (HTTP keep-alive on
+ * the Unix socket), all driven by one thread through curl's multi interface, send
+ * signatures/signHash with --hashes SHA-256 digests (default 1) in a loop. Request bodies are
+ * built before the timed window; with --sad-key each request carries a fresh SAD (ES256, a
+ * fresh jti) taken from a pool minted before the window, so that the client's own cost stays
+ * small: the line reports it as client_cpu_us (this process's user + system CPU per request).
  * Raw mode: N threads call the module's C_SignInit/C_Sign on the configured token and key
  * in-process (after one checked tok_sign_digest() warm-up): the ceiling the daemon is
- * measured against.
+ * measured against. With --sad-key, each operation also verifies one ES256 SAD (JWS signing
+ * input, SHA-256 + ECDSA P-256 verify with OpenSSL): the citizen path's baseline.
  * Each run prints one machine-readable line:
- *   daemon clients=2 ops=... rate=.../s p50_us=... p99_us=... errors=0
- *   raw threads=2 ops=... rate=.../s p50_us=... p99_us=... errors=0
+ *   daemon clients=2 ops=... rate=.../s p50_us=... p99_us=... errors=0 hashes=1 sigs=.../s
+ *          client_cpu_us=...
+ *   raw threads=2 ops=... rate=.../s p50_us=... p99_us=... errors=0   ("rawsad" with --sad-key)
  * Exit status 1 if any run had errors or could not start. */
 #include <errno.h>
 #include <stdarg.h>
@@ -20,9 +26,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/resource.h>
+
 #include <curl/curl.h>
 #include <jansson.h>
 #include <dirent.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
@@ -40,6 +49,10 @@
 #define MAX_SAMPLES (64u << 20) /* latencies kept per thread; ops are counted beyond it */
 #define MAX_BODY (1u << 20)     /* response bytes kept; the rest is an error */
 #define REQUEST_TIMEOUT 30L
+#define MAX_HASHES 64             /* --hashes */
+#define MAX_REQ 16384             /* one request body */
+#define SAD_POOL_PER_SECOND 6000u /* default SADs minted per second of a run */
+#define OID_SHA256 "2.16.840.1.101.3.4.2.1"
 
 enum mode { MODE_DAEMON, MODE_RAW };
 
@@ -56,6 +69,10 @@ struct opts {
 	enum mode mode;
 	unsigned spread;      /* --spread N: each request for BASE-k, k uniform in 1..N */
 	const char *issue[4]; /* --issue CSRDIR OUTDIR CA.pem CA.key (see issue_certs) */
+	unsigned nhashes;     /* --hashes N per request */
+	const char *sad_key;  /* --sad-key: the SAD issuer's private key (PEM) */
+	const char *sad_user; /* --sad-user: the SAD's sub */
+	unsigned sad_pool;    /* --sad-pool: SADs minted before each run (0: default) */
 };
 
 /* Shared by the threads of one run; read-only once they start. */
@@ -68,25 +85,38 @@ struct run {
 	unsigned ready;
 	int go, cancel;
 	/* daemon */
+	unsigned conc; /* connections, all driven by one thread */
+	unsigned sad_pool_n;
 	const char *socket;
 	const char *body;
+	unsigned nhashes;
+	const char *hashes; /* the JSON array's contents: "h1","h2",.. */
 	/* --spread: body of each request built from these */
 	unsigned spread;
-	const char *base, *b64, *algo, *purpose;
+	const char *base, *algo, *purpose;
+	/* --sad-key: bodies with a fresh SAD each, minted before the window into pool[] (and
+	 * on the spot, counted in sad_inline, once it is used up) */
+	EVP_PKEY *sad_key;
+	const char *cred, *sad_user;
+	char **pool;
+	size_t npool, next;
+	uint64_t sad_inline;
 	/* raw */
 	struct token *tok;
 	const struct tok_key *key;
 	struct tok_sign_params sp;
 	uint8_t dig[32];
+	/* raw --sad-key: one SAD whose signature each operation verifies */
+	EVP_PKEY *vkey;
+	const uint8_t *vin, *vsig;
+	size_t vinlen, vsiglen;
 };
 
 struct worker {
 	pthread_t th;
 	struct run *run;
 	uint64_t ops, errors;
-	char body[512]; /* --spread: this request's body */
-	uint64_t rng;   /* --spread: xorshift64 state */
-	uint32_t *lat;  /* microseconds, one per successful operation while room remains */
+	uint32_t *lat; /* microseconds, one per successful operation while room remains */
 	size_t nlat, cap;
 	int setup_failed;
 	char first_error[256];
@@ -154,7 +184,131 @@ static int wait_start(struct run *run)
 	return r;
 }
 
+/* ---- SAD minting (the citizen's approval, as tests/mint-sad makes it) ---- */
+
+/* base64url without padding of in into out (room for 4 * ((n + 2) / 3) + 1). */
+static size_t b64url(const uint8_t *in, size_t n, char *out)
+{
+	size_t len = (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)n), i;
+
+	while (len > 0 && out[len - 1] == '=')
+		len--;
+	out[len] = '\0';
+	for (i = 0; i < len; i++)
+		out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+	return len;
+}
+
+/* A compact JWS, header {"alg":"ES256"}, over claims for cred/sub/purpose approving the run's
+ * hashes (num = their count), iat now, exp now + 300 s, a fresh random jti. The signing input
+ * ends at *sep (the '.' before the signature); with der_out, the signature in DER goes there
+ * as well (room for *der_len, set to its length). 0, or -1 if it does not fit or fails. */
+static int mint_sad(EVP_PKEY *key, const char *cred, const char *sub, const char *purpose,
+                    const char *hashes, unsigned num, char *out, size_t outlen, size_t *sep,
+                    uint8_t *der_out, size_t *der_len)
+{
+	char claims[MAX_REQ / 2], jti[33];
+	uint8_t rnd[16], der[80], raw[64];
+	const uint8_t *p = der;
+	size_t len, derlen = sizeof(der), i;
+	EVP_MD_CTX *md = NULL;
+	ECDSA_SIG *es = NULL;
+	const BIGNUM *r, *s;
+	long long now = (long long)time(NULL);
+	int n, rc = -1;
+
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return -1;
+	for (i = 0; i < sizeof(rnd); i++)
+		snprintf(jti + 2 * i, 3, "%02x", rnd[i]);
+	n = snprintf(claims, sizeof(claims),
+	             "{\"iss\":\"iamsign-bench\",\"sub\":\"%s\",\"cred\":\"%s\",\"hashes\":[%s],"
+	             "\"halg\":\"" OID_SHA256 "\",\"num\":%u,\"purpose\":\"%s\",\"iat\":%lld,"
+	             "\"exp\":%lld,\"jti\":\"%s\"}",
+	             sub, cred, hashes, num, purpose, now, now + 300, jti);
+	/* header, payload and signature in base64url, with their dots */
+	if (n < 0 || (size_t)n >= sizeof(claims) || outlen < 21 + 4 * ((size_t)n + 2) / 3 + 90)
+		return -1;
+	len = (size_t)snprintf(out, outlen, "%s.", "eyJhbGciOiJFUzI1NiJ9");
+	len += b64url((const uint8_t *)claims, (size_t)n, out + len);
+	if ((md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) != 1 ||
+	    EVP_DigestSign(md, der, &derlen, (const uint8_t *)out, len) != 1 ||
+	    (es = d2i_ECDSA_SIG(NULL, &p, (long)derlen)) == NULL)
+		goto out;
+	ECDSA_SIG_get0(es, &r, &s);
+	if (BN_bn2binpad(r, raw, 32) != 32 || BN_bn2binpad(s, raw + 32, 32) != 32)
+		goto out;
+	if (der_out != NULL) {
+		if (derlen > *der_len)
+			goto out;
+		memcpy(der_out, der, derlen);
+		*der_len = derlen;
+	}
+	*sep = len;
+	out[len++] = '.';
+	b64url(raw, sizeof(raw), out + len);
+	rc = 0;
+out:
+	ECDSA_SIG_free(es);
+	EVP_MD_CTX_free(md);
+	return rc;
+}
+
+/* A signHash body with a fresh SAD, into out. 0 or -1. */
+static int sad_body(const struct run *run, char *out, size_t outlen)
+{
+	char sad[MAX_REQ / 2 + 256];
+	size_t sep;
+	int n;
+
+	if (mint_sad(run->sad_key, run->cred, run->sad_user, run->purpose, run->hashes,
+	             run->nhashes, sad, sizeof(sad), &sep, NULL, NULL) != 0)
+		return -1;
+	n = snprintf(out, outlen,
+	             "{\"credentialID\":\"%s\",\"SAD\":\"%s\",\"hashes\":[%s],"
+	             "\"hashAlgorithmOID\":\"" OID_SHA256 "\",\"signAlgo\":\"%s\","
+	             "\"purpose\":\"%s\"}",
+	             run->cred, sad, run->hashes, run->algo, run->purpose);
+	return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+static void pool_free(struct run *run)
+{
+	size_t i;
+
+	for (i = 0; i < run->npool; i++)
+		free(run->pool[i]);
+	free(run->pool);
+	run->pool = NULL;
+	run->npool = run->next = 0;
+}
+
+/* n bodies with a fresh SAD each, minted before the timed window. */
+static int pool_fill(struct run *run, size_t n)
+{
+	char buf[MAX_REQ];
+
+	pool_free(run);
+	if ((run->pool = calloc(n, sizeof(*run->pool))) == NULL)
+		return -1;
+	for (; run->npool < n; run->npool++)
+		if (sad_body(run, buf, sizeof(buf)) != 0 ||
+		    (run->pool[run->npool] = strdup(buf)) == NULL)
+			return -1;
+	return 0;
+}
+
 /* ---- daemon mode ---- */
+
+/* One client: its easy handle (one keep-alive connection), its answer, its request's start. */
+struct conn {
+	CURL *h;
+	struct body b;
+	char errbuf[CURL_ERROR_SIZE];
+	uint64_t t0, rng;
+	char own[MAX_REQ]; /* --spread, or a SAD minted once the pool is used up */
+};
 
 /* Keeps the start of the body (for error reports), counts the rest. */
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
@@ -172,121 +326,196 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-static int daemon_setup(CURL **out, const struct run *run, struct curl_slist *hdrs, struct body *b,
-                        char *errbuf)
+static int conn_setup(struct conn *c, const struct run *run, struct curl_slist *hdrs)
 {
-	CURL *h = curl_easy_init();
-
-	*out = NULL;
-	if (h == NULL)
+	if ((c->h = curl_easy_init()) == NULL)
 		return -1;
-	curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, run->socket);
-	curl_easy_setopt(h, CURLOPT_URL, "http://localhost/csc/v2/signatures/signHash");
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, run->body);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(run->body));
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT, REQUEST_TIMEOUT);
-	*out = h;
+	curl_easy_setopt(c->h, CURLOPT_UNIX_SOCKET_PATH, run->socket);
+	curl_easy_setopt(c->h, CURLOPT_URL, "http://localhost/csc/v2/signatures/signHash");
+	curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, run->body);
+	curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, (long)strlen(run->body));
+	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, &c->b);
+	curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, c->errbuf);
+	curl_easy_setopt(c->h, CURLOPT_PRIVATE, c);
+	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c->h, CURLOPT_TIMEOUT, REQUEST_TIMEOUT);
+	/* no proxy: also spares the look-up of the proxy variables on every request */
+	curl_easy_setopt(c->h, CURLOPT_PROXY, "");
 	return 0;
 }
 
-/* One request; 0 if answered 200 with signatures, else -1 with the reason noted. */
-static int daemon_once(struct worker *w, CURL *h, struct body *b, const char *errbuf)
+/* The body of c's next request: the run's own (set once), a --spread one, or one with a fresh
+ * SAD from the pool (minted here once the pool is used up). */
+static int next_body(struct run *run, struct conn *c)
 {
-	long status = 0;
-	CURLcode cr;
-
-	b->len = 0;
-	b->p[0] = '\0';
-	b->overflow = 0;
-	cr = curl_easy_perform(h);
-	if (cr != CURLE_OK) {
-		set_error(w, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cr));
-		return -1;
-	}
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	if (status != 200) {
-		set_error(w, "%s (HTTP %ld)", b->p, status);
-		return -1;
-	}
-	return 0;
-}
-
-/* --spread: the next request goes to a credential drawn uniformly from BASE-1..BASE-N. */
-static void spread_next(struct worker *w, CURL *h)
-{
-	const struct run *run = w->run;
+	const char *body = NULL;
 	unsigned k;
 	int n;
 
-	if (w->rng == 0 && RAND_bytes((unsigned char *)&w->rng, sizeof(w->rng)) != 1)
-		w->rng = (uint64_t)(uintptr_t)w | 1;
-	w->rng ^= w->rng << 13;
-	w->rng ^= w->rng >> 7;
-	w->rng ^= w->rng << 17;
-	k = (unsigned)(w->rng % run->spread) + 1;
-	n = snprintf(w->body, sizeof(w->body),
-	             "{\"credentialID\":\"%s-%u\",\"hashes\":[\"%s\"],"
-	             "\"hashAlgorithmOID\":\"2.16.840.1.101.3.4.2.1\",\"signAlgo\":\"%s\"%s%s%s}",
-	             run->base, k, run->b64, run->algo, run->purpose ? ",\"purpose\":\"" : "",
-	             run->purpose ? run->purpose : "", run->purpose ? "\"" : "");
-	if (n < 0 || (size_t)n >= sizeof(w->body))
-		return;
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, w->body);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)n);
+	if (run->spread > 0) {
+		if (c->rng == 0 && RAND_bytes((unsigned char *)&c->rng, sizeof(c->rng)) != 1)
+			c->rng = (uint64_t)(uintptr_t)c | 1;
+		c->rng ^= c->rng << 13;
+		c->rng ^= c->rng >> 7;
+		c->rng ^= c->rng << 17;
+		k = (unsigned)(c->rng % run->spread) + 1;
+		n = snprintf(c->own, sizeof(c->own),
+		             "{\"credentialID\":\"%s-%u\",\"hashes\":[%s],"
+		             "\"hashAlgorithmOID\":\"" OID_SHA256 "\",\"signAlgo\":\"%s\"%s%s%s}",
+		             run->base, k, run->hashes, run->algo,
+		             run->purpose ? ",\"purpose\":\"" : "",
+		             run->purpose ? run->purpose : "", run->purpose ? "\"" : "");
+		if (n < 0 || (size_t)n >= sizeof(c->own))
+			return -1;
+		body = c->own;
+	} else if (run->sad_key != NULL && run->next < run->npool) {
+		body = run->pool[run->next++];
+	} else if (run->sad_key != NULL) {
+		if (sad_body(run, c->own, sizeof(c->own)) != 0)
+			return -1;
+		run->sad_inline++;
+		body = c->own;
+	}
+	if (body != NULL) {
+		curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	return 0;
+}
+
+/* c's answer: 0 if 200 (in the warm-up, with as many signatures as hashes), else -1 with the
+ * reason noted. */
+static int conn_check(struct worker *w, struct conn *c, CURLcode cr, int warm)
+{
+	long status = 0;
+	json_t *j;
+	int r = 0;
+
+	if (cr != CURLE_OK) {
+		set_error(w, "%s", c->errbuf[0] ? c->errbuf : curl_easy_strerror(cr));
+		return -1;
+	}
+	curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &status);
+	if (status != 200) {
+		set_error(w, "%s (HTTP %ld)", c->b.p, status);
+		return -1;
+	}
+	if (warm) {
+		j = json_loads(c->b.p, 0, NULL);
+		if (json_array_size(json_object_get(j, "signatures")) != w->run->nhashes) {
+			set_error(w, "not %u signatures in the answer: %s", w->run->nhashes,
+			          c->b.p);
+			r = -1;
+		}
+		json_decref(j);
+	}
+	return r;
+}
+
+static int conn_start(CURLM *m, struct run *run, struct conn *c)
+{
+	if (next_body(run, c) != 0)
+		return -1;
+	c->b.len = 0;
+	c->b.p[0] = '\0';
+	c->b.overflow = 0;
+	c->errbuf[0] = '\0';
+	c->t0 = now_ns();
+	return curl_multi_add_handle(m, c->h) == CURLM_OK ? 0 : -1;
+}
+
+/* Drive the n started requests in m until none is left. A request that completes is checked
+ * and, while the clock is before deadline (0: never, the warm-up), sent again at once: n
+ * closed-loop clients on one thread. */
+static void drive(CURLM *m, struct worker *w, unsigned n, uint64_t deadline)
+{
+	struct run *run = w->run;
+	unsigned active = n;
+	int running, left, again;
+	struct conn *c;
+	CURLMsg *msg;
+	uint64_t t1;
+
+	while (active > 0) {
+		curl_multi_perform(m, &running);
+		again = 0;
+		while ((msg = curl_multi_info_read(m, &left)) != NULL) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+			t1 = now_ns();
+			if (conn_check(w, c, msg->data.result, deadline == 0) == 0) {
+				if (deadline != 0) {
+					w->ops++;
+					record(w, t1 - c->t0);
+				}
+			} else {
+				w->errors++;
+				if (deadline == 0)
+					w->setup_failed = 1;
+			}
+			curl_multi_remove_handle(m, c->h);
+			if (t1 < deadline && conn_start(m, run, c) == 0) {
+				again = 1;
+			} else {
+				if (t1 < deadline) {
+					set_error(w, "cannot start a request");
+					w->errors++;
+				}
+				active--;
+			}
+		}
+		if (active > 0 && !again)
+			curl_multi_poll(m, NULL, 0, 100, NULL);
+	}
 }
 
 static void daemon_worker(struct worker *w)
 {
 	struct run *run = w->run;
 	struct curl_slist *hdrs = NULL;
-	struct body b = {0};
-	char errbuf[CURL_ERROR_SIZE] = "";
-	CURL *h = NULL;
-	uint64_t deadline, t0, t1;
-	json_t *j;
+	struct conn *conns = NULL;
+	CURLM *m = NULL;
+	unsigned i, started = 0;
 
 	if ((hdrs = curl_slist_append(NULL, "Content-Type: application/json")) == NULL ||
 	    (hdrs = curl_slist_append(hdrs, "Expect:")) == NULL ||
-	    daemon_setup(&h, run, hdrs, &b, errbuf) != 0) {
+	    (conns = calloc(run->conc, sizeof(*conns))) == NULL ||
+	    (m = curl_multi_init()) == NULL) {
 		set_error(w, "cannot set up libcurl");
 		w->setup_failed = 1;
-	} else if (daemon_once(w, h, &b, errbuf) != 0) {
-		/* warm-up: opens the connection kept for the run */
-		w->setup_failed = 1;
-	} else {
-		j = json_loads(b.p, 0, NULL);
-		if (!json_is_array(json_object_get(j, "signatures"))) {
-			set_error(w, "no signatures in the answer: %s", b.p);
-			w->setup_failed = 1;
-		}
-		json_decref(j);
+		goto ready;
 	}
-	if (w->setup_failed)
+	/* every connection stays open for the next request */
+	curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)run->conc + 1);
+	for (i = 0; i < run->conc; i++) {
+		if (conn_setup(&conns[i], run, hdrs) != 0 || conn_start(m, run, &conns[i]) != 0) {
+			set_error(w, "cannot set up libcurl");
+			w->setup_failed = 1;
+			break;
+		}
+		started++;
+	}
+	/* warm-up: opens the connections kept for the run, checks one answer each */
+	drive(m, w, started, 0);
+ready:
+	if (w->setup_failed && w->errors == 0)
 		w->errors++;
 	if (wait_start(run) != 0 || w->setup_failed)
 		goto out;
-	deadline = now_ns() + (uint64_t)run->seconds * 1000000000u;
-	do {
-		if (run->spread > 0)
-			spread_next(w, h);
-		t0 = now_ns();
-		if (daemon_once(w, h, &b, errbuf) == 0) {
-			t1 = now_ns();
-			w->ops++;
-			record(w, t1 - t0);
-		} else {
-			t1 = now_ns();
-			w->errors++;
-		}
-	} while (t1 < deadline);
+	for (i = 0; i < run->conc; i++)
+		if (conn_start(m, run, &conns[i]) != 0)
+			break;
+	drive(m, w, i, now_ns() + (uint64_t)run->seconds * 1000000000u);
 out:
-	if (h != NULL)
-		curl_easy_cleanup(h);
+	for (i = 0; conns != NULL && i < run->conc; i++)
+		if (conns[i].h != NULL)
+			curl_easy_cleanup(conns[i].h);
+	free(conns);
+	if (m != NULL)
+		curl_multi_cleanup(m);
 	curl_slist_free_all(hdrs);
 }
 
@@ -299,6 +528,7 @@ static void raw_worker(struct worker *w)
 	size_t siglen = sizeof(sig);
 	uint64_t deadline, t0, t1;
 	EVP_PKEY_CTX *vctx = NULL;
+	EVP_MD_CTX *md = NULL;
 	CK_FUNCTION_LIST *fl;
 	CK_SESSION_HANDLE sess;
 	CK_MECHANISM mech = {0};
@@ -321,17 +551,21 @@ static void raw_worker(struct worker *w)
 		w->setup_failed = 1;
 	}
 	EVP_PKEY_CTX_free(vctx);
+	if (run->vkey != NULL && (md = EVP_MD_CTX_new()) == NULL) {
+		set_error(w, "out of memory");
+		w->setup_failed = 1;
+	}
 	if (w->setup_failed)
 		w->errors++;
 	if (wait_start(run) != 0 || w->setup_failed)
-		return;
+		goto out;
 	/* The timed loop is the module's own C_SignInit + C_Sign on this thread's session, as
 	 * bare as a PKCS#11 client gets: the baseline the daemon is measured against. */
 	fl = tok_functions(run->tok);
 	if ((e = tok_session(run->tok, &sess)) != TOK_OK) {
 		set_error(w, "tok_session: %s", tok_strerror(e));
 		w->errors++;
-		return;
+		goto out;
 	}
 	if (run->key->type == TOK_KEY_EC) {
 		mech.mechanism = CKM_ECDSA;
@@ -342,7 +576,7 @@ static void raw_worker(struct worker *w)
 		if (tok_digestinfo(NID_sha256, run->dig, sizeof(run->dig), di, &dilen) != TOK_OK) {
 			set_error(w, "cannot build the DigestInfo");
 			w->errors++;
-			return;
+			goto out;
 		}
 		in = di;
 		inlen = dilen;
@@ -356,6 +590,13 @@ static void raw_worker(struct worker *w)
 		rv = fl->C_SignInit(sess, &mech, run->key->priv);
 		if (rv == CKR_OK)
 			rv = fl->C_Sign(sess, (CK_BYTE_PTR)in, (CK_ULONG)inlen, sig, &outlen);
+		/* the citizen path's baseline: one ES256 verification of a SAD as well */
+		if (rv == CKR_OK && md != NULL &&
+		    (EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, run->vkey) != 1 ||
+		     EVP_DigestVerify(md, run->vsig, run->vsiglen, run->vin, run->vinlen) != 1)) {
+			set_error(w, "the SAD's ES256 signature does not verify");
+			rv = CKR_GENERAL_ERROR;
+		}
 		t1 = now_ns();
 		if (rv == CKR_OK) {
 			w->ops++;
@@ -365,6 +606,8 @@ static void raw_worker(struct worker *w)
 			set_error(w, "C_Sign: %s", tok_strerror(tok_err_from_rv(rv)));
 		}
 	} while (t1 < deadline);
+out:
+	EVP_MD_CTX_free(md);
 }
 
 static void *worker_main(void *arg)
@@ -402,11 +645,15 @@ static uint32_t percentile(const uint32_t *v, size_t n, unsigned p)
 static int run_once(struct run *run, unsigned conc)
 {
 	struct worker *w = calloc(conc, sizeof(*w));
+	/* the daemon's clients are all driven by one thread */
+	unsigned nthreads = run->mode == MODE_DAEMON ? 1 : conc;
 	uint32_t *all = NULL;
-	uint64_t ops = 0, errors = 0, t0, t1;
+	uint64_t ops = 0, errors = 0, t0, t1, cpu;
 	size_t nall = 0, i, started = 0;
+	struct rusage ru0, ru1;
 	int setup_failed = 0, r = -1;
 	double secs;
+	char extra[160] = "";
 
 	if (w == NULL) {
 		fprintf(stderr, "iamsign-bench: out of memory\n");
@@ -415,7 +662,14 @@ static int run_once(struct run *run, unsigned conc)
 	run->ready = 0;
 	run->go = 0;
 	run->cancel = 0;
-	for (i = 0; i < conc; i++) {
+	run->conc = conc;
+	run->sad_inline = 0;
+	if (run->mode == MODE_DAEMON && run->sad_key != NULL &&
+	    pool_fill(run, (size_t)run->sad_pool_n) != 0) {
+		fprintf(stderr, "iamsign-bench: cannot mint the SADs\n");
+		goto out;
+	}
+	for (i = 0; i < nthreads; i++) {
 		w[i].run = run;
 		if (pthread_create(&w[i].th, NULL, worker_main, &w[i]) != 0)
 			break;
@@ -424,16 +678,18 @@ static int run_once(struct run *run, unsigned conc)
 	pthread_mutex_lock(&run->mu);
 	while (run->ready < started)
 		pthread_cond_wait(&run->cv, &run->mu);
-	run->cancel = started != conc;
+	run->cancel = started != nthreads;
 	run->go = 1;
+	getrusage(RUSAGE_SELF, &ru0);
 	pthread_cond_broadcast(&run->cv);
 	pthread_mutex_unlock(&run->mu);
 	t0 = now_ns();
 	for (i = 0; i < started; i++)
 		pthread_join(w[i].th, NULL);
 	t1 = now_ns();
-	if (started != conc) {
-		fprintf(stderr, "iamsign-bench: cannot start %u threads\n", conc);
+	getrusage(RUSAGE_SELF, &ru1);
+	if (started != nthreads) {
+		fprintf(stderr, "iamsign-bench: cannot start %u threads\n", nthreads);
 		goto out;
 	}
 
@@ -456,11 +712,25 @@ static int run_once(struct run *run, unsigned conc)
 	}
 	qsort(all, nall, sizeof(*all), cmp_u32);
 	secs = (double)(t1 - t0) / 1e9;
-	printf("%s %s=%u ops=%llu rate=%.0f/s p50_us=%u p99_us=%u errors=%llu%s\n",
-	       run->mode == MODE_DAEMON ? "daemon" : "raw",
+	/* this process's CPU in the window: the load generator's cost per request */
+	cpu = (uint64_t)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec -
+	                 ru0.ru_stime.tv_sec) *
+	          1000000u +
+	      (uint64_t)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec -
+	                 ru0.ru_stime.tv_usec);
+	if (run->mode == MODE_DAEMON)
+		snprintf(extra, sizeof(extra),
+		         " hashes=%u sigs=%.0f/s client_cpu_us=%.1f sad_inline=%llu", run->nhashes,
+		         secs > 0 ? (double)ops * run->nhashes / secs : 0.0,
+		         ops ? (double)cpu / (double)ops : 0.0,
+		         (unsigned long long)run->sad_inline);
+	printf("%s %s=%u ops=%llu rate=%.0f/s p50_us=%u p99_us=%u errors=%llu%s%s\n",
+	       run->mode == MODE_DAEMON ? "daemon"
+	       : run->vkey != NULL      ? "rawsad"
+	                                : "raw",
 	       run->mode == MODE_DAEMON ? "clients" : "threads", conc, (unsigned long long)ops,
 	       secs > 0 ? (double)ops / secs : 0.0, percentile(all, nall, 50),
-	       percentile(all, nall, 99), (unsigned long long)errors,
+	       percentile(all, nall, 99), (unsigned long long)errors, extra,
 	       setup_failed ? " failed=setup" : "");
 	fflush(stdout);
 	for (i = 0; i < conc; i++) {
@@ -477,6 +747,7 @@ out:
 		free(w[i].lat);
 	free(all);
 	free(w);
+	pool_free(run);
 	return r;
 }
 
@@ -569,19 +840,73 @@ out:
 	return r;
 }
 
+/* The JSON array contents "h1","h2",.. of n SHA-256 digests (the first of "iamsign-bench",
+ * the k-th of "iamsign-bench-k"), into out. */
+static int hash_list(unsigned n, char *out, size_t outlen)
+{
+	unsigned char dig[32];
+	char in[32], b64[48];
+	size_t len = 0;
+	unsigned k;
+	int m;
+
+	for (k = 0; k < n; k++) {
+		m = k ? snprintf(in, sizeof(in), "iamsign-bench-%u", k)
+		      : snprintf(in, sizeof(in), "iamsign-bench");
+		if (!EVP_Digest(in, (size_t)m, dig, NULL, EVP_sha256(), NULL))
+			return -1;
+		EVP_EncodeBlock((unsigned char *)b64, dig, sizeof(dig));
+		m = snprintf(out + len, outlen - len, "%s\"%s\"", k ? "," : "", b64);
+		if (m < 0 || (size_t)m >= outlen - len)
+			return -1;
+		len += (size_t)m;
+	}
+	return 0;
+}
+
+/* Names put into JSON text as they are: nothing that would need escaping. */
+static int json_plain(const char *what, const char *s)
+{
+	for (; s != NULL && *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20) {
+			fprintf(stderr,
+			        "iamsign-bench: %s: no quotes, backslashes or control "
+			        "characters\n",
+			        what);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static EVP_PKEY *read_key(const char *path)
+{
+	EVP_PKEY *k = NULL;
+	FILE *f = fopen(path, "r");
+
+	if (f != NULL) {
+		k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+		fclose(f);
+	}
+	if (k == NULL || EVP_PKEY_get_base_id(k) != EVP_PKEY_EC) {
+		fprintf(stderr, "iamsign-bench: %s: not an EC P-256 private key\n", path);
+		EVP_PKEY_free(k);
+		return NULL;
+	}
+	return k;
+}
+
 static int bench_daemon(const struct opts *o)
 {
 	struct run run = {.mode = MODE_DAEMON,
 	                  .seconds = o->seconds,
 	                  .socket = o->socket,
+	                  .nhashes = o->nhashes,
 	                  .mu = PTHREAD_MUTEX_INITIALIZER,
 	                  .cv = PTHREAD_COND_INITIALIZER};
-	unsigned char dig[32];
-	char algo[64], b64[64];
-	json_t *req = NULL;
-	char *body = NULL;
+	char algo[64], hashes[MAX_HASHES * 48], body[MAX_REQ];
 	size_t i;
-	int r = -1, failed = 0;
+	int n, r = -1, failed = 0;
 
 	char first[160];
 	struct opts o1;
@@ -591,39 +916,50 @@ static int bench_daemon(const struct opts *o)
 		fprintf(stderr, "iamsign-bench: --credential is required\n");
 		return -1;
 	}
+	if (o->sad_key != NULL && (o->sad_user == NULL || o->purpose == NULL || o->spread > 0)) {
+		fprintf(stderr, "iamsign-bench: --sad-key needs --sad-user and --purpose, and "
+		                "does not go with --spread\n");
+		return -1;
+	}
+	if (json_plain("--credential", o->credential) != 0 ||
+	    json_plain("--purpose", o->purpose) != 0 || json_plain("--sad-user", o->sad_user) != 0)
+		return -1;
 	if (o->spread > 0) { /* the algorithm and the warm-up from BASE-1 */
 		o1 = *o;
 		snprintf(first, sizeof(first), "%s-1", o->credential);
 		o1.credential = first;
 		o = &o1;
 	}
-	if (sign_algo(o, algo, sizeof(algo)) != 0)
+	if (sign_algo(o, algo, sizeof(algo)) != 0 || hash_list(o->nhashes, hashes, sizeof(hashes)))
 		goto out;
-	if (!EVP_Digest("iamsign-bench", 13, dig, NULL, EVP_sha256(), NULL))
-		goto out;
-	EVP_EncodeBlock((unsigned char *)b64, dig, sizeof(dig));
-	req = json_pack("{s:s, s:[s], s:s, s:s}", "credentialID", o->credential, "hashes", b64,
-	                "hashAlgorithmOID", "2.16.840.1.101.3.4.2.1", "signAlgo", algo);
-	if (req == NULL ||
-	    (o->purpose != NULL && json_object_set_new(req, "purpose", json_string(o->purpose))))
-		goto out;
-	if ((body = json_dumps(req, JSON_COMPACT)) == NULL)
+	n = snprintf(body, sizeof(body),
+	             "{\"credentialID\":\"%s\",\"hashes\":[%s],\"hashAlgorithmOID\":\"" OID_SHA256
+	             "\",\"signAlgo\":\"%s\"%s%s%s}",
+	             o->credential, hashes, algo, o->purpose ? ",\"purpose\":\"" : "",
+	             o->purpose ? o->purpose : "", o->purpose ? "\"" : "");
+	if (n < 0 || (size_t)n >= sizeof(body))
 		goto out;
 	run.body = body;
+	run.hashes = hashes;
+	run.algo = algo;
+	run.purpose = o->purpose;
 	if (o->spread > 0) {
 		run.spread = o->spread;
 		run.base = spread_base;
-		run.b64 = b64;
-		run.algo = algo;
-		run.purpose = o->purpose;
+	}
+	if (o->sad_key != NULL) {
+		if ((run.sad_key = read_key(o->sad_key)) == NULL)
+			goto out;
+		run.cred = o->credential;
+		run.sad_user = o->sad_user;
+		run.sad_pool_n = o->sad_pool ? o->sad_pool : o->seconds * SAD_POOL_PER_SECOND;
 	}
 	for (i = 0; i < o->nconc; i++)
 		if (run_once(&run, o->conc[i]) != 0)
 			failed = 1;
 	r = failed ? -1 : 0;
 out:
-	free(body);
-	json_decref(req);
+	EVP_PKEY_free(run.sad_key);
 	return r;
 }
 
@@ -635,7 +971,10 @@ static int bench_raw(const struct opts *o)
 	                  .cv = PTHREAD_COND_INITIALIZER};
 	struct config *cfg = NULL;
 	struct tok_opts to = {0};
-	char err[512] = "";
+	EVP_PKEY *sk = NULL;
+	uint8_t der[80];
+	char err[512] = "", sad[MAX_REQ], hashes[64];
+	size_t sep, derlen = sizeof(der);
 	size_t i;
 	int e, r = -1, failed = 0;
 
@@ -664,6 +1003,23 @@ static int bench_raw(const struct opts *o)
 	run.sp.hash_nid = NID_sha256;
 	if (!EVP_Digest("iamsign-bench", 13, run.dig, NULL, EVP_sha256(), NULL))
 		goto out;
+	if (o->sad_key != NULL) {
+		/* One SAD as the daemon gets it; each operation verifies its signature (DER, as
+		 * OpenSSL takes it) over its signing input with the issuer's public key. */
+		if ((sk = read_key(o->sad_key)) == NULL)
+			goto out;
+		if (hash_list(1, hashes, sizeof(hashes)) != 0 ||
+		    mint_sad(sk, "bench", "bench", "bench", hashes, 1, sad, sizeof(sad), &sep, der,
+		             &derlen) != 0) {
+			fprintf(stderr, "iamsign-bench: cannot mint a SAD with %s\n", o->sad_key);
+			goto out;
+		}
+		run.vkey = sk;
+		run.vin = (const uint8_t *)sad;
+		run.vinlen = sep;
+		run.vsig = der;
+		run.vsiglen = derlen;
+	}
 	for (i = 0; i < o->nconc; i++)
 		if (run_once(&run, o->conc[i]) != 0)
 			failed = 1;
@@ -672,6 +1028,7 @@ out:
 	if (run.tok != NULL)
 		tok_close(run.tok);
 	config_free(cfg);
+	EVP_PKEY_free(sk);
 	return r;
 }
 
@@ -816,10 +1173,11 @@ static void usage(FILE *f)
 {
 	fprintf(
 	    f, "usage: iamsign-bench [--socket S] --credential ID [--clients 1,2,4] [--seconds N]\n"
-	       "                     [--algo NAME|OID] [--purpose P] [--spread N]\n"
+	       "                     [--algo NAME|OID] [--purpose P] [--spread N] [--hashes N]\n"
+	       "                     [--sad-key ISSUER.key --sad-user U [--sad-pool N]]\n"
 	       "       iamsign-bench --issue CSRDIR OUTDIR CA.pem CA.key\n"
 	       "       iamsign-bench --raw -c iamsignd.yaml --key-uri URI [--threads 1,2,4]\n"
-	       "                     [--seconds N]\n");
+	       "                     [--seconds N] [--sad-key ISSUER.key]\n");
 }
 
 int main(int argc, char **argv)
@@ -834,7 +1192,11 @@ int main(int argc, char **argv)
 		O_RAW,
 		O_KEY,
 		O_SPREAD,
-		O_ISSUE
+		O_ISSUE,
+		O_HASHES,
+		O_SAD_KEY,
+		O_SAD_USER,
+		O_SAD_POOL
 	};
 	static const struct option longopts[] = {
 	    {"socket", required_argument, NULL, O_SOCKET},
@@ -849,10 +1211,15 @@ int main(int argc, char **argv)
 	    {"key-uri", required_argument, NULL, O_KEY},
 	    {"spread", required_argument, NULL, O_SPREAD},
 	    {"issue", required_argument, NULL, O_ISSUE},
+	    {"hashes", required_argument, NULL, O_HASHES},
+	    {"sad-key", required_argument, NULL, O_SAD_KEY},
+	    {"sad-user", required_argument, NULL, O_SAD_USER},
+	    {"sad-pool", required_argument, NULL, O_SAD_POOL},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct opts o = {.seconds = 5, .conc = {1, 2, 4}, .nconc = 3, .mode = MODE_DAEMON};
+	struct opts o = {
+	    .seconds = 5, .conc = {1, 2, 4}, .nconc = 3, .mode = MODE_DAEMON, .nhashes = 1};
 	int ch, r;
 
 	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
@@ -900,6 +1267,24 @@ int main(int argc, char **argv)
 			break;
 		case O_ISSUE:
 			o.issue[0] = optarg;
+			break;
+		case O_HASHES:
+			if (parse_uint(optarg, 1, MAX_HASHES, &o.nhashes) != 0) {
+				fprintf(stderr, "iamsign-bench: --hashes: 1..%d\n", MAX_HASHES);
+				return 2;
+			}
+			break;
+		case O_SAD_KEY:
+			o.sad_key = optarg;
+			break;
+		case O_SAD_USER:
+			o.sad_user = optarg;
+			break;
+		case O_SAD_POOL:
+			if (parse_uint(optarg, 1, 10000000, &o.sad_pool) != 0) {
+				fprintf(stderr, "iamsign-bench: --sad-pool: 1..10000000\n");
+				return 2;
+			}
 			break;
 		case 'h':
 			usage(stdout);
