@@ -138,10 +138,23 @@ for round in 1 2 3; do
 	done
 done
 [ "$bad" = 0 ] && pass "21 concurrent signatures over 7 credentials with keys.cache 2, all verified" || fail "$bad of 21 failed or did not verify"
+# Every key has been proven and evicted since: unwrapped again, the same bytes are not proven
+# again, but any other bytes are. w2 gets w1's blob, and w1 and w3 fill the cache.
+b1=$(sq "SELECT hex(blob) FROM wrapped_keys WHERE id = 'w1'")
+b2=$(sq "SELECT hex(blob) FROM wrapped_keys WHERE id = 'w2'")
+sq "UPDATE wrapped_keys SET blob = x'$b1' WHERE id = 'w2'"
+for c in w1 w3; do expect_status "$c signs" 200 "$(sign_hash "$c" "" "$D")"; done
+expect_status "a proven credential given another's blob: refused" 500 "$(sign_hash w2 "" "$D")"
+expect_reason key_unusable
+sq "UPDATE wrapped_keys SET blob = x'$b2' WHERE id = 'w2'"
+expect_status "its own blob back: w2 signs" 200 "$(sign_hash w2 "" "$D")"
+verify_sig "$WORK/w2.pub" "$WORK/form.txt" "$(jq_get '.signatures[0]')" && pass "w2 verifies" || fail "w2 signature"
+again=$(metric iamsign_wrapped_keys_proven_again_total)
+[ "${again:-0}" -ge 1 ] && pass "keys unwrapped again without proving them again ($again)" || fail "proven again: ${again:-none}"
 stop_daemon
 ev=$(sed -n 's/.*wrapped keys: .* \([0-9]*\) evictions.*/\1/p' "$WORK/daemon.log" | tail -n1)
 [ "${ev:-0}" -ge 5 ] && pass "LRU evicted ($ev evictions)" || fail "evictions: ${ev:-none}: $(grep 'wrapped keys' "$WORK/daemon.log")"
-grep -q 'held of 2$' "$WORK/daemon.log" && pass "cache held at most 2" || fail "held: $(grep 'wrapped keys' "$WORK/daemon.log")"
+grep -q 'held of 2,' "$WORK/daemon.log" && pass "cache held at most 2" || fail "held: $(grep 'wrapped keys' "$WORK/daemon.log")"
 
 # ---- batch commands ----
 check "keygen --count 4 (wrapped)" admin keygen --credential bulk --alg ec-p256 --count 4
