@@ -158,10 +158,21 @@ grep -q 'held of 2,' "$WORK/daemon.log" && pass "cache held at most 2" || fail "
 
 # ---- batch commands ----
 check "keygen --count 4 (wrapped)" admin keygen --credential bulk --alg ec-p256 --count 4
-check "keygen --count 6 resumes: 2 made, 4 skipped" admin keygen --credential bulk --alg ec-p256 --count 6
-grep -q '2 ec-p256 keys generated and wrapped, 4 already had one' "$WORK/check.out" && pass "resumed keygen summary" || fail "summary: $(cat "$WORK/check.out")"
+# on_tty CMD...: CMD with stderr on a terminal (script(1)), its output in $WORK/tty.out.
+on_tty() {
+	script -qefc "$(printf '%q ' "$@")" /dev/null >"$WORK/tty.out" 2>&1
+}
+# bar N: the output shows a progress bar that reached N/N.
+bar() {
+	tr '\r' '\n' <"$WORK/tty.out" | grep -Eq "^\[#{40}\] 100% $1/$1" && pass "progress bar to $1/$1" ||
+		fail "no progress bar: $(cat -v "$WORK/tty.out")"
+}
+check "keygen --count 6 resumes: 2 made, 4 skipped" on_tty "$ADMIN" -c "$WORK/iamsignd.yaml" keygen --credential bulk --alg ec-p256 --count 6
+bar 6
+grep -q '2 ec-p256 keys generated and wrapped, 4 already had one' "$WORK/tty.out" && pass "resumed keygen summary" || fail "summary: $(cat "$WORK/tty.out")"
 mkdir -p "$WORK/csr" "$WORK/certs"
-check "csr --count 6" admin csr --credential bulk --count 6 --subject "/CN=%s/O=iamsign tests" --out "$WORK/csr"
+check "csr --count 6" on_tty "$ADMIN" -c "$WORK/iamsignd.yaml" csr --credential bulk --count 6 --subject "/CN=%s/O=iamsign tests" --out "$WORK/csr"
+bar 6
 [ "$(ls "$WORK/csr" | grep -c '\.csr$')" = 6 ] && pass "six CSRs" || fail "CSRs: $(ls "$WORK/csr")"
 openssl req -in "$WORK/csr/bulk-3.csr" -verify -noout -subject 2>&1 | grep -q 'CN = bulk-3' && pass "bulk-3 CSR verifies, subject has its ID" || fail "bulk-3 csr"
 for i in 1 2 3 4 5 6; do
@@ -174,7 +185,9 @@ check_fails "import-cert --dir with a certificate of another key refused" admin 
 grep -q "certs/bulk-2.pem: the certificate's public key is not the credential's" "$WORK/check.out" && pass "the refusal names the file" || fail "refusal: $(cat "$WORK/check.out")"
 [ "$(sq "SELECT count(*) FROM certs WHERE id LIKE 'bulk-%'")" = 0 ] && pass "nothing half-imported" || fail "certs stored: $(sq "SELECT id FROM certs WHERE id LIKE 'bulk-%'")"
 cp "$WORK/bulk-2.good" "$WORK/certs/bulk-2.pem"
-check "import-cert --dir" admin import-cert --dir "$WORK/certs"
+check "import-cert --dir" on_tty "$ADMIN" -c "$WORK/iamsignd.yaml" import-cert --dir "$WORK/certs"
+bar 6
+grep -q '6 certificates checked and stored' "$WORK/tty.out" && pass "import-cert summary" || fail "summary: $(cat "$WORK/tty.out")"
 [ "$(sq "SELECT count(*) FROM certs WHERE id LIKE 'bulk-%'")" = 6 ] && pass "six certificates stored" || fail "certs"
 printf '# bulk enrolment\nbulk-1 cit-b1 seal\nbulk-2 cit-b2 seal  # second\n\nbulk-3 cit-b3 seal extra field here\n' >"$WORK/enrol.txt"
 check_fails "enrol --from with a malformed line refused" admin enrol --from "$WORK/enrol.txt"
@@ -184,12 +197,17 @@ printf 'bulk-1 cit-b1 seal\nbulk-2 cit-b2 seal\nbulk-1 cit-b9 seal\n' >"$WORK/en
 check_fails "enrol --from with a duplicate ID refused" admin enrol --from "$WORK/enrol.txt"
 grep -q "enrol.txt:3: bulk-1 is already on line 1" "$WORK/check.out" && pass "duplicate named" || fail "dup: $(cat "$WORK/check.out")"
 for i in 1 2 3 4 5 6; do printf 'bulk-%s cit-b%s seal\n' "$i" "$i"; done >"$WORK/enrol.txt"
-check "enrol --from" admin enrol --from "$WORK/enrol.txt"
+check "enrol --from" on_tty "$ADMIN" -c "$WORK/iamsignd.yaml" enrol --from "$WORK/enrol.txt"
+bar 6
 check "enrol --from again: all already enrolled" admin enrol --from "$WORK/enrol.txt"
 grep -q '0 credentials enrolled, 6 already were' "$WORK/check.out" && pass "second run is a no-op" || fail "rerun: $(cat "$WORK/check.out")"
 admin audit export --format jsonl >"$WORK/export.jsonl"
 [ "$(jq -s '[.[] | select(.op == "admin.enrol" and .decision == "allow" and (.detail | startswith("from=")))] | length' "$WORK/export.jsonl")" = 2 ] &&
 	pass "one audit record per batch" || fail "enrol batch records"
+for op in keygen:count= csr:count= import-cert:dir=; do
+	n=$(jq -s --arg op "admin.${op%%:*}" --arg d "${op#*:}" '[.[] | select(.op == $op and (.detail | contains($d)))] | length' "$WORK/export.jsonl")
+	[ "$n" -ge 1 ] && [ "$n" -le 3 ] && pass "${op%%:*}: one audit record per run ($n)" || fail "${op%%:*} records: $n"
+done
 
 # ---- every credential signs after rotation; destroy erases the blob ----
 start_daemon
