@@ -24,6 +24,14 @@ grep -Eq 'Usage: *wrap, unwrap$' "$WORK/kek.txt" && pass "KEK usage is wrap and 
 grep -q 'Access: *sensitive, always sensitive, never extractable' "$WORK/kek.txt" && pass "KEK sensitive, never extractable" || fail "KEK access: $(cat "$WORK/kek.txt")"
 check_fails "kek create refused when a KEK exists" admin kek create
 
+# ---- an unwrapped key, read back through PKCS#11 ----
+if "$IAMSIGN_BUILD/tests/wrapped-attrs" "$SOFTHSM_MODULE" "pkcs11:token=$TOKEN_LABEL" "$WORK/user.pin" \
+	"pkcs11:object=iamsign-kek;type=secret-key" >"$WORK/attrs.txt" 2>&1; then
+	pass "unwrapped key: private session object, sensitive, not extractable, sign only ($(grep -c '^ok' "$WORK/attrs.txt") checks)"
+else
+	fail "unwrapped key attributes: $(cat "$WORK/attrs.txt")"
+fi
+
 # ---- keys: wrapped by default ----
 for i in 1 2 3 4 5 6 7 8; do
 	provision_cred "w$i" ec-p256 "citizen-$i" seal
