@@ -208,6 +208,19 @@ EVP_PKEY *tok_spki_parse(const unsigned char *spki, size_t len)
 		EVP_PKEY_free(pk);
 		pk = NULL;
 	}
+	/* Only the DER that encodes it (d2i tolerates, for one, unused bits in the BIT STRING):
+	 * one key, one form, as the binding and the caches' tags take the bytes. */
+	if (pk != NULL) {
+		unsigned char *der = NULL;
+		int n = i2d_PUBKEY(pk, &der);
+
+		if (n <= 0 || (size_t)n != len || memcmp(der, spki, len) != 0) {
+			EVP_PKEY_free(pk);
+			pk = NULL;
+		}
+		OPENSSL_free(der);
+	}
+	ERR_clear_error();
 	return pk;
 }
 

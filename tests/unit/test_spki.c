@@ -1,6 +1,7 @@
 /* tok_spki_parse, the public key of a wrapped credential: its quick form for EC P-256/P-384
  * gives the key d2i_PUBKEY gives, and refuses what d2i_PUBKEY refuses (a point off the curve,
- * a cut or lengthened SPKI, trailing bytes); RSA and compressed points take d2i_PUBKEY. */
+ * a cut or lengthened SPKI, trailing bytes, unused bits in its BIT STRING); RSA and compressed
+ * points take d2i_PUBKEY, held to the one DER that encodes the key. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
