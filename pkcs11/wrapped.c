@@ -39,7 +39,11 @@
 #define WC_MAX_KEKS 8 /* KEK handles remembered per gen: one, two while rotating */
 #define WC_MAX_PENDING 4096
 #define WC_KEK_BITS 256
+#define WC_PROVEN_PER_KEY 4 /* proofs remembered per key the cache holds */
+#define WC_MAX_PROVEN (1u << 22)
+#define PROOF_TAG "iamsign wrapped key proven v1"
 #define BINDING_TAG "iamsign wrapped key binding v1"
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 struct wkey {
 	struct tok_key key; /* key.wrapped points back here */
@@ -83,7 +87,12 @@ struct tok_wcache {
 	unsigned cap;
 	struct pending *pend;
 	size_t npend;
-	uint64_t hits, misses, evictions, refused;
+	uint64_t hits, misses, evictions, refused, proven_again;
+	/* Digests of (credential, KEK, blob, public key, binding) whose binding verified and
+	 * whose unwrapped key signed for the public key, direct-mapped: a key unwrapped again
+	 * after its eviction is not proven again (its attributes still are). */
+	unsigned char (*proven)[32];
+	size_t nproven; /* a power of two */
 
 	pthread_mutex_t smu; /* the session below and the KEK handles */
 	CK_SESSION_HANDLE sess;
@@ -132,6 +141,59 @@ int tok_wrapped_binding_digest(const char *cred_id, const unsigned char *spki, s
 	return ok ? TOK_OK : TOK_ERR_INTERNAL;
 }
 
+/* The DER of an EC SubjectPublicKeyInfo up to the uncompressed point: SEQUENCE { SEQUENCE {
+ * id-ecPublicKey, the curve's OID }, BIT STRING (no unused bits) }, point 04 || X || Y. */
+static const struct {
+	const char *group;
+	unsigned char prefix[24];
+	size_t prefix_len, point_len;
+} ec_spki[] = {
+    {"prime256v1",
+     {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02,
+      0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03},
+     24,
+     66},
+    {"secp384r1",
+     {0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d,
+      0x02, 0x01, 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22, 0x03},
+     21,
+     98},
+};
+
+/* An EC P-256/P-384 SPKI in the one DER form keygen writes, made into a key from its point
+ * (EVP_PKEY_fromdata checks that the point is on the curve). OpenSSL 3.0's d2i_PUBKEY runs
+ * its decoder search, about five times the cost, under locks every other thread takes too:
+ * this is on the path of every key the cache unwraps. NULL when spki is not of that form. */
+static EVP_PKEY *ec_spki_parse(const unsigned char *spki, size_t len)
+{
+	OSSL_PARAM params[3];
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY *pk = NULL;
+	size_t i, pl;
+
+	for (i = 0; i < NELEM(ec_spki); i++) {
+		pl = ec_spki[i].prefix_len;
+		/* The BIT STRING's length byte, its "no unused bits" byte, then 04. */
+		if (len != pl + 1 + ec_spki[i].point_len ||
+		    memcmp(spki, ec_spki[i].prefix, pl) != 0 || spki[pl] != ec_spki[i].point_len ||
+		    spki[pl + 1] != 0x00 || spki[pl + 2] != 0x04)
+			continue;
+		params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
+		                                             (char *)ec_spki[i].group, 0);
+		params[1] = OSSL_PARAM_construct_octet_string(
+		    OSSL_PKEY_PARAM_PUB_KEY, (void *)(spki + pl + 2), ec_spki[i].point_len - 1);
+		params[2] = OSSL_PARAM_construct_end();
+		if ((ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
+		    EVP_PKEY_fromdata_init(ctx) != 1 ||
+		    EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) != 1)
+			pk = NULL;
+		EVP_PKEY_CTX_free(ctx);
+		ERR_clear_error();
+		return pk;
+	}
+	return NULL;
+}
+
 EVP_PKEY *tok_spki_parse(const unsigned char *spki, size_t len)
 {
 	const unsigned char *p = spki;
@@ -139,11 +201,26 @@ EVP_PKEY *tok_spki_parse(const unsigned char *spki, size_t len)
 
 	if (spki == NULL || len == 0 || len > TOK_MAX_SPKI)
 		return NULL;
+	if ((pk = ec_spki_parse(spki, len)) != NULL)
+		return pk;
 	pk = d2i_PUBKEY(NULL, &p, (long)len);
 	if (pk != NULL && p != spki + len) {
 		EVP_PKEY_free(pk);
 		pk = NULL;
 	}
+	/* Only the DER that encodes it (d2i tolerates, for one, unused bits in the BIT STRING):
+	 * one key, one form, as the binding and the caches' tags take the bytes. */
+	if (pk != NULL) {
+		unsigned char *der = NULL;
+		int n = i2d_PUBKEY(pk, &der);
+
+		if (n <= 0 || (size_t)n != len || memcmp(der, spki, len) != 0) {
+			EVP_PKEY_free(pk);
+			pk = NULL;
+		}
+		OPENSSL_free(der);
+	}
+	ERR_clear_error();
 	return pk;
 }
 
@@ -287,8 +364,6 @@ static const struct bool_want gen_pub_want[] = {
     BW(CKA_ENCRYPT, CK_FALSE),
     BW(CKA_WRAP, CK_FALSE),
 };
-
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- the cache's session and the KEKs; caller holds op_lock (read) and c->smu ---- */
 
@@ -620,8 +695,8 @@ static int challenge(struct token *tok, const struct tok_key *k, EVP_PKEY *pub, 
 
 /* Checks that need no token: the public key parses, is of a type we sign with, and the binding
  * signature binds it to the credential ID. */
-static int check_ref(const struct tok_wrapped_ref *ref, EVP_PKEY **pub, struct tok_key *k,
-                     char *err, size_t errlen)
+static int check_ref(const struct tok_wrapped_ref *ref, int proven, EVP_PKEY **pub,
+                     struct tok_key *k, char *err, size_t errlen)
 {
 	unsigned char dig[32];
 
@@ -636,8 +711,17 @@ static int check_ref(const struct tok_wrapped_ref *ref, EVP_PKEY **pub, struct t
 		seterr(err, errlen, "the recorded public key is damaged or of an unknown type");
 		goto bad;
 	}
-	if (tok_wrapped_binding_digest(ref->cred_id, ref->spki, ref->spki_len, dig) != TOK_OK)
+	if (ref->binding == NULL || ref->binding_len == 0 || ref->binding_len > TOK_MAX_BINDING) {
+		seterr(err, errlen, "the key's binding to credential %s is missing", ref->cred_id);
+		goto bad;
+	}
+	if (proven) /* these very bytes verified before */
+		return TOK_OK;
+	if (tok_wrapped_binding_digest(ref->cred_id, ref->spki, ref->spki_len, dig) != TOK_OK) {
+		EVP_PKEY_free(*pub);
+		*pub = NULL;
 		return TOK_ERR_INTERNAL;
+	}
 	if (ref->binding == NULL || ref->binding_len == 0 || ref->binding_len > TOK_MAX_BINDING ||
 	    !verify_digest(*pub, dig, ref->binding, ref->binding_len)) {
 		seterr(err, errlen, "the key's binding to credential %s does not verify",
@@ -667,6 +751,72 @@ static void tag_of(const struct tok_wrapped_ref *ref, unsigned char tag[32])
 	buf[idlen] = '\0';
 	memcpy(buf + idlen + 1, ref->spki, n);
 	SHA256(buf, idlen + 1 + n, tag);
+}
+
+static void put_len(unsigned char *p, size_t n)
+{
+	p[0] = (unsigned char)(n >> 8);
+	p[1] = (unsigned char)n;
+}
+
+/* The digest of everything a first unwrap proves: SHA-256 of PROOF_TAG, then credential ID,
+ * KEK ID, blob, public key and binding, each after its 2-byte length. Two refs share it only
+ * when they are the same bytes. -1 when a field is over its bound (check_ref refuses it). */
+static int proof_of(const struct tok_wrapped_ref *ref, unsigned char out[32])
+{
+	unsigned char buf[sizeof(PROOF_TAG) + 5 * 2 + sizeof(((struct tok_key *)0)->label) +
+	                  TOK_KEK_ID_LEN + TOK_MAX_BLOB + TOK_MAX_SPKI + TOK_MAX_BINDING];
+	const unsigned char *part[5];
+	size_t len[5], n = sizeof(PROOF_TAG), i;
+
+	part[0] = (const unsigned char *)ref->cred_id;
+	len[0] = strnlen(ref->cred_id, sizeof(((struct tok_key *)0)->label));
+	part[1] = ref->kek_id;
+	len[1] = TOK_KEK_ID_LEN;
+	part[2] = ref->blob;
+	len[2] = ref->blob_len;
+	part[3] = ref->spki;
+	len[3] = ref->spki_len;
+	part[4] = ref->binding;
+	len[4] = ref->binding_len;
+	if (len[0] == sizeof(((struct tok_key *)0)->label) || ref->kek_id == NULL ||
+	    ref->blob == NULL || len[2] > TOK_MAX_BLOB || ref->spki == NULL ||
+	    len[3] > TOK_MAX_SPKI || ref->binding == NULL || len[4] > TOK_MAX_BINDING)
+		return -1;
+	memcpy(buf, PROOF_TAG, sizeof(PROOF_TAG));
+	for (i = 0; i < 5; i++) {
+		put_len(buf + n, len[i]);
+		memcpy(buf + n + 2, part[i], len[i]);
+		n += 2 + len[i];
+	}
+	SHA256(buf, n, out);
+	return 0;
+}
+
+/* Caller holds c->mu. */
+static unsigned char *proven_slot(struct tok_wcache *c, const unsigned char proof[32])
+{
+	uint64_t v;
+
+	memcpy(&v, proof + 8, sizeof(v)); /* not the bytes bucket_of uses: another digest */
+	return c->proven[v & (c->nproven - 1)];
+}
+
+static int proven_has(struct tok_wcache *c, const unsigned char proof[32])
+{
+	int has;
+
+	pthread_mutex_lock(&c->mu);
+	has = CRYPTO_memcmp(proven_slot(c, proof), proof, 32) == 0;
+	pthread_mutex_unlock(&c->mu);
+	return has;
+}
+
+static void proven_add(struct tok_wcache *c, const unsigned char proof[32])
+{
+	pthread_mutex_lock(&c->mu);
+	memcpy(proven_slot(c, proof), proof, 32);
+	pthread_mutex_unlock(&c->mu);
 }
 
 static size_t bucket_of(const struct tok_wcache *c, const unsigned char tag[32])
@@ -783,8 +933,13 @@ int tok_wcache_new(struct token *tok, const char *kek_uri, unsigned capacity,
 	r = TOK_ERR_INTERNAL;
 	while (nb < (size_t)capacity * 2 && nb < ((size_t)1 << 24))
 		nb *= 2;
+	c->nproven = 16;
+	while (c->nproven < (size_t)capacity * WC_PROVEN_PER_KEY && c->nproven < WC_MAX_PROVEN)
+		c->nproven *= 2;
+	/* All zero: no SHA-256 output is, as far as anyone will ever know. */
 	if ((c->buckets = calloc(nb, sizeof(*c->buckets))) == NULL ||
-	    (c->pend = calloc(WC_MAX_PENDING, sizeof(*c->pend))) == NULL)
+	    (c->pend = calloc(WC_MAX_PENDING, sizeof(*c->pend))) == NULL ||
+	    (c->proven = calloc(c->nproven, sizeof(*c->proven))) == NULL)
 		goto out;
 	c->nbuckets = nb;
 	*out = c;
@@ -810,6 +965,7 @@ void tok_wcache_free(struct tok_wcache *c)
 	}
 	free(c->buckets);
 	free(c->pend);
+	free(c->proven);
 	if (c->uri != NULL)
 		p11_kit_uri_free(c->uri);
 	pthread_mutex_destroy(&c->mu);
@@ -827,11 +983,11 @@ int tok_wrapped_get(struct tok_wcache *c, const struct tok_wrapped_ref *ref,
 {
 	struct wkey *e = NULL, *had, *victim = NULL;
 	EVP_PKEY *pub = NULL;
-	unsigned char tag[32];
+	unsigned char tag[32], proof[32];
 	char err[256] = "";
 	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
 	unsigned gen = 0;
-	int r;
+	int r, proven = 0, provable;
 
 	*out = NULL;
 	if (c == NULL || ref == NULL || ref->cred_id == NULL || ref->spki == NULL)
@@ -858,7 +1014,9 @@ int tok_wrapped_get(struct tok_wcache *c, const struct tok_wrapped_ref *ref,
 	e->key.priv = CK_INVALID_HANDLE;
 	memcpy(e->tag, tag, 32);
 	snprintf(e->key.label, sizeof(e->key.label), "%s", ref->cred_id);
-	if ((r = check_ref(ref, &pub, &e->key, err, sizeof(err))) != TOK_OK)
+	provable = proof_of(ref, proof) == 0;
+	proven = provable && proven_has(c, proof);
+	if ((r = check_ref(ref, proven, &pub, &e->key, err, sizeof(err))) != TOK_OK)
 		goto out;
 	e->key.pub = pub;
 	pub = NULL;
@@ -876,11 +1034,17 @@ int tok_wrapped_get(struct tok_wcache *c, const struct tok_wrapped_ref *ref,
 	e->key.priv = h;
 	atomic_store(&e->hgen, gen);
 	e->refs = 1; /* ours during the challenge */
-	if ((r = challenge(c->tok, &e->key, e->key.pub, err, sizeof(err))) != TOK_OK) {
-		discard(c, h, gen);
-		goto out;
+	if (!proven) {
+		if ((r = challenge(c->tok, &e->key, e->key.pub, err, sizeof(err))) != TOK_OK) {
+			discard(c, h, gen);
+			goto out;
+		}
+		if (provable)
+			proven_add(c, proof);
 	}
 	pthread_mutex_lock(&c->mu);
+	if (proven)
+		c->proven_again++;
 	if ((had = table_find(c, tag)) != NULL) {
 		/* Another request unwrapped it meanwhile: keep theirs. */
 		had->refs++;
@@ -992,6 +1156,7 @@ void tok_wcache_stats(struct tok_wcache *c, struct tok_wcache_stats *out)
 	out->misses = c->misses;
 	out->evictions = c->evictions;
 	out->refused = c->refused;
+	out->proven_again = c->proven_again;
 	out->held = c->n;
 	out->capacity = c->cap;
 	pthread_mutex_unlock(&c->mu);
@@ -1447,7 +1612,7 @@ static int unwrap_checked(struct tok_wcache *c, const unsigned char *kek_id,
 	e->key.priv = CK_INVALID_HANDLE;
 	e->refs = 1;
 	snprintf(e->key.label, sizeof(e->key.label), "%s", ref->cred_id);
-	if ((r = check_ref(ref, &pub, &e->key, err, errlen)) != TOK_OK)
+	if ((r = check_ref(ref, 0, &pub, &e->key, err, errlen)) != TOK_OK)
 		goto out;
 	e->key.pub = pub;
 	r = TOK_ERR_INTERNAL;

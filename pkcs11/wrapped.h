@@ -11,7 +11,10 @@
  * unwrapped key is first used, the binding is verified with that public key and the key signs
  * a random challenge that must verify with it too: a blob moved to another credential, a
  * damaged blob or public key, a blob of another KEK and a missing KEK all end in
- * TOK_ERR_UNUSABLE, never in a signature.
+ * TOK_ERR_UNUSABLE, never in a signature. The cache remembers the digests of the rows it has
+ * proven so (a bounded table, WC_PROVEN_PER_KEY per key it holds): the same bytes unwrapped
+ * again after an eviction are not proven again, as after a token outage; any other bytes
+ * are.
  *
  * Every function returns TOK_OK or a negative enum tok_err. */
 #ifndef IAMSIGN_PKCS11_WRAPPED_H
@@ -85,7 +88,8 @@ void tok_wrapped_release(const struct tok_key *key);
 
 struct tok_wcache_stats {
 	uint64_t hits, misses, evictions, refused;
-	uint64_t held; /* unwrapped keys in the cache now */
+	uint64_t proven_again; /* misses whose very bytes were proven before (not proven again) */
+	uint64_t held;         /* unwrapped keys in the cache now */
 	unsigned capacity;
 };
 void tok_wcache_stats(struct tok_wcache *c, struct tok_wcache_stats *out);

@@ -2236,19 +2236,53 @@ out:
 	return r;
 }
 
-/* One pass over DIR/ *.pem: check (write 0) or store (write 1) each. A bad file names itself
- * and stops the pass. */
+/* Certificates of one transaction of import-cert --dir. */
+struct cert_batch {
+	struct reg_cert_put v[WRAP_BATCH];
+	char ids[WRAP_BATCH][CRED_MAX_ID + 1];
+	unsigned char *der[WRAP_BATCH];
+	char *chain[WRAP_BATCH];
+	size_t n;
+};
+
+static void cert_batch_clear(struct cert_batch *cb)
+{
+	size_t i;
+
+	for (i = 0; i < cb->n; i++) {
+		OPENSSL_free(cb->der[i]);
+		free(cb->chain[i]);
+	}
+	cb->n = 0;
+}
+
+/* Store the batch in one transaction. */
+static int cert_batch_flush(struct registry *reg, struct cert_batch *cb)
+{
+	int rr = cb->n > 0 ? registry_cert_put_many(reg, cb->v, cb->n) : REG_OK;
+
+	if (rr != REG_OK) {
+		msg("registry: cannot store %zu certificates (error %d)", cb->n, rr);
+		return EXIT_FAIL; /* the caller counts them out */
+	}
+	cert_batch_clear(cb);
+	return EXIT_OK;
+}
+
+/* One pass over DIR/ *.pem: count (write -1), check (write 0) or store (write 1, WRAP_BATCH
+ * per transaction) each. A bad file names itself and stops the pass. */
 static int import_dir_pass(struct registry *reg, const char *dir, int write, unsigned long total,
                            unsigned long *n, struct audit *au)
 {
 	DIR *d = opendir(dir);
 	struct dirent *de;
-	char path[PATH_MAX], id[CRED_MAX_ID + 1], *chain = NULL;
+	char path[PATH_MAX] = "", id[CRED_MAX_ID + 1], *chain = NULL;
+	struct cert_batch *cb = NULL;
 	struct reg_wkey w;
 	const char *why;
 	X509 *cert = NULL;
 	size_t len;
-	int r = EXIT_FAIL, rr, last = -1, bar = write && isatty(STDERR_FILENO);
+	int r = EXIT_FAIL, rr, last = -1, bar = write >= 0 && total > 0 && isatty(STDERR_FILENO);
 
 	*n = 0;
 	memset(&w, 0, sizeof(w));
@@ -2256,10 +2290,18 @@ static int import_dir_pass(struct registry *reg, const char *dir, int write, uns
 		msg("%s: %s", dir, strerror(errno));
 		return EXIT_FAIL;
 	}
+	if (write == 1 && (cb = calloc(1, sizeof(*cb))) == NULL) {
+		msg("out of memory");
+		goto out;
+	}
 	while ((de = readdir(d)) != NULL) {
 		len = strlen(de->d_name);
 		if (len <= 4 || strcmp(de->d_name + len - 4, ".pem") != 0 || de->d_name[0] == '.')
 			continue;
+		if (write < 0) {
+			(*n)++;
+			continue;
+		}
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		if (len - 4 > CRED_MAX_ID) {
 			msg("%s: the name is not a credential ID", path);
@@ -2286,22 +2328,49 @@ static int import_dir_pass(struct registry *reg, const char *dir, int write, uns
 			au->reason = "key_mismatch";
 			goto out;
 		}
-		if (write && store_wrapped_cert(reg, id, cert, chain) != EXIT_OK)
+		if (write == 1) {
+			int dl = i2d_X509(cert, &cb->der[cb->n]);
+
+			if (dl <= 0) {
+				msg("%s: cannot encode the certificate: %s", path, ossl_err());
+				goto out;
+			}
+			snprintf(cb->ids[cb->n], sizeof(cb->ids[0]), "%s", id);
+			cb->chain[cb->n] = chain;
+			chain = NULL;
+			cb->v[cb->n] = (struct reg_cert_put){cb->ids[cb->n], cb->der[cb->n],
+			                                     (size_t)dl, cb->chain[cb->n]};
+			cb->n++;
+		}
+		(*n)++;
+		if (write == 1 && cb->n == WRAP_BATCH && cert_batch_flush(reg, cb) != EXIT_OK)
 			goto out;
 		reg_wkey_clear(&w);
 		X509_free(cert);
 		cert = NULL;
 		free(chain);
 		chain = NULL;
-		(*n)++;
-		if (bar && total > 0)
+		if (bar && (write == 0 || cb->n == 0))
 			progress(*n <= total ? *n : total, total, &last);
 	}
+	if (cb != NULL && cert_batch_flush(reg, cb) != EXIT_OK)
+		goto out;
+	if (bar)
+		progress(total, total, &last);
 	r = EXIT_OK;
 out:
-	if (r != EXIT_OK)
+	if (r != EXIT_OK && write >= 0) {
+		if (bar)
+			fputc('\n', stderr);
+		/* Whole batches are stored; the one being filled is not. */
+		if (cb != NULL)
+			*n -= cb->n;
 		audit_detail(au, "dir=%s: %s at %s, %lu stored", dir, write ? "stopped" : "refused",
 		             path, write ? *n : 0);
+	}
+	if (cb != NULL)
+		cert_batch_clear(cb);
+	free(cb);
 	reg_wkey_clear(&w);
 	X509_free(cert);
 	free(chain);
@@ -2316,7 +2385,7 @@ static int import_dir(const char *config_path, const char *dir)
 	struct audit au = {0};
 	struct config *cfg = NULL;
 	struct registry *reg = NULL;
-	unsigned long n = 0, stored = 0;
+	unsigned long n = 0, stored = 0, total = 0;
 	double t0 = now_s(), dt;
 	int r = EXIT_FAIL;
 
@@ -2330,12 +2399,21 @@ static int import_dir(const char *config_path, const char *dir)
 		msg("import-cert: no registry yet (keygen first)");
 		goto out;
 	}
-	if (import_dir_pass(reg, dir, 0, 0, &n, &au) != EXIT_OK) {
+	if (import_dir_pass(reg, dir, -1, 0, &total, &au) != EXIT_OK)
+		goto out;
+	if (isatty(STDERR_FILENO))
+		fprintf(stderr, "checking %lu certificates\n", total);
+	if (import_dir_pass(reg, dir, 0, total, &n, &au) != EXIT_OK) {
 		msg("import-cert: nothing imported from %s", dir);
 		goto out;
 	}
-	if (import_dir_pass(reg, dir, 1, n, &stored, &au) != EXIT_OK)
+	if (isatty(STDERR_FILENO))
+		fprintf(stderr, "storing %lu certificates, %d per transaction\n", n, WRAP_BATCH);
+	if (import_dir_pass(reg, dir, 1, n, &stored, &au) != EXIT_OK) {
+		msg("import-cert: stopped with %lu of %lu stored; run it again to resume", stored,
+		    n);
 		goto out;
+	}
 	dt = now_s() - t0;
 	printf("%s: %lu certificates checked and stored in %.1f s (%.0f/s)\n", dir, stored, dt,
 	       dt > 0 ? stored / dt : 0.0);
@@ -2539,6 +2617,8 @@ struct enrol_file {
 	unsigned long line;
 	struct enrol_line *v;
 	size_t n, cap, at; /* at: next entry for pass 2 */
+	int bar, last;     /* a progress bar on stderr: by bytes in pass 1, by lines in pass 2 */
+	unsigned long size;
 };
 
 /* The next credential line of ef->f: fields in id, user, cls, dev (NULL when absent). 1, 0 at
@@ -2620,6 +2700,8 @@ static int enrol_next(void *arg, struct reg_cred *c)
 		if (ef->at >= ef->n || ef->v[ef->at].line != ef->line ||
 		    strcmp(ef->v[ef->at].id, id) != 0)
 			return -1; /* the file changed under us */
+		if (ef->bar)
+			progress(ef->at + 1, ef->n, &ef->last);
 		if (ef->v[ef->at++].skip)
 			continue;
 		snprintf(c->id, sizeof(c->id), "%s", id);
@@ -2660,6 +2742,11 @@ static int enrol_check(struct enrol_file *ef, const struct config *cfg, struct r
 	(void)cfg;
 	*skipped = 0;
 	while ((r = enrol_parse(ef, buf, &id, &user, &cls, &dev)) == 1) {
+		long at = ftell(ef->f);
+
+		if (ef->bar && at > 0 && ef->size > 0)
+			progress((unsigned long)at <= ef->size ? (unsigned long)at : ef->size,
+			         ef->size, &ef->last);
 		if (dev != NULL) {
 			if (load_device_key(dev, &pem) != EXIT_OK) {
 				msg("%s:%lu: device key %s refused", ef->path, ef->line, dev);
@@ -2713,6 +2800,8 @@ static int enrol_check(struct enrol_file *ef, const struct config *cfg, struct r
 	}
 	if (r < 0)
 		return EXIT_FAIL;
+	if (ef->bar && ef->size > 0)
+		progress(ef->size, ef->size, &ef->last);
 	/* IDs unique within the file: sorted, then back in line order for pass 2. */
 	qsort(ef->v, ef->n, sizeof(*ef->v), cmp_enrol_line);
 	for (i = 1; i < ef->n; i++) {
@@ -2732,6 +2821,7 @@ static int enrol_from(const char *config_path, const char *path)
 	struct config *cfg = NULL;
 	struct registry *reg = NULL;
 	struct enrol_file ef = {.path = path};
+	struct stat sb;
 	unsigned long skipped = 0;
 	size_t bad = 0;
 	double t0 = now_s(), dt;
@@ -2747,6 +2837,12 @@ static int enrol_from(const char *config_path, const char *path)
 		msg("%s: %s", path, strerror(errno));
 		goto out;
 	}
+	ef.bar = isatty(STDERR_FILENO);
+	ef.last = -1;
+	if (fstat(fileno(ef.f), &sb) == 0 && S_ISREG(sb.st_mode))
+		ef.size = (unsigned long)sb.st_size;
+	if (ef.bar)
+		fprintf(stderr, "checking %s\n", path);
 	if (enrol_check(&ef, cfg, reg, &skipped) != EXIT_OK) {
 		msg("enrol: nothing from %s was enrolled", path);
 		au.reason = "bad_input";
@@ -2756,6 +2852,9 @@ static int enrol_from(const char *config_path, const char *path)
 	rewind(ef.f);
 	ef.line = 0;
 	ef.at = 0;
+	ef.last = -1;
+	if (ef.bar)
+		fprintf(stderr, "enrolling %zu credentials in one transaction\n", ef.n - skipped);
 	if ((rr = registry_add_each(reg, enrol_next, &ef, &bad)) != REG_OK) {
 		msg("enrol: %s: nothing was enrolled (%s)", path,
 		    rr == REG_ERR_EXISTS      ? "an ID was enrolled meanwhile"

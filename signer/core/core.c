@@ -250,6 +250,7 @@ static void status_of(struct service *s, struct wire_status *st)
 {
 	struct tok_stats ts;
 	struct ledger_stats ls;
+	struct svc_cache_stats cs;
 
 	tok_stats(s->tok, &ts);
 	ledger_stats(s->ledger, &ls);
@@ -268,6 +269,17 @@ static void status_of(struct service *s, struct wire_status *st)
 	st->ledger.busy_ms = ls.busy_ms;
 	st->ledger.unrecorded = ls.unrecorded;
 	st->ledger.stalled = ls.stalled;
+	svc_cache_stats(s, &cs);
+	st->cache.key_hits = cs.keys.hits;
+	st->cache.key_misses = cs.keys.misses;
+	st->cache.key_evictions = cs.keys.evictions;
+	st->cache.key_refused = cs.keys.refused;
+	st->cache.key_proven_again = cs.keys.proven_again;
+	st->cache.key_held = cs.keys.held;
+	st->cache.key_capacity = cs.keys.capacity;
+	st->cache.cert_hits = cs.cert_hits;
+	st->cache.cert_misses = cs.cert_misses;
+	st->cache.cert_slots = cs.cert_slots;
 }
 
 /* One request: the answer's type and payload in out. */

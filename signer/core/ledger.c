@@ -1737,79 +1737,47 @@ struct ckpt {
 	size_t siglen;
 };
 
-static void ckpts_free(struct ckpt *c, size_t n)
+/* The next checkpoint, in seq order, into *c (its sig replaced): 1, 0 after the last, -1 for
+ * a malformed row or a read error (why says which). One at a time, so verify's memory does not
+ * grow with the ledger. */
+static int ckpt_next(sqlite3 *db, sqlite3_stmt *st, struct ckpt *c, uint64_t *bad_seq, char *why,
+                     size_t whylen)
 {
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		free(c[i].sig);
-	free(c);
-}
-
-static int load_ckpts(sqlite3 *db, struct ckpt **out, size_t *nout, uint64_t *bad_seq, char *why,
-                      size_t whylen)
-{
-	sqlite3_stmt *st = NULL;
-	struct ckpt *c = NULL, *nc;
-	size_t n = 0, cap = 0;
 	const uint8_t *p;
 	size_t len;
 	int64_t seq;
-	int rc, r = -1;
+	int rc;
 
-	*out = NULL;
-	*nout = 0;
-	if (sqlite3_prepare_v2(db, "SELECT seq, head, sig FROM checkpoints ORDER BY seq", -1, &st,
-	                       NULL) != SQLITE_OK) {
+	free(c->sig);
+	memset(c, 0, sizeof(*c));
+	if ((rc = sqlite3_step(st)) == SQLITE_DONE)
+		return 0;
+	if (rc != SQLITE_ROW) {
 		set_err(why, whylen, "cannot read the checkpoints: %s", sqlite3_errmsg(db));
-		goto out;
+		return -1;
 	}
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap == 0 ? 64 : cap * 2;
-			if ((nc = realloc(c, cap * sizeof(*c))) == NULL) {
-				set_err(why, whylen, "out of memory");
-				goto out;
-			}
-			c = nc;
-		}
-		memset(&c[n], 0, sizeof(c[n]));
-		if (col_int(st, 0, 1, INT64_MAX, &seq) != 0) {
-			set_err(why, whylen, "a checkpoint row has a malformed sequence number");
-			goto out;
-		}
-		c[n].seq = (uint64_t)seq;
-		if (col_blob(st, 1, &p, &len) != 0 || len != 32) {
-			*bad_seq = c[n].seq;
-			set_err(why, whylen, "checkpoint at seq %llu is malformed",
-			        (unsigned long long)c[n].seq);
-			goto out;
-		}
-		memcpy(c[n].head, p, 32);
-		if (col_blob(st, 2, &p, &len) != 0 || len == 0 || len > LEDGER_MAX_SIG ||
-		    (c[n].sig = malloc(len)) == NULL) {
-			*bad_seq = c[n].seq;
-			set_err(why, whylen, "checkpoint at seq %llu has a malformed signature",
-			        (unsigned long long)c[n].seq);
-			goto out;
-		}
-		memcpy(c[n].sig, p, len);
-		c[n].siglen = len;
-		n++;
+	if (col_int(st, 0, 1, INT64_MAX, &seq) != 0) {
+		set_err(why, whylen, "a checkpoint row has a malformed sequence number");
+		return -1;
 	}
-	if (rc != SQLITE_DONE) {
-		set_err(why, whylen, "cannot read the checkpoints: %s", sqlite3_errmsg(db));
-		goto out;
+	c->seq = (uint64_t)seq;
+	if (col_blob(st, 1, &p, &len) != 0 || len != 32) {
+		*bad_seq = c->seq;
+		set_err(why, whylen, "checkpoint at seq %llu is malformed",
+		        (unsigned long long)c->seq);
+		return -1;
 	}
-	*out = c;
-	*nout = n;
-	c = NULL;
-	n = 0;
-	r = 0;
-out:
-	ckpts_free(c, n);
-	sqlite3_finalize(st);
-	return r;
+	memcpy(c->head, p, 32);
+	if (col_blob(st, 2, &p, &len) != 0 || len == 0 || len > LEDGER_MAX_SIG ||
+	    (c->sig = malloc(len)) == NULL) {
+		*bad_seq = c->seq;
+		set_err(why, whylen, "checkpoint at seq %llu has a malformed signature",
+		        (unsigned long long)c->seq);
+		return -1;
+	}
+	memcpy(c->sig, p, len);
+	c->siglen = len;
+	return 1;
 }
 
 static int ckpt_sig_ok(EVP_PKEY *key, const struct ckpt *c)
@@ -1831,9 +1799,11 @@ int ledger_verify(const char *state_dir, struct evp_pkey_st *verify_key, uint64_
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *cst = NULL;
 	struct audit_rec *rec = NULL;
-	struct ckpt *ck = NULL;
-	size_t nck = 0, ci = 0;
+	struct ckpt ck = {0};
+	uint64_t nck = 0;
+	int have; /* ck holds the next checkpoint not yet matched */
 	uint8_t prev[32], stored_prev[32], stored_hash[32], hash[32];
 	uint64_t expect = 1, last_ck = 0;
 	int rc, r = -1;
@@ -1844,9 +1814,13 @@ int ledger_verify(const char *state_dir, struct evp_pkey_st *verify_key, uint64_
 	set_err(why, whylen, "%s", "");
 	if (open_reader(state_dir, &db, why, whylen) != 0)
 		goto out;
-	if (load_ckpts(db, &ck, &nck, bad_seq, why, whylen) != 0)
+	if (sqlite3_prepare_v2(db, "SELECT seq, head, sig FROM checkpoints ORDER BY seq", -1, &cst,
+	                       NULL) != SQLITE_OK) {
+		set_err(why, whylen, "cannot read the checkpoints: %s", sqlite3_errmsg(db));
 		goto out;
-	*checkpoints = nck;
+	}
+	if ((have = ckpt_next(db, cst, &ck, bad_seq, why, whylen)) < 0)
+		goto out;
 	if ((rec = malloc(sizeof(*rec))) == NULL) {
 		set_err(why, whylen, "out of memory");
 		goto out;
@@ -1896,9 +1870,9 @@ int ledger_verify(const char *state_dir, struct evp_pkey_st *verify_key, uint64_
 			        (unsigned long long)rec->seq, (unsigned long long)(rec->seq - 1));
 			goto out;
 		}
-		for (; ci < nck && ck[ci].seq <= rec->seq; ci++) {
-			/* ck[ci].seq < rec->seq cannot happen: seqs are contiguous from 1. */
-			if (CRYPTO_memcmp(ck[ci].head, stored_hash, 32) != 0) {
+		while (have && ck.seq <= rec->seq) {
+			/* ck.seq < rec->seq cannot happen: seqs are contiguous from 1. */
+			if (CRYPTO_memcmp(ck.head, stored_hash, 32) != 0) {
 				*bad_seq = rec->seq;
 				set_err(why, whylen,
 				        "record %llu differs from the signed checkpoint at that "
@@ -1906,7 +1880,7 @@ int ledger_verify(const char *state_dir, struct evp_pkey_st *verify_key, uint64_
 				        (unsigned long long)rec->seq);
 				goto out;
 			}
-			if (verify_key != NULL && !ckpt_sig_ok(verify_key, &ck[ci])) {
+			if (verify_key != NULL && !ckpt_sig_ok(verify_key, &ck)) {
 				*bad_seq = rec->seq;
 				set_err(why, whylen,
 				        "the checkpoint at seq %llu has a bad signature (not made "
@@ -1915,6 +1889,9 @@ int ledger_verify(const char *state_dir, struct evp_pkey_st *verify_key, uint64_
 				goto out;
 			}
 			last_ck = rec->seq;
+			nck++;
+			if ((have = ckpt_next(db, cst, &ck, bad_seq, why, whylen)) < 0)
+				goto out;
 		}
 		memcpy(prev, stored_hash, 32);
 		(*records)++;
@@ -1924,14 +1901,25 @@ int ledger_verify(const char *state_dir, struct evp_pkey_st *verify_key, uint64_
 		set_err(why, whylen, "cannot read the audit records: %s", sqlite3_errmsg(db));
 		goto out;
 	}
-	if (ci < nck) {
+	if (have) {
+		/* The last checkpoint says how far the ledger reached. */
+		uint64_t tail;
+
+		do {
+			nck++;
+			tail = ck.seq;
+		} while ((have = ckpt_next(db, cst, &ck, bad_seq, why, whylen)) > 0);
+		*checkpoints = nck;
+		if (have < 0)
+			goto out;
 		*bad_seq = expect;
 		set_err(why, whylen,
 		        "tail truncated: a signed checkpoint covers seq %llu but the ledger ends "
 		        "at seq %llu",
-		        (unsigned long long)ck[nck - 1].seq, (unsigned long long)(expect - 1));
+		        (unsigned long long)tail, (unsigned long long)(expect - 1));
 		goto out;
 	}
+	*checkpoints = nck;
 	/* Intact; say what is not covered yet, and whether signatures were checked. */
 	if (*records > last_ck)
 		set_err(why, whylen,
@@ -1946,8 +1934,9 @@ int ledger_verify(const char *state_dir, struct evp_pkey_st *verify_key, uint64_
 	r = 0;
 out:
 	sqlite3_finalize(st);
+	sqlite3_finalize(cst);
 	close_reader(db);
-	ckpts_free(ck, nck);
+	free(ck.sig);
 	free(rec);
 	return r;
 }

@@ -162,7 +162,8 @@ int64_t ledger_jti_used(struct ledger *l, const char *jti);
 
 /* Verification and export, for iamsign-admin (read-only; verify_key is the audit key's public
  * key, NULL to skip checkpoint signatures with a warning). verify returns 0 when intact; else
- * -1 with *bad_seq set to the first bad sequence number and why filled. */
+ * -1 with *bad_seq set to the first bad sequence number and why filled. Both stream, a record
+ * (and for verify a checkpoint) at a time: memory does not grow with the ledger. */
 struct evp_pkey_st;
 int ledger_verify(const char *state_dir, struct evp_pkey_st *verify_key, uint64_t *records,
                   uint64_t *checkpoints, uint64_t *bad_seq, char *why, size_t whylen);

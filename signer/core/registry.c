@@ -1071,6 +1071,63 @@ int registry_cert_put(struct registry *r, const char *id, const unsigned char *d
 	return ret;
 }
 
+uint64_t registry_full_scans(struct registry *r)
+{
+	uint64_t n = 0;
+	int i;
+
+	if (r == NULL)
+		return 0;
+	lock(r);
+	for (i = 0; i < ST_COUNT; i++)
+		if (r->st[i] != NULL && i != ST_WKEY_COUNT_NOT && i != ST_WKEY_COUNT_ALL &&
+		    i != ST_WKEY_COUNT_KEK)
+			n += (uint64_t)sqlite3_stmt_status(r->st[i],
+			                                   SQLITE_STMTSTATUS_FULLSCAN_STEP, 0);
+	unlock(r);
+	return n;
+}
+
+int registry_cert_put_many(struct registry *r, const struct reg_cert_put *v, size_t n)
+{
+	sqlite3_stmt *st;
+	size_t i;
+	int ret = REG_ERR_INTERNAL;
+
+	if (r == NULL)
+		return REG_ERR_BAD_INPUT;
+	for (i = 0; i < n; i++)
+		if (!cred_valid_id(v[i].id) || v[i].der == NULL || v[i].len == 0 ||
+		    v[i].len > REG_MAX_CERT || !valid_pem(v[i].chain_pem))
+			return REG_ERR_BAD_INPUT;
+	lock(r);
+	if (exec_stmt(r->st[ST_BEGIN]) != REG_OK)
+		goto out;
+	for (i = 0, ret = REG_OK; i < n && ret == REG_OK; i++) {
+		st = r->st[ST_CERT_PUT];
+		if (bind_text(st, 1, v[i].id) != REG_OK ||
+		    bind_blob(st, 2, v[i].der, v[i].len) != REG_OK) {
+			done(st);
+			ret = REG_ERR_INTERNAL;
+			break;
+		}
+		if ((ret = exec_stmt(st)) != REG_OK || v[i].chain_pem == NULL)
+			continue;
+		st = r->st[ST_CHAIN_PUT];
+		if (bind_text(st, 1, v[i].id) != REG_OK ||
+		    bind_text(st, 2, v[i].chain_pem) != REG_OK) {
+			done(st);
+			ret = REG_ERR_INTERNAL;
+		} else {
+			ret = exec_stmt(st);
+		}
+	}
+	ret = run_in_tx(r, ret);
+out:
+	unlock(r);
+	return ret;
+}
+
 int registry_setting_get(struct registry *r, const char *name, unsigned char *val, size_t max,
                          size_t *len)
 {

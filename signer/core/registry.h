@@ -111,6 +111,19 @@ int registry_wkey_count(struct registry *r, const unsigned char *kek, const unsi
 
 /* The certificate DER of a credential ID (import-cert of a wrapped key); NULL removes it. */
 int registry_cert_put(struct registry *r, const char *id, const unsigned char *der, size_t len);
+/* Certificates (and chains, where not NULL) of n credential IDs in one transaction, all or
+ * none (import-cert --dir). */
+struct reg_cert_put {
+	const char *id;
+	const unsigned char *der;
+	size_t len;
+	const char *chain_pem;
+};
+int registry_cert_put_many(struct registry *r, const struct reg_cert_put *v, size_t n);
+/* Rows the registry's statements have stepped through in full table scans since it was opened
+ * (SQLITE_STMTSTATUS_FULLSCAN_STEP): 0 while every lookup and page goes by an index, whatever
+ * the number of rows. The counts kek rotate takes (registry_wkey_count) are left out. */
+uint64_t registry_full_scans(struct registry *r);
 /* Settings (the KEK in use, a rotation's target): a value of at most 256 bytes. */
 int registry_setting_get(struct registry *r, const char *name, unsigned char *val, size_t max,
                          size_t *len);

@@ -19,7 +19,9 @@
 
 #include "signer/core/cms.h"
 
-#define CERT_CACHE_SLOTS 1024
+#define CERT_CACHE_MIN 1024
+#define CERT_CACHE_PER_KEY 2 /* slots per key the wrapped keys' cache holds */
+#define CERT_CACHE_MAX (1u << 22)
 
 /* Copy a string into a fixed field, cut at the field's size. */
 #define SET_FIELD(dst, src) snprintf((dst), sizeof(dst), "%s", (src) != NULL ? (src) : "")
@@ -27,7 +29,9 @@
 /* Certificate check results by a tag of credential ID and certificate (and for a wrapped key
  * its public key), with the rules generation; only good results are kept, until their
  * good_until. Keyed so because key entries come and go (the wrapped keys' LRU frees them): an
- * address could come back for another credential. */
+ * address could come back for another credential. Direct-mapped, CERT_CACHE_PER_KEY slots per
+ * key of keys.cache: a credential whose key is held has its check held too, mostly, and the
+ * memory is bounded by keys.cache. */
 struct cert_slot {
 	unsigned char tag[32];
 	unsigned long generation;
@@ -37,26 +41,58 @@ struct cert_slot {
 
 struct svc_cert_cache {
 	pthread_mutex_t mu;
-	struct cert_slot slot[CERT_CACHE_SLOTS];
+	size_t n; /* a power of two */
+	uint64_t hits, misses;
+	struct cert_slot *slot;
 };
 
-static size_t cert_slot_index(const unsigned char tag[32])
+static struct cert_slot *cert_slot_of(struct svc_cert_cache *c, const unsigned char tag[32])
 {
-	uint32_t v;
+	uint64_t v;
 
 	memcpy(&v, tag, sizeof(v));
-	return v % CERT_CACHE_SLOTS;
+	return &c->slot[v & (c->n - 1)];
+}
+
+static struct svc_cert_cache *cert_cache_new(unsigned keys_cache)
+{
+	struct svc_cert_cache *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->n = CERT_CACHE_MIN;
+	while (c->n < (size_t)keys_cache * CERT_CACHE_PER_KEY && c->n < CERT_CACHE_MAX)
+		c->n *= 2;
+	if ((c->slot = calloc(c->n, sizeof(*c->slot))) == NULL) {
+		free(c);
+		return NULL;
+	}
+	pthread_mutex_init(&c->mu, NULL);
+	return c;
+}
+
+static void cert_cache_free(struct svc_cert_cache *c)
+{
+	if (c == NULL)
+		return;
+	pthread_mutex_destroy(&c->mu);
+	free(c->slot);
+	free(c);
 }
 
 static int cert_cached(struct svc_cert_cache *c, const unsigned char tag[32], unsigned long gen,
                        time_t now)
 {
-	struct cert_slot *sl = &c->slot[cert_slot_index(tag)];
+	struct cert_slot *sl = cert_slot_of(c, tag);
 	int hit;
 
 	pthread_mutex_lock(&c->mu);
 	hit = sl->used && memcmp(sl->tag, tag, 32) == 0 && sl->generation == gen &&
 	      now <= sl->good_until;
+	if (hit)
+		c->hits++;
+	else
+		c->misses++;
 	pthread_mutex_unlock(&c->mu);
 	return hit;
 }
@@ -64,7 +100,7 @@ static int cert_cached(struct svc_cert_cache *c, const unsigned char tag[32], un
 static void cert_remember(struct svc_cert_cache *c, const unsigned char tag[32], unsigned long gen,
                           time_t good_until)
 {
-	struct cert_slot *sl = &c->slot[cert_slot_index(tag)];
+	struct cert_slot *sl = cert_slot_of(c, tag);
 
 	pthread_mutex_lock(&c->mu);
 	memcpy(sl->tag, tag, 32);
@@ -248,6 +284,19 @@ static int svc_wcache_open(struct service *s, char *err, size_t errlen)
 	return -1;
 }
 
+void svc_cache_stats(struct service *s, struct svc_cache_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	tok_wcache_stats(s->wcache, &out->keys);
+	if (s->cert_cache != NULL) {
+		pthread_mutex_lock(&s->cert_cache->mu);
+		out->cert_hits = s->cert_cache->hits;
+		out->cert_misses = s->cert_cache->misses;
+		out->cert_slots = s->cert_cache->n;
+		pthread_mutex_unlock(&s->cert_cache->mu);
+	}
+}
+
 /* One line at shutdown: how the cache of unwrapped keys fared (tools/bench reads it). */
 static void svc_wcache_report(struct service *s)
 {
@@ -259,10 +308,12 @@ static void svc_wcache_report(struct service *s)
 	if (st.hits + st.misses + st.refused > 0)
 		fprintf(stderr,
 		        "iamsignd: core: wrapped keys: %llu hits, %llu misses, %llu "
-		        "evictions, %llu refused, %llu held of %u\n",
+		        "evictions, %llu refused, %llu held of %u, %llu unwrapped again "
+		        "without proof\n",
 		        (unsigned long long)st.hits, (unsigned long long)st.misses,
 		        (unsigned long long)st.evictions, (unsigned long long)st.refused,
-		        (unsigned long long)st.held, st.capacity);
+		        (unsigned long long)st.held, st.capacity,
+		        (unsigned long long)st.proven_again);
 }
 
 int svc_open(struct service *s, struct config *cfg, int no_fsync, char *err, size_t errlen)
@@ -284,11 +335,10 @@ int svc_open(struct service *s, struct config *cfg, int no_fsync, char *err, siz
 	if (svc_rules_load(cfg, &s->rules, err, errlen) != 0)
 		goto fail;
 	if ((s->rates = rate_table_new()) == NULL ||
-	    (s->cert_cache = calloc(1, sizeof(*s->cert_cache))) == NULL) {
+	    (s->cert_cache = cert_cache_new(cfg->keys_cache)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	pthread_mutex_init(&s->cert_cache->mu, NULL);
 	if (registry_open(cfg->state_dir, 1, &s->reg, err, errlen) != REG_OK)
 		goto fail;
 	topts.module = cfg->token_module;
@@ -340,10 +390,7 @@ void svc_close(struct service *s)
 		rules_put(s, s->rules);
 	rate_table_free(s->rates);
 	tsa_verifier_free(s->tsa);
-	if (s->cert_cache != NULL) {
-		pthread_mutex_destroy(&s->cert_cache->mu);
-		free(s->cert_cache);
-	}
+	cert_cache_free(s->cert_cache);
 	pthread_mutex_destroy(&s->rules_mu);
 	memset(s, 0, sizeof(*s));
 }

@@ -56,6 +56,13 @@ void svc_close(struct service *s);
  * the old rules stay and err names the file (and line). */
 int svc_reload(struct service *s, char *err, size_t errlen);
 
+/* The caches' figures for /metrics: unwrapped keys and certificate checks. */
+struct svc_cache_stats {
+	struct tok_wcache_stats keys;
+	uint64_t cert_hits, cert_misses, cert_slots;
+};
+void svc_cache_stats(struct service *s, struct svc_cache_stats *out);
+
 /* Load the rules a configuration names, as svc_reload does (also for --check). */
 int svc_rules_load(const struct config *cfg, struct svc_rules **out, char *err, size_t errlen);
 void svc_rules_free(struct svc_rules *r);

@@ -399,9 +399,63 @@ static int core_status(struct http_server *h, struct wire_status *st)
 	return r;
 }
 
-static char *metrics_text(struct http_server *h)
+/* The core's caches, appended to the rest. */
+static char *metrics_caches(const struct wire_cache_stats *cs)
 {
 	char *s = NULL;
+
+	if (asprintf(&s,
+	             "# HELP iamsign_wrapped_keys_hits_total Signatures whose wrapped key was "
+	             "held unwrapped.\n"
+	             "# TYPE iamsign_wrapped_keys_hits_total counter\n"
+	             "iamsign_wrapped_keys_hits_total %llu\n"
+	             "# HELP iamsign_wrapped_keys_misses_total Wrapped keys unwrapped in the "
+	             "token because they were not held.\n"
+	             "# TYPE iamsign_wrapped_keys_misses_total counter\n"
+	             "iamsign_wrapped_keys_misses_total %llu\n"
+	             "# HELP iamsign_wrapped_keys_evictions_total Unwrapped keys destroyed to make "
+	             "room (least recently used).\n"
+	             "# TYPE iamsign_wrapped_keys_evictions_total counter\n"
+	             "iamsign_wrapped_keys_evictions_total %llu\n"
+	             "# HELP iamsign_wrapped_keys_refused_total Wrapped keys refused "
+	             "(key_unusable): not bound to their credential, damaged, or of a KEK "
+	             "not on the token.\n"
+	             "# TYPE iamsign_wrapped_keys_refused_total counter\n"
+	             "iamsign_wrapped_keys_refused_total %llu\n"
+	             "# HELP iamsign_wrapped_keys_proven_again_total Misses whose registry row "
+	             "was proven before, byte for byte: unwrapped without proving it again.\n"
+	             "# TYPE iamsign_wrapped_keys_proven_again_total counter\n"
+	             "iamsign_wrapped_keys_proven_again_total %llu\n"
+	             "# HELP iamsign_wrapped_keys_held Unwrapped keys held in the token now.\n"
+	             "# TYPE iamsign_wrapped_keys_held gauge\n"
+	             "iamsign_wrapped_keys_held %llu\n"
+	             "# HELP iamsign_wrapped_keys_capacity keys.cache: unwrapped keys held at "
+	             "most.\n"
+	             "# TYPE iamsign_wrapped_keys_capacity gauge\n"
+	             "iamsign_wrapped_keys_capacity %llu\n"
+	             "# HELP iamsign_cert_checks_hits_total Certificate checks answered from the "
+	             "cache.\n"
+	             "# TYPE iamsign_cert_checks_hits_total counter\n"
+	             "iamsign_cert_checks_hits_total %llu\n"
+	             "# HELP iamsign_cert_checks_misses_total Certificates checked in full "
+	             "(chain, validity, CRL).\n"
+	             "# TYPE iamsign_cert_checks_misses_total counter\n"
+	             "iamsign_cert_checks_misses_total %llu\n"
+	             "# HELP iamsign_cert_checks_slots Slots of the certificate check cache.\n"
+	             "# TYPE iamsign_cert_checks_slots gauge\n"
+	             "iamsign_cert_checks_slots %llu\n",
+	             (unsigned long long)cs->key_hits, (unsigned long long)cs->key_misses,
+	             (unsigned long long)cs->key_evictions, (unsigned long long)cs->key_refused,
+	             (unsigned long long)cs->key_proven_again, (unsigned long long)cs->key_held,
+	             (unsigned long long)cs->key_capacity, (unsigned long long)cs->cert_hits,
+	             (unsigned long long)cs->cert_misses, (unsigned long long)cs->cert_slots) < 0)
+		return NULL;
+	return s;
+}
+
+static char *metrics_text(struct http_server *h)
+{
+	char *s = NULL, *caches, *all = NULL;
 	struct wire_status st;
 	const struct wire_token_stats *ts = &st.tok;
 	const struct wire_ledger_stats *ls = &st.ledger;
@@ -474,7 +528,11 @@ static char *metrics_text(struct http_server *h)
 	             (double)ls->commit_ns / 1e9, (double)ls->busy_ms / 1000.0,
 	             (unsigned long long)ls->unrecorded) < 0)
 		return NULL;
-	return s;
+	if ((caches = metrics_caches(&st.cache)) == NULL || asprintf(&all, "%s%s", s, caches) < 0)
+		all = NULL;
+	free(caches);
+	free(s);
+	return all;
 }
 
 static void log_refusal(const struct peer *p, const char *method, int status, const char *body)

@@ -1024,6 +1024,18 @@ int wire_enc_status(struct wire_buf *b, const struct wire_status *st)
 	put_u64(b, st->ledger.busy_ms);
 	put_u64(b, st->ledger.unrecorded);
 	put_u8(b, st->ledger.stalled ? 1 : 0);
+	if (st->cache.key_held > st->cache.key_capacity)
+		return enc_done(b, 0);
+	put_u64(b, st->cache.key_hits);
+	put_u64(b, st->cache.key_misses);
+	put_u64(b, st->cache.key_evictions);
+	put_u64(b, st->cache.key_refused);
+	put_u64(b, st->cache.key_proven_again);
+	put_u64(b, st->cache.key_held);
+	put_u64(b, st->cache.key_capacity);
+	put_u64(b, st->cache.cert_hits);
+	put_u64(b, st->cache.cert_misses);
+	put_u64(b, st->cache.cert_slots);
 	return enc_done(b, 1);
 }
 
@@ -1033,6 +1045,7 @@ int wire_dec_status(const uint8_t *p, size_t len, struct wire_status *out, char 
 	uint8_t state, pcsc, stalled;
 	uint64_t downs, ups, fast, last;
 	struct wire_ledger_stats ls;
+	struct wire_cache_stats cs;
 	int64_t outage;
 
 	memset(out, 0, sizeof(*out));
@@ -1061,6 +1074,19 @@ int wire_dec_status(const uint8_t *p, size_t len, struct wire_status *out, char 
 	if (stalled > 1)
 		return fail(why, whylen, "stalled: %u not 0 or 1", stalled);
 	ls.stalled = stalled;
+	if (rd_u64(&r, "key_hits", &cs.key_hits) != 0 ||
+	    rd_u64(&r, "key_misses", &cs.key_misses) != 0 ||
+	    rd_u64(&r, "key_evictions", &cs.key_evictions) != 0 ||
+	    rd_u64(&r, "key_refused", &cs.key_refused) != 0 ||
+	    rd_u64(&r, "key_proven_again", &cs.key_proven_again) != 0 ||
+	    rd_u64(&r, "key_held", &cs.key_held) != 0 ||
+	    rd_u64(&r, "key_capacity", &cs.key_capacity) != 0 ||
+	    rd_u64(&r, "cert_hits", &cs.cert_hits) != 0 ||
+	    rd_u64(&r, "cert_misses", &cs.cert_misses) != 0 ||
+	    rd_u64(&r, "cert_slots", &cs.cert_slots) != 0)
+		return -1;
+	if (cs.key_held > cs.key_capacity)
+		return fail(why, whylen, "key_held: more than key_capacity");
 	if (rd_end(&r) != 0)
 		return -1;
 	out->tok.state = state;
@@ -1070,6 +1096,7 @@ int wire_dec_status(const uint8_t *p, size_t len, struct wire_status *out, char 
 	out->tok.fast_failures = fast;
 	out->tok.last_outage_ms = outage;
 	out->ledger = ls;
+	out->cache = cs;
 	return 0;
 }
 

@@ -239,9 +239,16 @@ struct wire_ledger_stats {
 	uint64_t commits, records, failed, commit_ns, busy_ms, unrecorded;
 	int stalled;
 };
+/* The core's caches: unwrapped keys (pkcs11/wrapped.h) and certificate checks. */
+struct wire_cache_stats {
+	uint64_t key_hits, key_misses, key_evictions, key_refused, key_proven_again;
+	uint64_t key_held, key_capacity;
+	uint64_t cert_hits, cert_misses, cert_slots;
+};
 struct wire_status {
 	struct wire_token_stats tok;
 	struct wire_ledger_stats ledger;
+	struct wire_cache_stats cache;
 };
 int wire_enc_status(struct wire_buf *b, const struct wire_status *st);
 int wire_dec_status(const uint8_t *p, size_t len, struct wire_status *out, char *why,

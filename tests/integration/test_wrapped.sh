@@ -24,6 +24,14 @@ grep -Eq 'Usage: *wrap, unwrap$' "$WORK/kek.txt" && pass "KEK usage is wrap and 
 grep -q 'Access: *sensitive, always sensitive, never extractable' "$WORK/kek.txt" && pass "KEK sensitive, never extractable" || fail "KEK access: $(cat "$WORK/kek.txt")"
 check_fails "kek create refused when a KEK exists" admin kek create
 
+# ---- an unwrapped key, read back through PKCS#11 ----
+if "$IAMSIGN_BUILD/tests/wrapped-attrs" "$SOFTHSM_MODULE" "pkcs11:token=$TOKEN_LABEL" "$WORK/user.pin" \
+	"pkcs11:object=iamsign-kek;type=secret-key" >"$WORK/attrs.txt" 2>&1; then
+	pass "unwrapped key: private session object, sensitive, not extractable, sign only ($(grep -c '^ok' "$WORK/attrs.txt") checks)"
+else
+	fail "unwrapped key attributes: $(cat "$WORK/attrs.txt")"
+fi
+
 # ---- keys: wrapped by default ----
 for i in 1 2 3 4 5 6 7 8; do
 	provision_cred "w$i" ec-p256 "citizen-$i" seal
@@ -138,17 +146,41 @@ for round in 1 2 3; do
 	done
 done
 [ "$bad" = 0 ] && pass "21 concurrent signatures over 7 credentials with keys.cache 2, all verified" || fail "$bad of 21 failed or did not verify"
+# Every key has been proven and evicted since: unwrapped again, the same bytes are not proven
+# again, but any other bytes are. w2 gets w1's blob, and w1 and w3 fill the cache.
+b1=$(sq "SELECT hex(blob) FROM wrapped_keys WHERE id = 'w1'")
+b2=$(sq "SELECT hex(blob) FROM wrapped_keys WHERE id = 'w2'")
+sq "UPDATE wrapped_keys SET blob = x'$b1' WHERE id = 'w2'"
+for c in w1 w3; do expect_status "$c signs" 200 "$(sign_hash "$c" "" "$D")"; done
+expect_status "a proven credential given another's blob: refused" 500 "$(sign_hash w2 "" "$D")"
+expect_reason key_unusable
+sq "UPDATE wrapped_keys SET blob = x'$b2' WHERE id = 'w2'"
+expect_status "its own blob back: w2 signs" 200 "$(sign_hash w2 "" "$D")"
+verify_sig "$WORK/w2.pub" "$WORK/form.txt" "$(jq_get '.signatures[0]')" && pass "w2 verifies" || fail "w2 signature"
+again=$(metric iamsign_wrapped_keys_proven_again_total)
+[ "${again:-0}" -ge 1 ] && pass "keys unwrapped again without proving them again ($again)" || fail "proven again: ${again:-none}"
 stop_daemon
 ev=$(sed -n 's/.*wrapped keys: .* \([0-9]*\) evictions.*/\1/p' "$WORK/daemon.log" | tail -n1)
 [ "${ev:-0}" -ge 5 ] && pass "LRU evicted ($ev evictions)" || fail "evictions: ${ev:-none}: $(grep 'wrapped keys' "$WORK/daemon.log")"
-grep -q 'held of 2$' "$WORK/daemon.log" && pass "cache held at most 2" || fail "held: $(grep 'wrapped keys' "$WORK/daemon.log")"
+grep -q 'held of 2,' "$WORK/daemon.log" && pass "cache held at most 2" || fail "held: $(grep 'wrapped keys' "$WORK/daemon.log")"
 
 # ---- batch commands ----
 check "keygen --count 4 (wrapped)" admin keygen --credential bulk --alg ec-p256 --count 4
-check "keygen --count 6 resumes: 2 made, 4 skipped" admin keygen --credential bulk --alg ec-p256 --count 6
-grep -q '2 ec-p256 keys generated and wrapped, 4 already had one' "$WORK/check.out" && pass "resumed keygen summary" || fail "summary: $(cat "$WORK/check.out")"
+# on_tty CMD...: CMD with stderr on a terminal (script(1)), its output in $WORK/tty.out.
+on_tty() {
+	script -qefc "$(printf '%q ' "$@")" /dev/null >"$WORK/tty.out" 2>&1
+}
+# bar N: the output shows a progress bar that reached N/N.
+bar() {
+	tr '\r' '\n' <"$WORK/tty.out" | grep -Eq "^\[#{40}\] 100% $1/$1" && pass "progress bar to $1/$1" ||
+		fail "no progress bar: $(cat -v "$WORK/tty.out")"
+}
+check "keygen --count 6 resumes: 2 made, 4 skipped" on_tty "$ADMIN" -c "$WORK/iamsignd.yaml" keygen --credential bulk --alg ec-p256 --count 6
+bar 6
+grep -q '2 ec-p256 keys generated and wrapped, 4 already had one' "$WORK/tty.out" && pass "resumed keygen summary" || fail "summary: $(cat "$WORK/tty.out")"
 mkdir -p "$WORK/csr" "$WORK/certs"
-check "csr --count 6" admin csr --credential bulk --count 6 --subject "/CN=%s/O=iamsign tests" --out "$WORK/csr"
+check "csr --count 6" on_tty "$ADMIN" -c "$WORK/iamsignd.yaml" csr --credential bulk --count 6 --subject "/CN=%s/O=iamsign tests" --out "$WORK/csr"
+bar 6
 [ "$(ls "$WORK/csr" | grep -c '\.csr$')" = 6 ] && pass "six CSRs" || fail "CSRs: $(ls "$WORK/csr")"
 openssl req -in "$WORK/csr/bulk-3.csr" -verify -noout -subject 2>&1 | grep -q 'CN = bulk-3' && pass "bulk-3 CSR verifies, subject has its ID" || fail "bulk-3 csr"
 for i in 1 2 3 4 5 6; do
@@ -161,7 +193,9 @@ check_fails "import-cert --dir with a certificate of another key refused" admin 
 grep -q "certs/bulk-2.pem: the certificate's public key is not the credential's" "$WORK/check.out" && pass "the refusal names the file" || fail "refusal: $(cat "$WORK/check.out")"
 [ "$(sq "SELECT count(*) FROM certs WHERE id LIKE 'bulk-%'")" = 0 ] && pass "nothing half-imported" || fail "certs stored: $(sq "SELECT id FROM certs WHERE id LIKE 'bulk-%'")"
 cp "$WORK/bulk-2.good" "$WORK/certs/bulk-2.pem"
-check "import-cert --dir" admin import-cert --dir "$WORK/certs"
+check "import-cert --dir" on_tty "$ADMIN" -c "$WORK/iamsignd.yaml" import-cert --dir "$WORK/certs"
+bar 6
+grep -q '6 certificates checked and stored' "$WORK/tty.out" && pass "import-cert summary" || fail "summary: $(cat "$WORK/tty.out")"
 [ "$(sq "SELECT count(*) FROM certs WHERE id LIKE 'bulk-%'")" = 6 ] && pass "six certificates stored" || fail "certs"
 printf '# bulk enrolment\nbulk-1 cit-b1 seal\nbulk-2 cit-b2 seal  # second\n\nbulk-3 cit-b3 seal extra field here\n' >"$WORK/enrol.txt"
 check_fails "enrol --from with a malformed line refused" admin enrol --from "$WORK/enrol.txt"
@@ -171,12 +205,17 @@ printf 'bulk-1 cit-b1 seal\nbulk-2 cit-b2 seal\nbulk-1 cit-b9 seal\n' >"$WORK/en
 check_fails "enrol --from with a duplicate ID refused" admin enrol --from "$WORK/enrol.txt"
 grep -q "enrol.txt:3: bulk-1 is already on line 1" "$WORK/check.out" && pass "duplicate named" || fail "dup: $(cat "$WORK/check.out")"
 for i in 1 2 3 4 5 6; do printf 'bulk-%s cit-b%s seal\n' "$i" "$i"; done >"$WORK/enrol.txt"
-check "enrol --from" admin enrol --from "$WORK/enrol.txt"
+check "enrol --from" on_tty "$ADMIN" -c "$WORK/iamsignd.yaml" enrol --from "$WORK/enrol.txt"
+bar 6
 check "enrol --from again: all already enrolled" admin enrol --from "$WORK/enrol.txt"
 grep -q '0 credentials enrolled, 6 already were' "$WORK/check.out" && pass "second run is a no-op" || fail "rerun: $(cat "$WORK/check.out")"
 admin audit export --format jsonl >"$WORK/export.jsonl"
 [ "$(jq -s '[.[] | select(.op == "admin.enrol" and .decision == "allow" and (.detail | startswith("from=")))] | length' "$WORK/export.jsonl")" = 2 ] &&
 	pass "one audit record per batch" || fail "enrol batch records"
+for op in keygen:count= csr:count= import-cert:dir=; do
+	n=$(jq -s --arg op "admin.${op%%:*}" --arg d "${op#*:}" '[.[] | select(.op == $op and (.detail | contains($d)))] | length' "$WORK/export.jsonl")
+	[ "$n" -ge 1 ] && [ "$n" -le 3 ] && pass "${op%%:*}: one audit record per run ($n)" || fail "${op%%:*} records: $n"
+done
 
 # ---- every credential signs after rotation; destroy erases the blob ----
 start_daemon

@@ -1514,7 +1514,22 @@ static void r_token(struct raw *r, unsigned state, unsigned pcsc, uint64_t last)
 	r64(r, last);
 }
 
-/* The ledger's figures after a status's token fields. */
+/* The caches' figures: 10 hits ... with held of capacity. */
+static void r_caches(struct raw *r, uint64_t held, uint64_t capacity)
+{
+	r64(r, 10);
+	r64(r, 11);
+	r64(r, 12);
+	r64(r, 13);
+	r64(r, 14);
+	r64(r, held);
+	r64(r, capacity);
+	r64(r, 15);
+	r64(r, 16);
+	r64(r, 17);
+}
+
+/* The ledger's figures after a status's token fields, then the caches'. */
 static void r_ledger(struct raw *r, uint64_t commits, uint64_t records)
 {
 	r64(r, commits);
@@ -1524,6 +1539,7 @@ static void r_ledger(struct raw *r, uint64_t commits, uint64_t records)
 	r64(r, 7);
 	r64(r, 8);
 	r8(r, 0);
+	r_caches(r, 1, 2);
 }
 
 static void status(void **state)
@@ -1540,7 +1556,17 @@ static void status(void **state)
 	                                    .commit_ns = 13,
 	                                    .busy_ms = 17,
 	                                    .unrecorded = 19,
-	                                    .stalled = 1}},
+	                                    .stalled = 1},
+	                         .cache = {.key_hits = UINT64_MAX,
+	                                   .key_misses = 23,
+	                                   .key_evictions = 29,
+	                                   .key_refused = 31,
+	                                   .key_proven_again = 37,
+	                                   .key_held = 41,
+	                                   .key_capacity = 43,
+	                                   .cert_hits = 47,
+	                                   .cert_misses = 53,
+	                                   .cert_slots = 1024}},
 	                   out;
 	struct wire_buf b;
 	struct raw r;
@@ -1559,6 +1585,11 @@ static void status(void **state)
 	assert_true(out.ledger.failed == 11 && out.ledger.commit_ns == 13);
 	assert_true(out.ledger.busy_ms == 17 && out.ledger.unrecorded == 19);
 	assert_int_equal(out.ledger.stalled, 1);
+	assert_true(out.cache.key_hits == UINT64_MAX && out.cache.key_misses == 23);
+	assert_true(out.cache.key_evictions == 29 && out.cache.key_refused == 31);
+	assert_true(out.cache.key_proven_again == 37 && out.cache.key_held == 41);
+	assert_true(out.cache.key_capacity == 43 && out.cache.cert_hits == 47);
+	assert_true(out.cache.cert_misses == 53 && out.cache.cert_slots == 1024);
 	check_strict(d_status, b.p, b.len);
 	wire_buf_free(&b);
 
@@ -1600,6 +1631,7 @@ static void status(void **state)
 		for (int i = 0; i < 4; i++)
 			r64(&r, 0);
 		r8(&r, v);
+		r_caches(&r, 0, 0);
 		if (v > 1)
 			refused(d_status, &r, "stalled");
 		else
@@ -1631,6 +1663,28 @@ static void status(void **state)
 	in.ledger.commits = 2;
 	in.ledger.records = 1;
 	enc_refused(wire_enc_status(&b, &in), &b);
+	in.ledger.commits = 1;
+	in.cache.key_held = in.cache.key_capacity + 1;
+	enc_refused(wire_enc_status(&b, &in), &b);
+
+	/* A status from before the caches' figures: too short; more held than capacity. */
+	r_token(&r, 0, 0, 4);
+	r64(&r, 1);
+	r64(&r, 1);
+	for (int i = 0; i < 4; i++)
+		r64(&r, 0);
+	r8(&r, 0);
+	refused(d_status, &r, "key_hits");
+	raw_free(&r);
+	r_token(&r, 0, 0, 4);
+	r64(&r, 1);
+	r64(&r, 1);
+	for (int i = 0; i < 4; i++)
+		r64(&r, 0);
+	r8(&r, 0);
+	r_caches(&r, 3, 2);
+	refused(d_status, &r, "key_held");
+	raw_free(&r);
 }
 
 /* --- Framing --- */
