@@ -2252,6 +2252,9 @@ static void cert_batch_clear(struct cert_batch *cb)
 	for (i = 0; i < cb->n; i++) {
 		OPENSSL_free(cb->der[i]);
 		free(cb->chain[i]);
+		/* NULL again: i2d_X509 writes into a buffer it is given rather than allocate. */
+		cb->der[i] = NULL;
+		cb->chain[i] = NULL;
 	}
 	cb->n = 0;
 }
