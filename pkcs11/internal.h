@@ -88,6 +88,10 @@ struct tok_job {
 	struct tok_job *next;
 };
 
+/* Format an error message into err (nothing when err is NULL or errlen 0). */
+void tok_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 struct token {
 	void *dl;
 	CK_FUNCTION_LIST *fl;

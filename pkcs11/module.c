@@ -58,20 +58,6 @@ const char *const tok_default_dirs[] = {
     NULL,
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* System library directories a packaged module may live in, behind a symlink that the package
  * put into an allowlisted directory: Debian ships /usr/lib/<triplet>/pkcs11/opensc-pkcs11.so as
  * a symlink to ../opensc-pkcs11.so. */
@@ -164,26 +150,28 @@ int tok_module_load(const char *module, const char *const *dirs, void **dl_out,
 	*finalize_out = 0;
 
 	if (module_resolve(module, dirs, real) != TOK_OK) {
-		seterr(err, errlen,
-		       "PKCS#11 module %s is not a regular file directly in an allowed directory",
-		       module ? module : "(none)");
+		tok_seterr(
+		    err, errlen,
+		    "PKCS#11 module %s is not a regular file directly in an allowed directory",
+		    module ? module : "(none)");
 		goto out;
 	}
 	dl = dlopen(real, RTLD_NOW | RTLD_LOCAL);
 	if (dl == NULL) {
 		msg = dlerror();
-		seterr(err, errlen, "cannot load PKCS#11 module %s: %s", real,
-		       msg ? msg : "unknown error");
+		tok_seterr(err, errlen, "cannot load PKCS#11 module %s: %s", real,
+		           msg ? msg : "unknown error");
 		goto out;
 	}
 	getfl = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList");
 	if (getfl == NULL) {
-		seterr(err, errlen, "%s is not a PKCS#11 module (no C_GetFunctionList)", real);
+		tok_seterr(err, errlen, "%s is not a PKCS#11 module (no C_GetFunctionList)", real);
 		goto out;
 	}
 	rv = getfl(&fl);
 	if (rv != CKR_OK || fl == NULL || fl->C_Initialize == NULL || fl->C_Finalize == NULL) {
-		seterr(err, errlen, "%s: C_GetFunctionList failed: %s", real, p11_kit_strerror(rv));
+		tok_seterr(err, errlen, "%s: C_GetFunctionList failed: %s", real,
+		           p11_kit_strerror(rv));
 		goto out;
 	}
 
@@ -197,7 +185,7 @@ int tok_module_load(const char *module, const char *const *dirs, void **dl_out,
 		/* Someone else in the process initialised it: share it, never finalise it. */
 		*finalize_out = 0;
 	} else {
-		seterr(err, errlen, "%s: C_Initialize failed: %s", real, p11_kit_strerror(rv));
+		tok_seterr(err, errlen, "%s: C_Initialize failed: %s", real, p11_kit_strerror(rv));
 		r = tok_err_from_rv(rv) == TOK_ERR_UNAVAILABLE ? TOK_ERR_UNAVAILABLE
 		                                               : TOK_ERR_MODULE;
 		goto out;

@@ -43,10 +43,7 @@
 #define TOK_MIN_RSA_BITS 1024
 #define TOK_CACHE_MIN_BUCKETS 64
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
+void tok_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -116,8 +113,8 @@ static int slot_list(struct token *tok, CK_SLOT_ID **out, CK_ULONG *nout, char *
 		if (ns == 0)
 			return TOK_OK;
 		if (ns > TOK_MAX_SLOTS) {
-			seterr(err, errlen, "module reports %lu slots, more than %d", ns,
-			       TOK_MAX_SLOTS);
+			tok_seterr(err, errlen, "module reports %lu slots, more than %d", ns,
+			           TOK_MAX_SLOTS);
 			return TOK_ERR_INTERNAL;
 		}
 		list = calloc(ns, sizeof(*list));
@@ -135,7 +132,7 @@ static int slot_list(struct token *tok, CK_SLOT_ID **out, CK_ULONG *nout, char *
 		if (rv != CKR_BUFFER_TOO_SMALL)
 			break;
 	}
-	seterr(err, errlen, "C_GetSlotList failed: %s", p11_kit_strerror(rv));
+	tok_seterr(err, errlen, "C_GetSlotList failed: %s", p11_kit_strerror(rv));
 	return tok_err_from_rv(rv) == TOK_ERR_UNAVAILABLE ? TOK_ERR_UNAVAILABLE : TOK_ERR_INTERNAL;
 }
 
@@ -154,7 +151,7 @@ static int select_by_uri(struct token *tok, const char *uri, char *err, size_t e
 	if (uri == NULL)
 		uri = "pkcs11:";
 	if (strnlen(uri, TOK_MAX_URI + 1) > TOK_MAX_URI) {
-		seterr(err, errlen, "token URI longer than %d bytes", TOK_MAX_URI);
+		tok_seterr(err, errlen, "token URI longer than %d bytes", TOK_MAX_URI);
 		r = TOK_ERR_BAD_INPUT;
 		goto out;
 	}
@@ -163,20 +160,20 @@ static int select_by_uri(struct token *tok, const char *uri, char *err, size_t e
 		goto out;
 	pr = p11_kit_uri_parse(uri, P11_KIT_URI_FOR_TOKEN, u);
 	if (pr != P11_KIT_URI_OK) {
-		seterr(err, errlen, "token URI \"%s\": %s", uri, p11_kit_uri_message(pr));
+		tok_seterr(err, errlen, "token URI \"%s\": %s", uri, p11_kit_uri_message(pr));
 		r = TOK_ERR_BAD_INPUT;
 		goto out;
 	}
 	/* An attribute p11-kit did not take as a token attribute would make every match fail
 	 * with a misleading "no token": say what is wrong instead. */
 	if (p11_kit_uri_any_unrecognized(u)) {
-		seterr(err, errlen, "token URI \"%s\" has attributes that do not describe a token",
-		       uri);
+		tok_seterr(err, errlen,
+		           "token URI \"%s\" has attributes that do not describe a token", uri);
 		r = TOK_ERR_BAD_INPUT;
 		goto out;
 	}
 	if (p11_kit_uri_get_pin_value(u) != NULL) {
-		seterr(err, errlen, "token URI must not carry a PIN (use token.pin_file)");
+		tok_seterr(err, errlen, "token URI must not carry a PIN (use token.pin_file)");
 		r = TOK_ERR_BAD_INPUT;
 		goto out;
 	}
@@ -201,15 +198,15 @@ static int select_by_uri(struct token *tok, const char *uri, char *err, size_t e
 		matches++;
 	}
 	if (matches == 0) {
-		seterr(err, errlen, "no initialised token matches \"%s\" (%lu slots with a token)",
-		       uri, ns);
+		tok_seterr(err, errlen,
+		           "no initialised token matches \"%s\" (%lu slots with a token)", uri, ns);
 		r = TOK_ERR_NOT_FOUND;
 		goto out;
 	}
 	if (matches > 1) {
-		seterr(err, errlen,
-		       "%u tokens match \"%s\" (\"%s\", \"%s\"%s); add serial= to the URI", matches,
-		       uri, first, second, matches > 2 ? ", ..." : "");
+		tok_seterr(err, errlen,
+		           "%u tokens match \"%s\" (\"%s\", \"%s\"%s); add serial= to the URI",
+		           matches, uri, first, second, matches > 2 ? ", ..." : "");
 		r = TOK_ERR_BAD_INPUT;
 		goto out;
 	}
@@ -240,7 +237,8 @@ static int select_uninitialised(struct token *tok, char *err, size_t errlen)
 			goto out;
 		}
 	}
-	seterr(err, errlen, "no slot holds an uninitialised token (%lu slots with a token)", ns);
+	tok_seterr(err, errlen, "no slot holds an uninitialised token (%lu slots with a token)",
+	           ns);
 	r = TOK_ERR_NOT_FOUND;
 out:
 	free(slots);
@@ -332,10 +330,10 @@ static int pool_size(struct token *tok, const struct tok_opts *opts, CK_ULONG to
 	if (max == 0)
 		return TOK_OK;
 	if (max < 2) {
-		seterr(err, errlen,
-		       "the token allows %lu session at once; iamsign needs 2: one to hold the "
-		       "login, one to sign",
-		       (unsigned long)max);
+		tok_seterr(err, errlen,
+		           "the token allows %lu session at once; iamsign needs 2: one to hold the "
+		           "login, one to sign",
+		           (unsigned long)max);
 		return TOK_ERR_BUSY;
 	}
 	if (max - 1 < (CK_ULONG)tok->pool_cap)
@@ -363,7 +361,7 @@ int tok_open(const struct tok_opts *opts, struct token **out, char *err, size_t 
 	if (out != NULL)
 		*out = NULL;
 	if (opts == NULL || out == NULL) {
-		seterr(err, errlen, "tok_open: no options");
+		tok_seterr(err, errlen, "tok_open: no options");
 		goto out;
 	}
 	tok = calloc(1, sizeof(*tok));
@@ -409,23 +407,24 @@ int tok_open(const struct tok_opts *opts, struct token **out, char *err, size_t 
 	if (opts->pin_file != NULL) {
 		r = tok_pin_read(opts->pin_file, &pin, &plen);
 		if (r != TOK_OK) {
-			seterr(err, errlen,
-			       "PIN file %s unusable: must be a regular file (no symlink) of mode "
-			       "0600 "
-			       "or stricter holding 1 to 256 bytes",
-			       opts->pin_file);
+			tok_seterr(
+			    err, errlen,
+			    "PIN file %s unusable: must be a regular file (no symlink) of mode "
+			    "0600 "
+			    "or stricter holding 1 to 256 bytes",
+			    opts->pin_file);
 			goto out;
 		}
 		r = tok_pin_hold(tok, pin, plen);
 		tok_pin_free(pin, plen);
 		pin = NULL;
 		if (r != TOK_OK) {
-			seterr(err, errlen, "cannot keep the PIN in locked memory (mlock)");
+			tok_seterr(err, errlen, "cannot keep the PIN in locked memory (mlock)");
 			goto out;
 		}
 		rv = tok_open_session(tok, &tok->anchor);
 		if (rv != CKR_OK) {
-			seterr(err, errlen, "C_OpenSession failed: %s", p11_kit_strerror(rv));
+			tok_seterr(err, errlen, "C_OpenSession failed: %s", p11_kit_strerror(rv));
 			r = tok_err_from_rv(rv);
 			goto out;
 		}
@@ -434,10 +433,10 @@ int tok_open(const struct tok_opts *opts, struct token **out, char *err, size_t 
 		                      (CK_ULONG)tok->pin_len);
 		if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
 			/* Said once, here; the daemon does not start, so nothing retries. */
-			seterr(err, errlen, "C_Login failed: %s (CKR 0x%lx)%s",
-			       p11_kit_strerror(rv), (unsigned long)rv,
-			       rv == CKR_GENERAL_ERROR ? "; some cards say this for a wrong PIN"
-			                               : "");
+			tok_seterr(err, errlen, "C_Login failed: %s (CKR 0x%lx)%s",
+			           p11_kit_strerror(rv), (unsigned long)rv,
+			           rv == CKR_GENERAL_ERROR ? "; some cards say this for a wrong PIN"
+			                                   : "");
 			r = tok_err_from_rv(rv);
 			if (r == TOK_ERR_INTERNAL)
 				r = TOK_ERR_PIN;
@@ -445,7 +444,7 @@ int tok_open(const struct tok_opts *opts, struct token **out, char *err, size_t 
 		}
 	}
 	if (!opts->no_monitor && (r = tok_monitor_start(tok)) != TOK_OK) {
-		seterr(err, errlen, "cannot start the token monitor thread");
+		tok_seterr(err, errlen, "cannot start the token monitor thread");
 		goto out;
 	}
 	*out = tok;

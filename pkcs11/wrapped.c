@@ -101,19 +101,6 @@ struct tok_wcache {
 	struct kek_slot keks[WC_MAX_KEKS];
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 void tok_wrapped_new_clear(struct tok_wrapped_new *w)
 {
 	if (w == NULL)
@@ -298,19 +285,19 @@ static int check_bools(struct token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
 	rv = tok->fl->C_GetAttributeValue(s, h, a, (CK_ULONG)n);
 	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE) {
 		int r = tok_err_from_rv(rv);
-		seterr(err, errlen, "%s: attributes cannot be read (%s)", what,
-		       p11_kit_strerror(rv));
+		tok_seterr(err, errlen, "%s: attributes cannot be read (%s)", what,
+		           p11_kit_strerror(rv));
 		return r == TOK_ERR_UNAVAILABLE ? r : TOK_ERR_UNUSABLE;
 	}
 	for (i = 0; i < n; i++) {
 		if (a[i].ulValueLen != sizeof(CK_BBOOL)) {
-			seterr(err, errlen, "%s: %s cannot be read back", what, want[i].name);
+			tok_seterr(err, errlen, "%s: %s cannot be read back", what, want[i].name);
 			return TOK_ERR_UNUSABLE;
 		}
 		if ((v[i] != CK_FALSE) != (want[i].want != CK_FALSE)) {
-			seterr(err, errlen, "%s: %s is %s, expected %s", what, want[i].name,
-			       v[i] != CK_FALSE ? "true" : "false",
-			       want[i].want != CK_FALSE ? "true" : "false");
+			tok_seterr(err, errlen, "%s: %s is %s, expected %s", what, want[i].name,
+			           v[i] != CK_FALSE ? "true" : "false",
+			           want[i].want != CK_FALSE ? "true" : "false");
 			return TOK_ERR_UNUSABLE;
 		}
 	}
@@ -461,11 +448,11 @@ static int kek_handle(struct tok_wcache *c, CK_SESSION_HANDLE s, const unsigned 
 	if ((r = kek_find(c, s, id, objs, 2, &found)) != TOK_OK)
 		return r;
 	if (found == 0) {
-		seterr(err, errlen, "the KEK that wrapped this key is not on the token");
+		tok_seterr(err, errlen, "the KEK that wrapped this key is not on the token");
 		return TOK_ERR_UNUSABLE;
 	}
 	if (found > 1) {
-		seterr(err, errlen, "several KEKs share the CKA_ID of this key's KEK");
+		tok_seterr(err, errlen, "several KEKs share the CKA_ID of this key's KEK");
 		return TOK_ERR_UNUSABLE;
 	}
 	if ((r = check_bools(c->tok, s, objs[0], kek_want, NELEM(kek_want), "KEK", err, errlen)) !=
@@ -542,7 +529,7 @@ static int unwrap_locked(struct tok_wcache *c, const unsigned char *kek_id,
 	*out = CK_INVALID_HANDLE;
 	pthread_mutex_lock(&c->smu);
 	if ((r = wc_session(c, &s)) != TOK_OK) {
-		seterr(err, errlen, "session: %s", tok_strerror(r));
+		tok_seterr(err, errlen, "session: %s", tok_strerror(r));
 		goto out;
 	}
 	drain_pending(c, s);
@@ -554,12 +541,12 @@ static int unwrap_locked(struct tok_wcache *c, const unsigned char *kek_id,
 		r = tok_err_from_rv(rv);
 		if (r == TOK_ERR_UNAVAILABLE || r == TOK_ERR_BUSY) {
 			tok_session_failed(c->tok, rv);
-			seterr(err, errlen, "C_UnwrapKey: %s", p11_kit_strerror(rv));
+			tok_seterr(err, errlen, "C_UnwrapKey: %s", p11_kit_strerror(rv));
 		} else {
 			/* Damaged, of another KEK, not a key of this type: never "try later". */
 			r = TOK_ERR_UNUSABLE;
-			seterr(err, errlen, "the KEK does not unwrap the blob (%s)",
-			       p11_kit_strerror(rv));
+			tok_seterr(err, errlen, "the KEK does not unwrap the blob (%s)",
+			           p11_kit_strerror(rv));
 		}
 		goto out;
 	}
@@ -651,7 +638,7 @@ static int unwrap_on_worker(struct tok_wcache *c, const unsigned char *kek_id,
 		*gen = uj->gen;
 		uj->h = CK_INVALID_HANDLE;
 	} else {
-		seterr(err, errlen, "%s", uj->err[0] != '\0' ? uj->err : tok_strerror(r));
+		tok_seterr(err, errlen, "%s", uj->err[0] != '\0' ? uj->err : tok_strerror(r));
 	}
 	unwrap_job_drop(&uj->j);
 	return r;
@@ -681,13 +668,13 @@ static int challenge(struct token *tok, const struct tok_key *k, EVP_PKEY *pub, 
 		return TOK_ERR_INTERNAL;
 	r = tok_sign_digest(tok, k, &sp, dig, sizeof(dig), sig, &siglen);
 	if (r != TOK_OK) {
-		seterr(err, errlen, "the unwrapped key cannot sign: %s", tok_strerror(r));
+		tok_seterr(err, errlen, "the unwrapped key cannot sign: %s", tok_strerror(r));
 		return r == TOK_ERR_UNAVAILABLE || r == TOK_ERR_BUSY || r == TOK_ERR_PIN
 		           ? r
 		           : TOK_ERR_UNUSABLE;
 	}
 	if (!verify_digest(pub, dig, sig, siglen)) {
-		seterr(err, errlen, "the unwrapped key is not the credential's public key");
+		tok_seterr(err, errlen, "the unwrapped key is not the credential's public key");
 		return TOK_ERR_UNUSABLE;
 	}
 	return TOK_OK;
@@ -703,16 +690,17 @@ static int check_ref(const struct tok_wrapped_ref *ref, int proven, EVP_PKEY **p
 	*pub = NULL;
 	if (ref->blob == NULL || ref->blob_len == 0 || ref->blob_len > TOK_MAX_BLOB ||
 	    ref->kek_id == NULL) {
-		seterr(err, errlen, "no usable blob");
+		tok_seterr(err, errlen, "no usable blob");
 		return TOK_ERR_UNUSABLE;
 	}
 	if ((*pub = tok_spki_parse(ref->spki, ref->spki_len)) == NULL ||
 	    key_from_pub(k, *pub) != TOK_OK) {
-		seterr(err, errlen, "the recorded public key is damaged or of an unknown type");
+		tok_seterr(err, errlen, "the recorded public key is damaged or of an unknown type");
 		goto bad;
 	}
 	if (ref->binding == NULL || ref->binding_len == 0 || ref->binding_len > TOK_MAX_BINDING) {
-		seterr(err, errlen, "the key's binding to credential %s is missing", ref->cred_id);
+		tok_seterr(err, errlen, "the key's binding to credential %s is missing",
+		           ref->cred_id);
 		goto bad;
 	}
 	if (proven) /* these very bytes verified before */
@@ -724,8 +712,8 @@ static int check_ref(const struct tok_wrapped_ref *ref, int proven, EVP_PKEY **p
 	}
 	if (ref->binding == NULL || ref->binding_len == 0 || ref->binding_len > TOK_MAX_BINDING ||
 	    !verify_digest(*pub, dig, ref->binding, ref->binding_len)) {
-		seterr(err, errlen, "the key's binding to credential %s does not verify",
-		       ref->cred_id);
+		tok_seterr(err, errlen, "the key's binding to credential %s does not verify",
+		           ref->cred_id);
 		goto bad;
 	}
 	ERR_clear_error();
@@ -1192,13 +1180,13 @@ int tok_kek_create(struct tok_wcache *c, unsigned char id[TOK_KEK_ID_LEN], char 
 	int r;
 
 	if (label_of_uri(c, &label) != TOK_OK) {
-		seterr(err, errlen, "keys.kek must name the KEK's label (object=...)");
+		tok_seterr(err, errlen, "keys.kek must name the KEK's label (object=...)");
 		return TOK_ERR_BAD_INPUT;
 	}
 	if (RAND_bytes(id, TOK_KEK_ID_LEN) != 1)
 		return TOK_ERR_INTERNAL;
 	if ((r = tok_session(c->tok, &s)) != TOK_OK) {
-		seterr(err, errlen, "session: %s", tok_strerror(r));
+		tok_seterr(err, errlen, "session: %s", tok_strerror(r));
 		return r;
 	}
 	CK_ATTRIBUTE tmpl[] = {
@@ -1221,13 +1209,13 @@ int tok_kek_create(struct tok_wcache *c, unsigned char id[TOK_KEK_ID_LEN], char 
 	};
 	rv = c->tok->fl->C_GenerateKey(s, &mech, tmpl, NELEM(tmpl), &h);
 	if (rv != CKR_OK) {
-		seterr(err, errlen, "C_GenerateKey (AES-256): %s", p11_kit_strerror(rv));
+		tok_seterr(err, errlen, "C_GenerateKey (AES-256): %s", p11_kit_strerror(rv));
 		return tok_err_from_rv(rv);
 	}
 	r = check_bools(c->tok, s, h, kek_want, NELEM(kek_want), "KEK", err, errlen);
 	if (r == TOK_OK && (c->tok->fl->C_GetAttributeValue(s, h, &vl, 1) != CKR_OK ||
 	                    got_len != WC_KEK_BITS / 8)) {
-		seterr(err, errlen, "KEK: CKA_VALUE_LEN does not read back as 32");
+		tok_seterr(err, errlen, "KEK: CKA_VALUE_LEN does not read back as 32");
 		r = TOK_ERR_UNUSABLE;
 	}
 	if (r != TOK_OK)
@@ -1543,12 +1531,12 @@ int tok_wrapped_generate(struct tok_wcache *c, const unsigned char kek_id[TOK_KE
 		pub_t[npub++] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent)};
 	}
 	if ((r = tok_session(tok, &s)) != TOK_OK) {
-		seterr(err, errlen, "session: %s", tok_strerror(r));
+		tok_seterr(err, errlen, "session: %s", tok_strerror(r));
 		return r;
 	}
 	rv = tok->fl->C_GenerateKeyPair(s, &mech, pub_t, npub, priv_t, NELEM(priv_t), &pub, &priv);
 	if (rv != CKR_OK) {
-		seterr(err, errlen, "C_GenerateKeyPair: %s", p11_kit_strerror(rv));
+		tok_seterr(err, errlen, "C_GenerateKeyPair: %s", p11_kit_strerror(rv));
 		r = tok_err_from_rv(rv);
 		goto out;
 	}
@@ -1558,24 +1546,24 @@ int tok_wrapped_generate(struct tok_wcache *c, const unsigned char kek_id[TOK_KE
 	                     errlen)) != TOK_OK)
 		goto out;
 	if ((r = spki_of(tok, s, pub, type, curve_nid, &out->spki, &out->spki_len)) != TOK_OK) {
-		seterr(err, errlen, "the public key cannot be read: %s", tok_strerror(r));
+		tok_seterr(err, errlen, "the public key cannot be read: %s", tok_strerror(r));
 		goto out;
 	}
 	if ((r = tok_wrapped_binding_digest(cred_id, out->spki, out->spki_len, dig)) != TOK_OK)
 		goto out;
 	if ((r = sign_direct(tok, s, priv, type, dig, &out->binding, &out->binding_len)) !=
 	    TOK_OK) {
-		seterr(err, errlen, "the binding signature failed: %s", tok_strerror(r));
+		tok_seterr(err, errlen, "the binding signature failed: %s", tok_strerror(r));
 		goto out;
 	}
 	r = TOK_ERR_INTERNAL;
 	if ((pk = tok_spki_parse(out->spki, out->spki_len)) == NULL ||
 	    !verify_digest(pk, dig, out->binding, out->binding_len)) {
-		seterr(err, errlen, "the binding signature does not verify");
+		tok_seterr(err, errlen, "the binding signature does not verify");
 		goto out;
 	}
 	if ((r = wrap_with(tok, s, kek, priv, &out->blob, &out->blob_len)) != TOK_OK) {
-		seterr(err, errlen, "C_WrapKey: %s", tok_strerror(r));
+		tok_seterr(err, errlen, "C_WrapKey: %s", tok_strerror(r));
 		goto out;
 	}
 	r = TOK_OK;
@@ -1668,7 +1656,7 @@ int tok_wrapped_rewrap(struct tok_wcache *c, const struct tok_wrapped_ref *ref,
 	pthread_mutex_unlock(&c->smu);
 	tok_use_end(c->tok);
 	if (r != TOK_OK) {
-		seterr(err, errlen, "C_WrapKey: %s", tok_strerror(r));
+		tok_seterr(err, errlen, "C_WrapKey: %s", tok_strerror(r));
 		goto out;
 	}
 	/* The new blob must open under the new KEK into the same key before the old goes. */
